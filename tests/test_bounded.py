@@ -1,0 +1,59 @@
+"""The capped primitives every later stage relies on, against a real Redis."""
+
+from __future__ import annotations
+
+from workers.bounded import CappedList, CappedStream, SeenSet
+
+
+def test_seen_set_reports_only_new_keys_once(redis_client):
+    # Given an empty seen-set
+    seen = SeenSet(redis_client, "wk:seen:t", cap=100)
+    # When the same keys are presented twice, with a duplicate inside one batch
+    first = seen.add_new(["a", "b", "a", "c"])
+    second = seen.add_new(["a", "b", "c", "d"])
+    # Then each key is new exactly once
+    assert first == ["a", "b", "c"]
+    assert second == ["d"]
+    assert len(seen) == 4
+
+
+def test_seen_set_holds_exactly_its_cap_and_never_re_emits_a_key_present_in_every_batch(
+        redis_client):
+    # Given a seen-set capped at 10,000
+    seen = SeenSet(redis_client, "wk:seen:big", cap=10_000)
+    pinned_new = 0
+    # When 1,000,000 distinct keys arrive in batches of 50, a pinned key in every batch
+    for batch in range(20_000):
+        keys = ["pinned", *(f"k{batch}-{i}" for i in range(50))]
+        new = seen.add_new(keys)
+        pinned_new += new.count("pinned")
+        assert len(new) == 50 + (batch == 0)
+    # Then it holds exactly 10,000 members and the pinned key was new once
+    assert len(seen) == 10_000
+    assert pinned_new == 1
+    assert "pinned" in seen
+
+
+def test_seen_set_age_limit_drops_keys_not_seen_again(redis_client):
+    seen = SeenSet(redis_client, "wk:seen:aged", cap=100, max_age=1)
+    seen.add_new(["old"])
+    redis_client.zadd("wk:seen:aged", {next(iter(redis_client.zrange("wk:seen:aged", 0, 0))): 1})
+    assert seen.add_new(["fresh"]) == ["fresh"]
+    assert len(seen) == 1
+    assert 0 < redis_client.ttl("wk:seen:aged") <= 1
+
+
+def test_capped_stream_stays_near_its_cap_and_round_trips_nested_fields(redis_client):
+    stream = CappedStream(redis_client, "wk:stream:test", cap=500)
+    stream.add_many({"title": f"t{i}", "tags": ["x", str(i)]} for i in range(5000))
+    assert 500 <= len(stream) <= 600
+    (_, last), = stream.latest(1)
+    assert last == {"title": "t4999", "tags": ["x", "4999"]}
+
+
+def test_capped_list_keeps_the_newest_records(redis_client):
+    history = CappedList(redis_client, "wk:history:s", cap=3)
+    for i in range(10):
+        history.push({"run": i})
+    assert [r["run"] for r in history.latest()] == [9, 8, 7]
+    assert len(history) == 3

@@ -1,0 +1,187 @@
+"""Capped Redis primitives: every structure watchkeeper writes has a hard cap and an age.
+
+The seeds leaked through exactly these structures kept in process memory (a dedup Set, a batch
+buffer, a history file). Moving them to Redis only moves the leak unless each one is bounded
+*in the same atomic step that grows it*, so:
+
+* ``SeenSet`` — a sorted set per source, member = short hash of the item key, score = when it
+  was last seen. One Lua call takes any number of keys, returns which are new, touches the ones
+  already there (an item still present in its source is never the oldest, so never evicted and
+  re-emitted — the seed's "trim to half" fix re-emitted), and trims to the exact cap.
+* ``CappedStream`` — an output stream written with ``XADD MAXLEN ~ cap``.
+* ``CappedList`` — newest-first list trimmed with ``LTRIM`` in the same transaction.
+
+Each reports its size and cap for ``watchkeeper status``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+JSON_FIELDS = frozenset({"tags", "coordinates", "location", "fields", "extra", "data"})
+
+_SEEN_ADD_NEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local cap = tonumber(ARGV[1])
+local max_age = tonumber(ARGV[2])
+if max_age > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - max_age))
+end
+local new = {}
+for i = 3, #ARGV do
+  if redis.call('ZADD', KEYS[1], now, ARGV[i]) == 1 then
+    new[#new + 1] = i - 3
+  end
+end
+local n = redis.call('ZCARD', KEYS[1])
+if n > cap then
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - cap - 1)
+end
+if max_age > 0 then
+  redis.call('EXPIRE', KEYS[1], max_age)
+end
+return new
+"""
+
+
+def short_hash(key: str) -> str:
+    """A 16-hex-digit digest: bounded member size whatever the item key's length."""
+    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True)
+class Size:
+    """What ``status`` shows for one bounded structure."""
+
+    key: str
+    size: int
+    cap: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "size": self.size, "cap": self.cap}
+
+
+class SeenSet:
+    """Per-source dedup memory, capped exactly and aged, one round trip per call."""
+
+    def __init__(self, client: redis.Redis, key: str, cap: int, max_age: float = 0) -> None:
+        self.client, self.key, self.cap, self.max_age = client, key, cap, max_age
+        self._script = client.register_script(_SEEN_ADD_NEW)
+
+    def add_new(self, keys: Sequence[str]) -> list[str]:
+        """Record ``keys`` as seen; return those not seen before (in input order, once each)."""
+        if not keys:
+            return []
+        hashes = [short_hash(k) for k in keys]
+        indices = self._script(keys=[self.key], args=[self.cap, int(self.max_age), *hashes])
+        return [keys[int(i)] for i in indices]
+
+    def __len__(self) -> int:
+        return int(self.client.zcard(self.key))
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.client.zscore(self.key, short_hash(key)) is not None
+
+    def size(self) -> Size:
+        return Size(self.key, len(self), self.cap)
+
+
+def encode_fields(entry: Mapping[str, Any]) -> dict[str, str]:
+    """Stream fields are strings: None → "", nested values → JSON."""
+    out: dict[str, str] = {}
+    for name, value in entry.items():
+        if value is None:
+            out[name] = ""
+        elif isinstance(value, str):
+            out[name] = value
+        elif isinstance(value, bool | int | float) and name not in JSON_FIELDS:
+            out[name] = str(value)
+        else:
+            out[name] = json.dumps(value, ensure_ascii=False, default=str)
+    return out
+
+
+def decode_fields(fields: Mapping[str, str]) -> dict[str, Any]:
+    """The inverse of ``encode_fields`` for the fields documented as JSON."""
+    out: dict[str, Any] = dict(fields)
+    for name in JSON_FIELDS & out.keys():
+        try:
+            out[name] = json.loads(out[name]) if out[name] else None
+        except ValueError:
+            pass
+    return out
+
+
+class CappedStream:
+    """An output stream (``alerts``, ``logs``, ``listings``) trimmed to about ``cap`` entries.
+
+    ``MAXLEN ~`` lets Redis trim whole radix-tree nodes, so the length can exceed the cap by at
+    most one node (100 entries by default) — the price of O(1) trimming on every add.
+    """
+
+    def __init__(self, client: redis.Redis, key: str, cap: int) -> None:
+        self.client, self.key, self.cap = client, key, cap
+
+    def add(self, entry: Mapping[str, Any]) -> str:
+        return str(self.client.xadd(self.key, encode_fields(entry),  # type: ignore[arg-type]
+                                    maxlen=self.cap, approximate=True))
+
+    def add_many(self, entries: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Append entries in one pipelined round trip; return their ids."""
+        pipe = self.client.pipeline(transaction=False)
+        for entry in entries:
+            pipe.xadd(self.key, encode_fields(entry),  # type: ignore[arg-type]
+                      maxlen=self.cap, approximate=True)
+        return [str(i) for i in pipe.execute()]
+
+    def latest(self, count: int) -> list[tuple[str, dict[str, Any]]]:
+        """The newest ``count`` entries, oldest first."""
+        rows = self.client.xrevrange(self.key, count=count)
+        return [(str(i), decode_fields(f)) for i, f in reversed(rows)]  # type: ignore[arg-type]
+
+    def after(self, last_id: str, count: int = 100,
+              block_ms: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """Entries after ``last_id`` (``"$"`` for only new ones), optionally blocking."""
+        reply = self.client.xread({self.key: last_id}, count=count, block=block_ms)
+        if not reply:
+            return []
+        return [(str(i), decode_fields(f)) for i, f in reply[0][1]]  # type: ignore[index]
+
+    def __len__(self) -> int:
+        return int(self.client.xlen(self.key))
+
+    def size(self) -> Size:
+        return Size(self.key, len(self), self.cap)
+
+
+class CappedList:
+    """Newest-first JSON records (session history, dead letters), trimmed on every push."""
+
+    def __init__(self, client: redis.Redis, key: str, cap: int, ttl: int | None = None) -> None:
+        self.client, self.key, self.cap, self.ttl = client, key, cap, ttl
+
+    def push(self, record: Mapping[str, Any]) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.lpush(self.key, json.dumps(record, default=str))
+        pipe.ltrim(self.key, 0, self.cap - 1)
+        if self.ttl:
+            pipe.expire(self.key, self.ttl)
+        pipe.execute()
+
+    def latest(self, count: int | None = None) -> list[dict[str, Any]]:
+        """Newest first."""
+        end = -1 if count is None else count - 1
+        return [json.loads(r) for r in self.client.lrange(self.key, 0, end)]  # type: ignore[union-attr]
+
+    def __len__(self) -> int:
+        return int(self.client.llen(self.key))
+
+    def size(self) -> Size:
+        return Size(self.key, len(self), self.cap)
