@@ -127,6 +127,12 @@ class Settings:
     host_delay: float = _setting(
         "WATCHKEEPER_HOST_DELAY", 1.0, "Seconds between requests to one host, across all "
         "workers", 0)
+    robots_ttl: int = _setting(
+        "WATCHKEEPER_ROBOTS_TTL", 86400, "Seconds a site's robots.txt is cached")
+    robots_max_hosts: int = _setting(
+        "WATCHKEEPER_ROBOTS_MAX_HOSTS", 1000, "Origins whose robots.txt is cached at once")
+    scrape_max_field_chars: int = _setting(
+        "WATCHKEEPER_SCRAPE_MAX_FIELD_CHARS", 2000, "Characters kept of one scraped field")
 
     # --- memory guard ----------------------------------------------------------------------
     memory_warn_mb: int = _setting(
