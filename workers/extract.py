@@ -172,7 +172,7 @@ CURRENCY_SYMBOLS = (
     ("₽", "RUB"), ("₺", "TRY"), ("zł", "PLN"), ("kr", "SEK"),
 )
 ISO_RE = re.compile(r"(?<![A-Za-z])([A-Z]{3})(?![A-Za-z])")
-NUMBER_RE = re.compile(r"\d(?:[\d.,'’\s\u00a0\u202f]*\d)?")
+NUMBER_RE = re.compile(r"\d(?:[\d.,'\u2019\s\u00a0\u202f]*\d)?")
 KNOWN_ISO = frozenset({
     "USD", "EUR", "GBP", "CHF", "JPY", "CNY", "HKD", "SGD", "AUD", "CAD", "NZD", "SEK", "NOK",
     "DKK", "PLN", "CZK", "HUF", "RUB", "TRY", "INR", "KRW", "BRL", "MXN", "ZAR", "AED", "THB",
@@ -196,7 +196,7 @@ def parse_price(text: str) -> tuple[float | None, str | None]:
 
 
 def _number(raw: str) -> float | None:
-    digits = re.sub(r"[\s\u00a0\u202f'’]", "", raw)
+    digits = re.sub(r"[\s\u00a0\u202f'\u2019]", "", raw)
     last_dot, last_comma = digits.rfind("."), digits.rfind(",")
     if last_dot >= 0 and last_comma >= 0:
         decimal = "." if last_dot > last_comma else ","
