@@ -17,6 +17,8 @@ from workers.settings import Settings, SettingsError
 
 TASK_MODULES = [
     "tasks.cleanup",
+    "tasks.feeds",
+    "tasks.http_logs",
 ]
 
 
