@@ -19,6 +19,7 @@ TASK_MODULES = [
     "tasks.cleanup",
     "tasks.feeds",
     "tasks.http_logs",
+    "tasks.scrape",
 ]
 
 
