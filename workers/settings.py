@@ -106,6 +106,9 @@ class Settings:
     location_lease: int = _setting(
         "WATCHKEEPER_LOCATION_LEASE", 300, "Seconds a claimed batch is leased before it "
         "returns to the buffer")
+    location_retry_backoff: float = _setting(
+        "WATCHKEEPER_LOCATION_RETRY_BACKOFF", 10.0, "First retry delay of a failing location "
+        "batch, seconds; doubles per retry", 0)
     location_flush_interval: int = _setting(
         "WATCHKEEPER_LOCATION_FLUSH_INTERVAL", 30, "Seconds between scheduled batch flushes")
 
