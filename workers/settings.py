@@ -162,6 +162,8 @@ class Settings:
         "connection is closed")
     tcp_queue_lines: int = _setting(
         "WATCHKEEPER_TCP_QUEUE_LINES", 20000, "Lines queued between readers and the Redis writer")
+    tcp_queue_bytes: int = _setting(
+        "WATCHKEEPER_TCP_QUEUE_BYTES", 16 * MIB, "Bytes queued between readers and Redis writer")
     tcp_batch_lines: int = _setting(
         "WATCHKEEPER_TCP_BATCH_LINES", 1000, "Lines written to Redis per round trip")
     tcp_shutdown_s: float = _setting(
