@@ -80,3 +80,36 @@ def collect_status(rt: Runtime) -> dict[str, Any]:
         except Exception as exc:  # one broken section must not hide the others
             status[name] = {"error": f"{type(exc).__name__}: {exc}"}
     return status
+
+
+def render_text(status: dict[str, Any]) -> str:
+    """A readable rendering of any status object: one block per section."""
+    lines: list[str] = []
+    for name, section in status.items():
+        lines.append(f"== {name}")
+        lines.extend(_render(section, "  "))
+    return "\n".join(lines)
+
+
+def _render(value: Any, indent: str) -> list[str]:
+    if isinstance(value, dict):
+        if not value:
+            return [indent + "(none)"]
+        out: list[str] = []
+        for key, item in value.items():
+            if isinstance(item, dict | list) and item:
+                out.append(f"{indent}{key}:")
+                out.extend(_render(item, indent + "  "))
+            else:
+                out.append(f"{indent}{key}: {item if item not in ({}, []) else '-'}")
+        return out
+    if isinstance(value, list):
+        if not value:
+            return [indent + "(none)"]
+        out = []
+        for item in value:
+            rendered = _render(item, indent + "  ")
+            out.append(indent + "- " + rendered[0].strip())
+            out.extend(rendered[1:])
+        return out
+    return [indent + str(value)]
