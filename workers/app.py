@@ -20,6 +20,7 @@ TASK_MODULES = [
     "tasks.feeds",
     "tasks.http_logs",
     "tasks.scrape",
+    "tasks.locations",
 ]
 
 
@@ -30,11 +31,13 @@ def _fail(message: str) -> None:
 
 def celery_config(settings: Settings, url: str) -> dict[str, object]:
     """Celery settings for runs measured in weeks; each line says why."""
-    backend = "socket://" + url[len("redis+socket://"):] if url.startswith(
-        "redis+socket://") else url
+    # Celery reads "redis+socket://" as the redis backend over a unix socket; a bare
+    # "socket://" is looked up as a backend named "socket" and fails.
+    backend = url
     return {
         "broker_url": url,
-        "result_backend": backend,
+        # kombu's redis+socket:// form also selects Celery's Redis backend over the socket.
+        "result_backend": url,
         # Results are rarely read; those that are expire within the hour, never pile up.
         "task_ignore_result": True,
         "result_expires": settings.result_expires,
