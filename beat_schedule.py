@@ -38,4 +38,6 @@ def build_schedule(settings: Settings, config: SourcesConfig) -> dict[str, dict[
     }
     schedule["maintenance:cleanup"] = entry("tasks.cleanup.cleanup",
                                             settings.moonshot_cleanup_interval)
+    schedule["maintenance:locations"] = entry("tasks.locations.flush_locations",
+                                              settings.location_flush_interval)
     return schedule

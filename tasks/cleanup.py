@@ -37,7 +37,9 @@ def forget_removed_sources(rt: Runtime) -> dict[str, Any]:
 
 def cleanup_steps() -> list[CleanupStep]:
     """Every stage's cleanup, in order. Stages register by being listed here."""
-    return [forget_removed_sources]
+    from workers.location_health import location_cleanup
+
+    return [forget_removed_sources, location_cleanup]
 
 
 def run_cleanup(rt: Runtime) -> dict[str, Any]:

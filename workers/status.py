@@ -14,6 +14,7 @@ from typing import Any
 
 from workers.bounded import SeenSet
 from workers.config import SiteSource
+from workers.location_health import location_status
 from workers.runtime import Runtime
 
 Section = Callable[[Runtime], Any]
@@ -69,6 +70,7 @@ def sources_section(rt: Runtime) -> dict[str, Any]:
 SECTIONS: dict[str, Section] = {
     "redis": redis_section,
     "sources": sources_section,
+    "locations": location_status,
 }
 
 
