@@ -31,9 +31,6 @@ def _fail(message: str) -> None:
 
 def celery_config(settings: Settings, url: str) -> dict[str, object]:
     """Celery settings for runs measured in weeks; each line says why."""
-    # Celery reads "redis+socket://" as the redis backend over a unix socket; a bare
-    # "socket://" is looked up as a backend named "socket" and fails.
-    backend = url
     return {
         "broker_url": url,
         # kombu's redis+socket:// form also selects Celery's Redis backend over the socket.
