@@ -35,7 +35,7 @@ from tasks.fetch import FetchError, fetch
 from workers.bounded import CappedList, CappedStream
 from workers.config import SiteSource
 from workers.extract import NotHTML, PageResult, extract_page
-from workers.robots import RobotsRules, RobotsUnavailable, rules_for_run
+from workers.robots import RobotsCache, RobotsRules, RobotsUnavailable, rules_for_run
 from workers.runtime import Runtime, get_runtime
 from workers.settings import Settings
 from workers.sources import (
@@ -282,11 +282,17 @@ def history_rows(rt: Runtime, site: str, n: int) -> list[dict[str, Any]]:
     return history(rt, site).latest(max(0, n)) if n > 0 else []
 
 
-def site_status(rt: Runtime, site: str) -> dict[str, Any]:
-    """For the ``sources`` status section: the last run and the history's size and cap."""
-    runs = history(rt, site)
+def site_status(rt: Runtime, site: SiteSource) -> dict[str, Any]:
+    """For the ``sources`` status section: the last run (its warnings repeated at the top, so a
+    selector that matched nothing is visible at a glance), the history's size against its cap,
+    and whether robots.txt is respected, with the shared robots cache's size."""
+    runs = history(rt, site.name)
     last = runs.latest(1)
-    return {"history": runs.size().as_dict(), "last_run": last[0] if last else None}
+    return {"last_run": last[0] if last else None,
+            "warnings": last[0].get("warnings", []) if last else [],
+            "history": runs.size().as_dict(),
+            "robots": {"respected": site.robots,
+                       "cache": RobotsCache(rt.redis, rt.settings).size().as_dict()}}
 
 
 @shared_task(name="tasks.scrape.scrape_site")  # type: ignore[untyped-decorator]
