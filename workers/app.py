@@ -11,6 +11,7 @@ import sys
 from celery import Celery
 
 from beat_schedule import build_schedule
+from workers import memory
 from workers.config import ConfigError, find_config, load_config
 from workers.redis import RedisUnavailable, resolve_url
 from workers.settings import Settings, SettingsError
@@ -83,6 +84,7 @@ def create_app() -> Celery:
     celery = Celery("watchkeeper", include=TASK_MODULES, set_as_current=True)
     celery.conf.update(celery_config(settings, url))
     celery.conf.beat_schedule = build_schedule(settings, config)
+    memory.install(celery, settings)
     return celery
 
 
