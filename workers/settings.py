@@ -148,6 +148,10 @@ class Settings:
         "WATCHKEEPER_MAX_TASKS_PER_CHILD", 1000, "Tasks before a pool child is replaced")
     max_worker_kills: int = _setting(
         "WATCHKEEPER_MAX_WORKER_KILLS", 2, "Worker kills after which a task is dead-lettered")
+    memory_guard: int = _setting(
+        "WATCHKEEPER_MEMORY_GUARD", 1, "1: the memory guard runs; 0: stock Celery limits only", 0)
+    memory_check_interval: float = _setting(
+        "WATCHKEEPER_MEMORY_CHECK_INTERVAL", 0.25, "Seconds between hard-limit checks", 0.05)
 
     # --- TCP listener ----------------------------------------------------------------------
     tcp_max_line: int = _setting(
