@@ -36,7 +36,7 @@ def entry_key(entry: Any) -> str:
         value = entry.get(name)
         if isinstance(value, str) and value.strip():
             return value.strip()
-    text = f"{entry.get('title', '')}\x00{entry.get('published', entry.get('updated', ''))}"
+    text = f"{entry.get('title', '')}\x00{entry.get('published') or entry.get('updated') or ''}"
     return "sha1:" + hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -102,12 +102,15 @@ def parse_feed(source: FeedSource, body: bytes, headers: dict[str, str],
 def _why_empty(parsed: Any, body: bytes, headers: dict[str, str]) -> str:
     if not body.strip():
         return "empty body"
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in ("text/html", "application/xhtml+xml") or body.lstrip()[:14].lower(
+            ).startswith((b"<!doctype html", b"<html")):
+        return f"an HTML page ({content_type or 'no content type'}), not an RSS/Atom feed"
     if parsed.get("bozo") and parsed.get("bozo_exception") is not None:
         first = str(parsed["bozo_exception"]).strip().splitlines()
         return f"not a valid feed: {first[0] if first else type(parsed['bozo_exception'])}"
     if not parsed.get("version"):
-        kind = headers.get("content-type", "unknown content type").split(";")[0]
-        return f"not an RSS/Atom feed ({kind})"
+        return f"not an RSS/Atom feed ({content_type or 'no content type'})"
     return f"{parsed['version']} feed without entries"
 
 
