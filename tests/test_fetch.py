@@ -4,6 +4,7 @@ ends in a one-line FetchError within its bounds, never a hang or an unbounded bo
 from __future__ import annotations
 
 import gzip
+import itertools
 import threading
 import time
 import tracemalloc
@@ -262,7 +263,7 @@ def test_host_delay_spaces_requests_across_concurrent_fetchers(http_server, fast
     # Then every request started at least the delay after the previous one (5 ms clock slack)
     assert all(getattr(r, "status", None) == 200 for r in results), results
     starts = sorted(log["starts"])
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(gaps) == 4 and min(gaps) >= 0.245, gaps
     for key in redis_client.scan_iter(match="wk:host:*"):
         assert redis_client.pttl(key) > 0
