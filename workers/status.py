@@ -15,6 +15,7 @@ from typing import Any
 from workers.bounded import SeenSet
 from workers.config import SiteSource
 from workers.location_health import location_status
+from workers.memory_stats import dead_letters_section, task_memory_section, workers_section
 from workers.runtime import Runtime
 
 Section = Callable[[Runtime], Any]
@@ -71,6 +72,9 @@ SECTIONS: dict[str, Section] = {
     "redis": redis_section,
     "sources": sources_section,
     "locations": location_status,
+    "workers": workers_section,
+    "task_memory": task_memory_section,
+    "dead_letters": dead_letters_section,
 }
 
 
