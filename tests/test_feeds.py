@@ -93,6 +93,8 @@ def test_new_entries_reach_the_alerts_stream_with_their_fields(rt, http_server):
     assert state(rt, "news")["last_status"] == "ok" and state(rt, "news")["errors"] == "0"
     section = collect_status(rt)["sources"]["news"]
     assert section["state"]["last_new"] == "2" and section["seen"]["size"] == 2
+    assert (section["polling"], section["due"], section["host"]["in_flight"]) == (False, False, 0)
+    assert section["seen"]["cap"] == 10_000
 
 
 def test_georss_gml_and_w3c_geo_coordinates_are_kept(rt, http_server):

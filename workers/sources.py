@@ -331,3 +331,18 @@ def _float(value: str | None) -> float:
         return float(value) if value else 0.0
     except ValueError:
         return 0.0
+
+
+def poll_status(rt: Runtime, source: Source) -> dict[str, Any]:
+    """What ``status`` adds per polled source: whether a poll runs now, when the next is due,
+    and the politeness slots in use for its host (every key here expires by itself)."""
+    now = time.time()
+    state = SourceState.load(rt.redis, rt.settings, source.name)
+    slots, _ = host_keys(rt.settings, source.host)
+    return {
+        "polling": bool(rt.redis.exists(rt.settings.key("lock", source.name))),
+        "due": state.due(now),
+        "next_check_in_s": round(max(0.0, state.next_check - now), 1),
+        "host": {"key": slots, "in_flight": int(rt.redis.zcount(slots, now * 1000, "+inf")),
+                 "cap": rt.settings.host_concurrency},
+    }

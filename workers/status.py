@@ -17,6 +17,7 @@ from workers.config import SiteSource
 from workers.location_health import location_status
 from workers.memory_stats import dead_letters_section, task_memory_section, workers_section
 from workers.runtime import Runtime
+from workers.sources import poll_status
 
 Section = Callable[[Runtime], Any]
 
@@ -60,6 +61,7 @@ def sources_section(rt: Runtime) -> dict[str, Any]:
             "interval_s": source.interval,
             "state": state,
             "seen": seen.size().as_dict(),
+            **poll_status(rt, source),
         }
         if isinstance(source, SiteSource):
             from tasks.scrape import site_status  # a stage module: imported only when needed
