@@ -174,7 +174,7 @@ def test_listing_values_are_plain_strings_not_parse_tree_objects() -> None:
 @pytest.mark.parametrize(("text", "expected"), [
     ("$12,500.00", (12500.0, "USD")),
     ("1.234,50 €", (1234.5, "EUR")),
-    ("CHF 12'500.–", (12500.0, "CHF")),
+    ("CHF 12'500.\u2013", (12500.0, "CHF")),
     ("12 500 EUR", (12500.0, "EUR")),
     ("£899", (899.0, "GBP")),
     ("US$ 3,000", (3000.0, "USD")),
