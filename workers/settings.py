@@ -237,3 +237,29 @@ def settings_table() -> list[tuple[str, str, str]]:
             default, float) else str(default)
         rows.append((f.metadata["env"], shown, f.metadata["meaning"]))
     return rows
+
+
+def markdown_table() -> str:
+    """The README's settings table (``python -m workers.settings`` prints it)."""
+    lines = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    lines += [f"| `{env}` | `{default}` | {meaning} |" for env, default, meaning in
+              settings_table()]
+    return "\n".join(lines)
+
+
+def update_readme(path: str) -> None:
+    """Rewrite the table between the README's settings markers from this module."""
+    text = Path(path).read_text(encoding="utf-8")
+    start, end = "<!-- settings:start -->", "<!-- settings:end -->"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    Path(path).write_text(f"{head}{start}\n{markdown_table()}\n{end}{tail}", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["--readme"]:
+        update_readme(sys.argv[2])
+    else:
+        print(markdown_table())

@@ -1,0 +1,81 @@
+"""`watchkeeper run --demo` as a new user runs it: embedded Redis, real prefork worker, beat,
+listener, the local sample sources — then Ctrl-C leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from helpers import wait_for
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_URL", "WATCHKEEPER_CONFIG") and not k.startswith("PYTEST")}
+    env["WATCHKEEPER_HOME"] = str(home)
+    return env
+
+
+def _cli(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "workers.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=_env(home), cwd=home.parent)
+
+
+def _processes_of(home: Path) -> list[psutil.Process]:
+    """Every live process started for this home: by environment or by socket path."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if proc.pid == os.getpid():
+                continue
+            if str(home) in " ".join(proc.info["cmdline"] or []) or proc.environ().get(
+                    "WATCHKEEPER_HOME") == str(home):
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_pipeline_and_ctrl_c_leaves_no_process(tmp_path):
+    home = tmp_path / "home"
+    # Given `watchkeeper run --demo` started on a fresh home with no REDIS_URL
+    run = subprocess.Popen([sys.executable, "-m", "workers.cli", "run", "--demo",
+                            "--concurrency", "2"], env=_env(home), cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # Then alerts arrive and `tail alerts -n 5` shows them
+        def alerts() -> list[dict[str, object]]:
+            proc = _cli(home, "tail", "alerts", "-n", "5", "--json")
+            return [json.loads(line) for line in proc.stdout.splitlines()]
+
+        shown = wait_for(lambda: len(alerts()) == 5 and alerts(), timeout=120,
+                         interval=2, message="5 alerts")
+        assert all(a["source"] in ("demo-world", "demo-regional") for a in shown)
+        # And `celery -A workers inspect ping` answers
+        ping = subprocess.run([sys.executable, "-m", "celery", "-A", "workers", "inspect",
+                               "ping", "--timeout", "5"], capture_output=True, text=True,
+                              timeout=90, env=_env(home), cwd=tmp_path)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        assert "pong" in ping.stdout
+        # And `status --json` is one JSON object with the documented sections
+        status = json.loads(_cli(home, "status", "--json").stdout)
+        assert {"redis", "sources", "workers"} <= status.keys()
+        assert status["redis"]["streams"]["alerts"]["size"] >= 5
+        assert "demo-world" in status["sources"]
+    finally:
+        # When the run gets Ctrl-C
+        run.send_signal(signal.SIGINT)
+        output = run.communicate(timeout=90)[0]
+    assert run.returncode == 0, output
+    # Then no watchkeeper, celery or redis-server process of that home is left
+    wait_for(lambda: not _processes_of(home), timeout=30, message="no processes left")
+    assert not (home / "run.json").exists()
