@@ -175,16 +175,18 @@ def cmd_poll(args: argparse.Namespace) -> int:
     if source is None:
         names = ", ".join(s.name for s in rt.config().sources) or "none"
         raise UsageError(f"source {args.name!r} is not in {rt.config_path} (sources: {names})")
-    result: dict[str, Any] = _hook(POLLERS[source.kind])(rt, source, show_items=args.items
-                                                           or args.json)
+    # Sites always list their items: `poll` is how users tune selectors before scheduling.
+    show_items = args.items or args.json or source.kind == "site"
+    result: dict[str, Any] = _hook(POLLERS[source.kind])(rt, source, show_items=show_items)
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
     else:
-        for item in result.get("items", []) if args.items else []:
+        for item in result.get("items", []) if show_items else []:
             print(json.dumps(item, ensure_ascii=False, default=str))
         print(f"{result['source']}: {result['status']} — fetched {result['fetched']}, new "
               f"{result['new']}, duplicate {result['duplicate']} in {result['elapsed_s']:.2f}s"
-              + (f"; error: {result['error']}" if result.get("error") else ""))
+              + (f"; error: {result['error']}" if result.get("error") else "")
+              + "".join(f"; warning: {w}" for w in result.get("warnings", [])))
     return 0 if result["status"] != "error" else 1
 
 
