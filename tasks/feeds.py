@@ -151,7 +151,7 @@ def poll_now(rt: Runtime, source: FeedSource, show_items: bool = False) -> dict[
     return poll_source(rt, source, FEEDS, fetch, scheduled=False, show_items=show_items)
 
 
-@shared_task(name="tasks.feeds.poll_feed")  # type: ignore[untyped-decorator]
+@shared_task(name="tasks.feeds.poll_feed")
 def poll_feed(name: str) -> dict[str, Any]:
     """Scheduled poll of one feed; a feed removed from the sources file is skipped."""
     rt = get_runtime()

@@ -129,7 +129,7 @@ def poll_now(rt: Runtime, source: HttpLogSource, show_items: bool = False) -> di
                        show_items=show_items)
 
 
-@shared_task(name="tasks.http_logs.poll_http_log")  # type: ignore[untyped-decorator]
+@shared_task(name="tasks.http_logs.poll_http_log")
 def poll_http_log(name: str) -> dict[str, Any]:
     """Scheduled poll of one log endpoint; one removed from the sources file is skipped."""
     rt = get_runtime()

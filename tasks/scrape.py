@@ -295,7 +295,7 @@ def site_status(rt: Runtime, site: SiteSource) -> dict[str, Any]:
                        "cache": RobotsCache(rt.redis, rt.settings).size().as_dict()}}
 
 
-@shared_task(name="tasks.scrape.scrape_site")  # type: ignore[untyped-decorator]
+@shared_task(name="tasks.scrape.scrape_site")
 def scrape_site(name: str) -> dict[str, Any]:
     """Scheduled run of one site; a site removed from the sources file is skipped."""
     rt = get_runtime()

@@ -9,8 +9,8 @@ import sys
 import textwrap
 
 import psutil
-
 from helpers import wait_for
+
 from workers.redis import EmbeddedRedis, connect
 
 USER = textwrap.dedent("""

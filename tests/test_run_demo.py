@@ -12,7 +12,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from helpers import wait_for
 
 
@@ -35,10 +34,10 @@ def _processes_of(home: Path) -> list[psutil.Process]:
         try:
             if proc.pid == os.getpid():
                 continue
-            if str(home) in " ".join(proc.info["cmdline"] or []) or proc.environ().get(
-                    "WATCHKEEPER_HOME") == str(home):
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
+            ours = str(home) in " ".join(proc.info["cmdline"] or []) or proc.environ().get(
+                "WATCHKEEPER_HOME") == str(home)
+            if ours and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
         except psutil.Error:
             continue
     return found

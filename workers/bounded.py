@@ -16,11 +16,12 @@ Each reports its size and cap for ``watchkeeper status``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -112,10 +113,8 @@ def decode_fields(fields: Mapping[str, str]) -> dict[str, Any]:
     """The inverse of ``encode_fields`` for the fields documented as JSON."""
     out: dict[str, Any] = dict(fields)
     for name in JSON_FIELDS & out.keys():
-        try:
+        with contextlib.suppress(ValueError):
             out[name] = json.loads(out[name]) if out[name] else None
-        except ValueError:
-            pass
     return out
 
 
@@ -143,16 +142,17 @@ class CappedStream:
 
     def latest(self, count: int) -> list[tuple[str, dict[str, Any]]]:
         """The newest ``count`` entries, oldest first."""
-        rows = self.client.xrevrange(self.key, count=count)
-        return [(str(i), decode_fields(f)) for i, f in reversed(rows)]  # type: ignore[arg-type]
+        rows = cast(list[Any], self.client.xrevrange(self.key, count=count))
+        return [(str(i), decode_fields(f)) for i, f in reversed(rows)]
 
     def after(self, last_id: str, count: int = 100,
               block_ms: int | None = None) -> list[tuple[str, dict[str, Any]]]:
         """Entries after ``last_id`` (``"$"`` for only new ones), optionally blocking."""
-        reply = self.client.xread({self.key: last_id}, count=count, block=block_ms)
+        reply = cast(list[Any], self.client.xread({self.key: last_id}, count=count,
+                                                  block=block_ms))
         if not reply:
             return []
-        return [(str(i), decode_fields(f)) for i, f in reply[0][1]]  # type: ignore[index]
+        return [(str(i), decode_fields(f)) for i, f in reply[0][1]]
 
     def __len__(self) -> int:
         return int(self.client.xlen(self.key))
@@ -178,7 +178,8 @@ class CappedList:
     def latest(self, count: int | None = None) -> list[dict[str, Any]]:
         """Newest first."""
         end = -1 if count is None else count - 1
-        return [json.loads(r) for r in self.client.lrange(self.key, 0, end)]  # type: ignore[union-attr]
+        rows = cast(list[str], self.client.lrange(self.key, 0, end))
+        return [json.loads(r) for r in rows]
 
     def __len__(self) -> int:
         return int(self.client.llen(self.key))

@@ -150,7 +150,7 @@ class DemoServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 status, ctype, body = demo.render(self.path)
                 data = body.encode("utf-8")
                 self.send_response(status)

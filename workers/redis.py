@@ -165,10 +165,9 @@ class EmbeddedRedis:
         pid = self.server_pid()
         if pid is None:
             return
-        try:
+        # SHUTDOWN closes the connection: an error here is the normal answer.
+        with contextlib.suppress(redis.RedisError):
             redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5).shutdown(nosave=False)
-        except redis.RedisError:
-            pass  # shutdown closes the connection; an error here is the normal answer
         deadline = time.monotonic() + 10
         while psutil.pid_exists(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -180,7 +179,7 @@ class EmbeddedRedis:
 
 def _create_time(pid: int) -> float:
     try:
-        return psutil.Process(pid).create_time()
+        return float(psutil.Process(pid).create_time())
     except psutil.Error:
         return -1.0
 
