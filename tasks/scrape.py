@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 
 ACCEPT = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"
 MIB = 1024 * 1024
+MAX_MESSAGE = 500
+"""Characters kept of one error or warning: they quote URLs a hostile page chooses."""
+EMIT_CHUNK = 500
 
 
 @dataclass
@@ -124,6 +127,10 @@ def crawl_site(settings: Settings, client: redis.Redis | None, site: SiteSource,
         crawl.add_page(page)
         if page.matched == 0 or page.next_url is None:
             break
+        if len(page.next_url) > settings.scrape_max_field_chars:
+            crawl.warnings.append(f"page {number}: next page link of {len(page.next_url)} "
+                                  "characters ignored (WATCHKEEPER_SCRAPE_MAX_FIELD_CHARS)")
+            break
         if page.next_url in visited:
             crawl.warnings.append(f"pagination loop: page {number} ({url}) links back to "
                                   f"{page.next_url}")
@@ -155,7 +162,7 @@ def _read_page(settings: Settings, client: redis.Redis | None, site: SiteSource,
         crawl.errors.append(f"page {number}: {exc}")
     except Exception as exc:  # a parser crash on hostile markup is this site's error only
         log.exception("[scrape] site %r: page %d (%s) failed", site.name, number, url)
-        crawl.errors.append(f"page {number}: {url}: {type(exc).__name__}: {exc}"[:500])
+        crawl.errors.append(f"page {number}: {url}: {type(exc).__name__}: {exc}")
     return None
 
 
@@ -168,12 +175,13 @@ def record_run(rt: Runtime, site: SiteSource, crawl: Crawl, started: float,
     s = rt.settings
     fetched_at = datetime.now(UTC).isoformat(timespec="seconds")
     new_ids = set(seen_set(rt, site.name).add_new([i["id"] for i in crawl.listings]))
-    if new_ids:
-        CappedStream(rt.redis, s.key("stream", "listings"), s.max_listings).add_many(
+    stream = CappedStream(rt.redis, s.key("stream", "listings"), s.max_listings)
+    new = [i for i in crawl.listings if i["id"] in new_ids]
+    for start in range(0, len(new), EMIT_CHUNK):
+        stream.add_many(
             {"site": site.name, "fetched_at": fetched_at, "id": i["id"], "page": i["page"],
              "fields": i["fields"], "price_amount": i["price_amount"],
-             "price_currency": i["price_currency"]}
-            for i in crawl.listings if i["id"] in new_ids)
+             "price_currency": i["price_currency"]} for i in new[start:start + EMIT_CHUNK])
     memory_end_mb = rss_mb()
     run = {
         "site": site.name, "status": crawl.status,
@@ -183,7 +191,8 @@ def record_run(rt: Runtime, site: SiteSource, crawl: Crawl, started: float,
         "already_seen": len(crawl.listings) - len(new_ids), "matched": crawl.matched,
         "duplicates_on_pages": crawl.duplicates, "missing_id": crawl.missing_id,
         "missing_fields": crawl.missing, "incomplete": crawl.incomplete,
-        "errors": crawl.errors, "warnings": crawl.warnings,
+        "errors": [m[:MAX_MESSAGE] for m in crawl.errors],
+        "warnings": [m[:MAX_MESSAGE] for m in crawl.warnings],
         "memory_usage_start_mb": round(memory_start_mb, 2),
         "memory_usage_end_mb": round(memory_end_mb, 2),
         "memory_delta_mb": round(memory_end_mb - memory_start_mb, 2),
@@ -199,8 +208,8 @@ def save_site_state(rt: Runtime, site: SiteSource, state: SourceState, crawl: Cr
         "last_status": crawl.status, "last_poll": started, "last_http_status": crawl.http_status,
         "last_fetched": run["items_found"], "last_new": run["new"],
         "last_duplicate": run["already_seen"], "last_bad": run["missing_id"],
-        "last_elapsed_s": run["elapsed_s"], "last_error": (crawl.errors or [""])[0][:500],
-        "last_warning": (crawl.warnings or [""])[0][:500]}
+        "last_elapsed_s": run["elapsed_s"], "last_error": (run["errors"] or [""])[0],
+        "last_warning": (run["warnings"] or [""])[0]}
     delay = None
     if crawl.status == "error":
         errors = state.errors + 1
@@ -237,11 +246,11 @@ def scrape(rt: Runtime, site: SiteSource, *, scheduled: bool = True,
         delay = save_site_state(rt, site, state, crawl, run, started)
     finally:
         release_lock(rt.redis, rt.settings, site.name, token)
-    for problem in crawl.errors + crawl.warnings:
+    for problem in run["errors"] + run["warnings"]:
         log.warning("[scrape] site %r: %s", site.name, problem)
     outcome = _outcome(site, crawl.status, started, fetched=run["items_found"],
-                       new=run["new"], error="; ".join(crawl.errors) or None,
-                       pages=crawl.pages, warnings=crawl.warnings,
+                       new=run["new"], error="; ".join(run["errors"]) or None,
+                       pages=crawl.pages, warnings=run["warnings"],
                        missing_id=crawl.missing_id, incomplete=run["incomplete"],
                        duplicates_on_pages=crawl.duplicates,
                        memory_delta_mb=run["memory_delta_mb"])

@@ -188,6 +188,39 @@ def test_pagination_loop_is_detected_and_reported(rt, http_server) -> None:
         f"{http_server.url('/p1')}"]
 
 
+def test_hostile_next_link_longer_than_the_field_cap_is_ignored(rt, http_server) -> None:
+    html_route(http_server, "/p1", listing_html(card("w1"), next_href="/p2?" + "x" * 5000))
+    site, = configure(rt, site_toml("shop", http_server.url("/p1"), max_pages=3))
+
+    outcome = scrape(rt, site, scheduled=False)
+
+    assert (outcome["status"], outcome["pages"], outcome["new"]) == ("ok", 1, 1)
+    assert outcome["warnings"] == [
+        "page 1: next page link of 5026 characters ignored (WATCHKEEPER_SCRAPE_MAX_FIELD_CHARS)"]
+    assert http_server.hits("/p2") == 0
+
+
+def test_errors_quoting_long_urls_are_shortened_in_the_history(rt, http_server) -> None:
+    long_path = "/p2" + "y" * 1900
+    html_route(http_server, "/p1", listing_html(card("w1"), next_href=long_path))
+    site, = configure(rt, site_toml("shop", http_server.url("/p1"), max_pages=2))
+
+    outcome = scrape(rt, site, scheduled=False)
+
+    assert outcome["status"] == "partial"
+    run = history_rows(rt, "shop", 1)[0]
+    assert len(run["errors"]) == 1 and len(run["errors"][0]) == 500
+    assert run["errors"][0].startswith("page 2: ")
+
+
+def test_a_page_of_many_new_listings_reaches_the_stream_whole(rt, http_server) -> None:
+    html_route(http_server, "/listings", listing_html(*(card(f"w{i}") for i in range(1200))))
+    site, = configure(rt, site_toml("shop", http_server.url("/listings")))
+
+    assert scrape(rt, site, scheduled=False)["new"] == 1200
+    assert len(listings(rt)) == 1200
+
+
 def test_404_on_page_two_is_reported_and_page_one_listings_kept(rt, http_server) -> None:
     html_route(http_server, "/p1", listing_html(card("w1"), card("w2"), next_href="/p2"))
     site, = configure(rt, site_toml("shop", http_server.url("/p1"), max_pages=3))
