@@ -18,6 +18,7 @@ from workers.location_health import location_status
 from workers.memory_stats import dead_letters_section, task_memory_section, workers_section
 from workers.runtime import Runtime
 from workers.sources import poll_status
+from workers.tcp_stats import tcp_section
 
 Section = Callable[[Runtime], Any]
 
@@ -77,6 +78,7 @@ SECTIONS: dict[str, Section] = {
     "workers": workers_section,
     "task_memory": task_memory_section,
     "dead_letters": dead_letters_section,
+    "tcp": tcp_section,
 }
 
 
