@@ -72,3 +72,13 @@ def echo(value: int) -> dict[str, int]:
 @shared_task(name="tests.leaky.noop")
 def noop() -> None:
     """Does nothing: the memory guard's per-task overhead is all that is left to measure."""
+
+
+@shared_task(name="tests.leaky.sleep", ignore_result=False, bind=True)
+def sleep(self: Any, seconds: float) -> int:
+    """Record which child runs it, then sleep: a test kills that child from outside."""
+    r = get_runtime().redis
+    r.rpush(_key("sleep", self.request.id), os.getpid())
+    r.expire(_key("sleep", self.request.id), _TEST_TTL)
+    time.sleep(seconds)
+    return os.getpid()
