@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import requests
+from helpers import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import wait_for
 from workers.bounded import CappedStream, SeenSet
 
 
