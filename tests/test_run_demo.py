@@ -66,10 +66,18 @@ def test_demo_runs_the_whole_pipeline_and_ctrl_c_leaves_no_process(tmp_path):
         assert ping.returncode == 0, ping.stdout + ping.stderr
         assert "pong" in ping.stdout
         # And `status --json` is one JSON object with the documented sections
+        sections = {"redis", "sources", "workers", "locations", "tcp", "task_memory",
+                    "dead_letters"}
         status = json.loads(_cli(home, "status", "--json").stdout)
-        assert {"redis", "sources", "workers"} <= status.keys()
+        assert sections <= status.keys()
+        assert not [name for name in sections if "error" in status[name]]
         assert status["redis"]["streams"]["alerts"]["size"] >= 5
         assert "demo-world" in status["sources"]
+        assert status["workers"]["nodes"], "the prefork worker reports its memory"
+        # And the terminal rendering shows every section too
+        text = _cli(home, "status").stdout
+        assert all(f"== {name}" in text for name in sections)
+        assert "demo-watches" in text
     finally:
         # When the run gets Ctrl-C
         run.send_signal(signal.SIGINT)

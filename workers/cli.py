@@ -126,7 +126,8 @@ def _free_port() -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from workers.status import collect_status, render_text
+    from workers.status import collect_status
+    from workers.status_text import render as render_text
 
     rt = make_runtime(args)
     status = collect_status(rt)
