@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import bench_redis, write_result  # noqa: E402
-from workers.bounded import SeenSet, short_hash  # noqa: E402
-from workers.redis import connect  # noqa: E402
+from bench.common import bench_redis, write_result
+from workers.bounded import SeenSet, short_hash
+from workers.redis import connect
 
 
 def main() -> None:
