@@ -1,0 +1,110 @@
+"""The throughput table: one line per benchmark, each a ratio measured within one run.
+
+    python bench/table.py           # print the table from bench/results/*.json
+    python bench/table.py --run     # run every benchmark first (about 10-15 minutes)
+
+Writes bench/results/table.json and prints a Markdown table (pasted into the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+ROOT = HERE.parent
+
+BENCHMARKS = ["bench_feeds.py", "bench_tcp.py", "bench_seen.py", "bench_memory_guard.py",
+              "bench_locations.py", "bench_scrape.py"]
+
+
+def _get(data: dict[str, Any], *path: str) -> Any:
+    for part in path:
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+Row = tuple[str, str, str, str, str]
+
+
+def rows() -> list[Row]:
+    def load(name: str) -> dict[str, Any]:
+        path = RESULTS / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    feeds, tcp, seen = load("feeds"), load("tcp"), load("seen")
+    guard, loc, scrape, soak = load("memory_guard"), load("locations"), load("scrape"), \
+        load("soak")
+    out: list[Row] = []
+
+    def add(what: str, ours: Any, baseline: Any, ratio: Any, goal: str,
+            fmt: Callable[[Any], str] = _fmt) -> None:
+        out.append((what, fmt(ours), fmt(baseline), _fmt(ratio, 3), goal))
+
+    add("feed pipeline entries/s vs bare feedparser.parse",
+        _get(feeds, "pipeline_entries_per_s"), _get(feeds, "bare_feedparser_entries_per_s"),
+        _get(feeds, "ratio_pipeline_to_bare"), ">= 0.8")
+    add("TCP lines/s into Redis vs rsyslog imtcp (to a file)",
+        _get(tcp, "best", "watchkeeper", "lines_per_s"),
+        _get(tcp, "best", "rsyslog-raw", "lines_per_s"),
+        _get(tcp, "ratio_to_rsyslog", "rsyslog-raw"), ">= 0.5")
+    add("seen-set adds/s vs a Python set", _get(seen, "seen_set_adds_per_s"),
+        _get(seen, "python_set_adds_per_s"), _get(seen, "ratio_seen_set_to_python_set"),
+        "(bounded vs unbounded)")
+    add("memory guard: no-op task time, guard on / off",
+        _get(guard, "median_ms_per_task", "on"), _get(guard, "median_ms_per_task", "off"),
+        _get(guard, "ratio"), "<= 1.05")
+    batch = _get(loc, "machine", "batch_size") or 20
+    add("location API calls per 1,000 alerts (healthy API)",
+        _get(loc, "api_healthy", "api_calls_per_1000"), 1000 / batch,
+        (_get(loc, "api_healthy", "api_calls_per_1000") or 0) / (1000 / batch),
+        "<= 1 (1000/batch + retries)")
+    add("gazetteer alerts/s", _get(loc, "gazetteer", "alerts_per_s"), None, None, "")
+    add("scrape of a 2 MB page: RSS growth over 1,000 scrapes (MB)",
+        _get(scrape, "rss_growth_mb"), _get(scrape, "rss_bound_mb"),
+        None if not scrape else scrape["rss_growth_mb"] / scrape["rss_bound_mb"], "< 1")
+    add("soak: worker RSS slope, MB per 100k items (ours / naive)",
+        _get(soak, "slopes", "ours", "workers_mb_per_100k"),
+        _get(soak, "slopes", "naive", "process_mb_per_100k"), None, "ours <= 0.5")
+    add("soak: Redis slope, MB per 100k items (ours / naive)",
+        _get(soak, "slopes", "ours", "redis_mb_per_100k"),
+        _get(soak, "slopes", "naive", "redis_mb_per_100k"), None, "ours flat")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--run", action="store_true", help="run every benchmark first")
+    args = parser.parse_args()
+    if args.run:
+        for script in BENCHMARKS:
+            print(f"== {script}", flush=True)
+            subprocess.run([sys.executable, str(HERE / script)], cwd=ROOT, check=False)
+    table = rows()
+    header = ("measure", "watchkeeper", "baseline", "ratio", "goal")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in table:
+        print("| " + " | ".join(row) + " |")
+    (RESULTS / "table.json").write_text(json.dumps(
+        [dict(zip(header, row, strict=True)) for row in table], indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
