@@ -285,7 +285,9 @@ class Listener:
             if hasattr(self, "client"):
                 await self.client.aclose()
             return 2
-        await stop.wait()
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([stopped, self._tasks[0]], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
         return await self.shutdown()
 
     async def shutdown(self) -> int:
@@ -314,6 +316,10 @@ class Listener:
             lost = self.queue.lines + self.writer.holding
             log.error("[tcp] shutdown: %d lines read but not written to Redis (%s)", lost,
                       self.stats.last_write_error or "timeout")
+            code = 1
+        except Exception:  # the writer died of a bug: say so, never hang or hide it
+            log.exception("[tcp] Redis writer failed; %d lines not written",
+                          self.queue.lines + self.writer.holding)
             code = 1
         for conn in list(self.conns):
             assert conn.transport is not None
