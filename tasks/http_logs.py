@@ -18,10 +18,9 @@ from typing import Any
 from celery import shared_task
 
 from tasks.fetch import FetchResult, fetch
-from workers.bounded import CappedStream
 from workers.config import HttpLogSource
 from workers.runtime import Runtime, get_runtime
-from workers.sources import Item, Parsed, SourceProblem, now_iso, poll_source
+from workers.sources import BulkStream, Item, Parsed, SourceProblem, now_iso, poll_source
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +113,12 @@ class HttpLogKind:
     def parse(self, source: HttpLogSource, result: FetchResult) -> Parsed:
         return parse_log_body(source, result.body, result.headers, result.url)
 
-    def emit(self, rt: Runtime, source: HttpLogSource, items: list[Item]) -> None:
-        CappedStream(rt.redis, rt.settings.key("stream", "logs"),
-                     rt.settings.max_logs).add_many(item.fields for item in items)
+    def stream(self, rt: Runtime) -> BulkStream:
+        return BulkStream(rt.redis, rt.settings.key("stream", "logs"), rt.settings.max_logs)
+
+    def emitted(self, rt: Runtime, source: HttpLogSource,
+                written: list[tuple[str, dict[str, Any]]]) -> None:
+        """Log entries have no later stage."""
 
 
 def kind_for(source: HttpLogSource) -> HttpLogKind:
