@@ -511,7 +511,7 @@ def big_listing_page(items: int = 400, size: int = 2 * 1024 * 1024) -> bytes:
 @pytest.mark.slow
 def test_rss_stays_flat_over_repeated_scrapes_of_a_2mb_page(rt, http_server) -> None:
     # Given a 2 MB listing page (bench/bench_scrape.py runs the full 1,000 scrapes)
-    scrapes, warmup = 200, 50
+    scrapes, warmup = 150, 50
     body = big_listing_page()
     assert len(body) >= 2 * 1024 * 1024
     http_server.static("/listings", body, headers={"Content-Type": "text/html; charset=utf-8"})
