@@ -94,7 +94,8 @@ def parse_feed(source: FeedSource, body: bytes, headers: dict[str, str],
         raise SourceProblem(f"{url}: no feed entries ({_why_empty(parsed, body, headers)})")
     fetched_at = now_iso()
     items = []
-    for entry in parsed.entries:
+    for parsed_entry in parsed.entries:
+        entry = dict(parsed_entry)  # plain lookups: FeedParserDict.get's alias logic is slow
         key = entry_key(entry)
         fields = alert_fields(source, entry, fetched_at, key)
         if fields["link"] and not fields["link"].startswith(("https://", "http://")):

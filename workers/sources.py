@@ -187,7 +187,7 @@ def save_state(client: redis.Redis, settings: Settings, source: Source,
     the source's lock: one round trip that ends every poll, in that order, so validators are
     stored only with the entries they cover. Returns the new entries' stream ids."""
     key = settings.key("src", source.name)
-    pipe = client.pipeline(transaction=True)
+    pipe = client.pipeline(transaction=False)
     batches = stream.queue(pipe, entries) if stream is not None and entries else 0
     if values:
         pipe.hset(key, mapping={k: "" if v is None else str(v) for k, v in values.items()})
