@@ -395,3 +395,21 @@ def test_the_real_worker_task_writes_alerts(rt, http_server, worker):
     assert {a["source"] for a in alerts(rt)} == {"worked"}
     wait_for(lambda: state(rt, "worked").get("last_status") == "ok", timeout=10)
     assert SourceState.load(rt.redis, rt.settings, "worked").errors == 0
+
+
+def test_text_round_trips_exactly_through_the_bulk_stream_write(rt, http_server):
+    # Given an entry whose text has accents, an emoji, quotes, a backslash, a tab and CJK
+    title = 'Séisme à Lyon — 🌍 "quoted" back\\slash tab\there'
+    summary = "line one\nline two &amp; <b>bold</b> 東京"
+    http_server.static("/text", rss([
+        f"<item><guid>t</guid><title>{title}</title><description>{summary}</description>"
+        "<category>ünïcode</category></item>"]), headers={
+            "Content-Type": "application/rss+xml; charset=utf-8"})
+    use_feeds(rt, http_server, text="/text")
+    # When polled
+    poll_now(rt, feed(rt, "text"))
+    # Then the stream holds exactly the parsed text
+    (alert,) = alerts(rt)
+    assert alert["title"] == title
+    assert alert["summary"] == "line one\nline two & <b>bold</b> 東京"
+    assert alert["tags"] == ["ünïcode"]
