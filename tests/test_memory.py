@@ -25,7 +25,7 @@ import psutil
 import pytest
 from helpers import wait_for
 
-from workers.memory import PeakMeter, over_limit, read_memory
+from workers.memory import SelfMemory, TaskGuard, over_limit, read_memory
 from workers.memory_stats import MemoryStore, TaskMemory, args_summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -332,13 +332,20 @@ def test_memory_shared_with_the_parent_after_fork_does_not_count_against_the_chi
     del ballast
 
 
-def test_peak_meter_sees_memory_freed_before_the_task_ended() -> None:
-    meter = PeakMeter()
-    meter.reset()
-    if not meter.available:
-        pytest.skip("this kernel refuses /proc/self/clear_refs")
-    before = psutil.Process().memory_info().rss / MB
-    transient = b"\x04" * (80 * MB)
+def test_task_peak_is_reported_when_the_task_raised_the_high_water_mark(settings: Any) -> None:
+    # Given the guard as it runs in a pool child (one task at a time)
+    guard = TaskGuard(settings, "n1", recycles=False, exclusive=True)
+    high = SelfMemory().peak_mb()
+    # When a task briefly holds 50 MB more than this process ever held, then frees it
+    guard.before("t1")
+    transient = b"\x04" * int((high - SelfMemory().rss_mb() + 50) * MB)
     del transient
-    peak = meter.peak_mb()
-    assert peak is not None and peak >= before + 75
+    guard.after("t1", "tasks.spike")
+    # Then its peak is recorded though its memory after is back where it was
+    stats = guard._pending["tasks.spike"]
+    assert stats.max_peak is not None and stats.max_peak >= high + 45
+    assert stats.last_after < stats.max_peak - 40
+    # And a task that stays under the high-water mark reports no peak rather than a wrong one
+    guard.before("t2")
+    guard.after("t2", "tasks.flat")
+    assert guard._pending["tasks.flat"].max_peak is None
