@@ -210,6 +210,22 @@ def test_child_killed_from_outside_counts_against_its_task_until_quarantined(
         assert worker.proc.poll() is None
 
 
+def test_max_tasks_per_child_is_a_backstop_counted_as_its_own_recycle_reason(
+        redis_url: str, redis_client: Any, celery_app: Any, tmp_path: Path) -> None:
+    # Given a prefork worker whose child is replaced after 3 tasks
+    with subprocess_worker(redis_url, redis_client, tmp_path, concurrency=1,
+                           max_tasks_per_child=3) as worker:
+        # When 4 ordinary tasks run
+        results = [worker.send(celery_app, "tests.leaky.echo", i).get(timeout=60)
+                   for i in range(4)]
+        # Then the fourth ran in a fresh child, recorded as a max-tasks recycle
+        assert len({r["pid"] for r in results}) == 2
+        assert [r["value"] for r in results] == [0, 1, 2, 3]
+        wait_for(lambda: node_hash(redis_client, worker).get("recycles:max_tasks") == "1", 10,
+                 message="max-tasks recycle counted")
+        assert "recycles:memory" not in node_hash(redis_client, worker)
+
+
 def test_solo_pool_reports_and_warns_and_says_once_that_recycling_needs_prefork(
         redis_url: str, redis_client: Any, celery_app: Any, tmp_path: Path) -> None:
     # Given a solo worker, whose only process is itself, with a warn limit it already exceeds

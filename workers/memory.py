@@ -438,14 +438,19 @@ def _on_task_received(sender: Any = None, request: Any = None, **_: Any) -> None
     if not (request.delivery_info or {}).get("redelivered"):
         return  # a first delivery has never killed a worker: no Redis round trip
     store = _store()
-    kills = store.kills(request.id)
-    if int(kills.get("count", 0)) < guard.settings.max_worker_kills:
+    try:
+        kills = store.kills(request.id)
+        if int(kills.get("count", 0)) < guard.settings.max_worker_kills:
+            return
+        node = getattr(sender, "hostname", "") or ""
+        store.dead_letter(request.id, request.name,
+                          args_summary(request.argsrepr, request.kwargsrepr), kills, node)
+    except redis.RedisError as exc:  # without Redis the task runs: losing work is worse
+        log.warning("[memory] cannot check the kill count of %s[%s]: %s", request.name,
+                    request.id, exc)
         return
     from celery.worker import state
 
-    node = getattr(sender, "hostname", "") or ""
-    store.dead_letter(request.id, request.name,
-                      args_summary(request.argsrepr, request.kwargsrepr), kills, node)
     state.revoked.add(request.id)  # Celery then acks it and marks it REVOKED, never running it
     log.error("[memory] task %s[%s] took its worker down %s times (max %d): dead-lettered, "
               "not run again", request.name, request.id, kills.get("count"),
