@@ -22,9 +22,10 @@ import feedparser
 from celery import shared_task
 
 from tasks.fetch import FetchResult, fetch
+from workers.bounded import CappedStream
 from workers.config import FeedSource
 from workers.runtime import Runtime, get_runtime
-from workers.sources import BulkStream, Item, Parsed, SourceProblem, now_iso, poll_source
+from workers.sources import Item, Parsed, SourceProblem, now_iso, poll_source
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +140,8 @@ class FeedKind:
     def parse(self, source: FeedSource, result: FetchResult) -> Parsed:
         return parse_feed(source, result.body, result.headers, result.url)
 
-    def stream(self, rt: Runtime) -> BulkStream:
-        return BulkStream(rt.redis, rt.settings.key("stream", "alerts"), rt.settings.max_alerts)
+    def stream(self, rt: Runtime) -> CappedStream:
+        return CappedStream(rt.redis, rt.settings.key("stream", "alerts"), rt.settings.max_alerts)
 
     def emitted(self, rt: Runtime, source: FeedSource,
                 written: list[tuple[str, dict[str, Any]]]) -> None:

@@ -18,9 +18,10 @@ from typing import Any
 from celery import shared_task
 
 from tasks.fetch import FetchResult, fetch
+from workers.bounded import CappedStream
 from workers.config import HttpLogSource
 from workers.runtime import Runtime, get_runtime
-from workers.sources import BulkStream, Item, Parsed, SourceProblem, now_iso, poll_source
+from workers.sources import Item, Parsed, SourceProblem, now_iso, poll_source
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,8 @@ class HttpLogKind:
     def parse(self, source: HttpLogSource, result: FetchResult) -> Parsed:
         return parse_log_body(source, result.body, result.headers, result.url)
 
-    def stream(self, rt: Runtime) -> BulkStream:
-        return BulkStream(rt.redis, rt.settings.key("stream", "logs"), rt.settings.max_logs)
+    def stream(self, rt: Runtime) -> CappedStream:
+        return CappedStream(rt.redis, rt.settings.key("stream", "logs"), rt.settings.max_logs)
 
     def emitted(self, rt: Runtime, source: HttpLogSource,
                 written: list[tuple[str, dict[str, Any]]]) -> None:

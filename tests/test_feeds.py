@@ -7,7 +7,6 @@ from __future__ import annotations
 import gzip
 import itertools
 import re
-import socket
 import threading
 import time
 from dataclasses import replace
@@ -160,7 +159,6 @@ def test_pinned_entry_is_never_re_emitted(rt, http_server):
     polls = {"n": 0}
 
     def handler(req):
-        req.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         n = polls["n"]
         polls["n"] += 1
         respond(req, 200, rss([item(f"new-{n}-{i}") for i in range(50)] + [item("pinned")]))

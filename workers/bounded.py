@@ -118,11 +118,28 @@ def decode_fields(fields: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+_XADD_MANY = """
+local ids = {}
+local rows = cjson.decode(ARGV[2])
+for i = 1, #rows do
+  ids[i] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(rows[i]))
+end
+return ids
+"""
+
+BULK_BATCH = 1000
+
+
 class CappedStream:
     """An output stream (``alerts``, ``logs``, ``listings``) trimmed to about ``cap`` entries.
 
     ``MAXLEN ~`` lets Redis trim whole radix-tree nodes, so the length can exceed the cap by at
     most one node (100 entries by default) — the price of O(1) trimming on every add.
+
+    Many entries are written by a Lua script that takes a whole batch as one JSON argument and
+    XADDs inside Redis, ``BULK_BATCH`` entries per call: redis-py packs every argument of every
+    command in Python (an XADD of a 10-field alert is ~25 arguments), which cost more than a
+    third of a feed poll; one argument per batch is about 5x cheaper.
     """
 
     def __init__(self, client: redis.Redis, key: str, cap: int) -> None:
@@ -132,13 +149,22 @@ class CappedStream:
         return str(self.client.xadd(self.key, encode_fields(entry),  # type: ignore[arg-type]
                                     maxlen=self.cap, approximate=True))
 
+    def queue(self, pipe: Any, entries: Iterable[Mapping[str, Any]]) -> int:
+        """Add the writes to a caller's pipeline (so entries and other state go in one round
+        trip); return how many results (lists of ids) they produce."""
+        rows = [[x for name, value in entry.items() for x in (
+            name, value if type(value) is str else encode_fields({name: value})[name])]
+            for entry in entries]
+        for start in range(0, len(rows), BULK_BATCH):
+            pipe.eval(_XADD_MANY, 1, self.key, self.cap,
+                      json.dumps(rows[start:start + BULK_BATCH], ensure_ascii=False))
+        return (len(rows) + BULK_BATCH - 1) // BULK_BATCH
+
     def add_many(self, entries: Iterable[Mapping[str, Any]]) -> list[str]:
-        """Append entries in one pipelined round trip; return their ids."""
+        """Append entries in one round trip; return their ids."""
         pipe = self.client.pipeline(transaction=False)
-        for entry in entries:
-            pipe.xadd(self.key, encode_fields(entry),  # type: ignore[arg-type]
-                      maxlen=self.cap, approximate=True)
-        return [str(i) for i in pipe.execute()]
+        batches = self.queue(pipe, entries)
+        return [str(i) for ids in pipe.execute()[:batches] for i in ids] if batches else []
 
     def latest(self, count: int) -> list[tuple[str, dict[str, Any]]]:
         """The newest ``count`` entries, oldest first."""

@@ -18,19 +18,18 @@ feed and log-endpoint tasks share; what differs between them is a ``SourceKind``
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
 
-from workers.bounded import CappedStream, SeenSet, encode_fields
+from workers.bounded import CappedStream, SeenSet
 from workers.config import Source
 from workers.runtime import Runtime
 from workers.settings import Settings
@@ -181,7 +180,7 @@ def state_ttl(settings: Settings, source: Source) -> int:
 
 def save_state(client: redis.Redis, settings: Settings, source: Source,
                values: dict[str, Any] | None, release_token: str | None = None,
-               stream: BulkStream | None = None,
+               stream: CappedStream | None = None,
                entries: list[dict[str, Any]] | None = None) -> list[str]:
     """Write ``entries`` to ``stream``, then the state fields (refreshing the TTL), then release
     the source's lock: one round trip that ends every poll, in that order, so validators are
@@ -223,45 +222,6 @@ def backoff_delay(settings: Settings, errors: int, retry_after: float | None = N
 
 # --- bulk stream writes -----------------------------------------------------------------------
 
-_XADD_MANY = """
-local ids = {}
-local rows = cjson.decode(ARGV[2])
-for i = 1, #rows do
-  ids[i] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(rows[i]))
-end
-return ids
-"""
-
-BULK_BATCH = 1000
-
-
-class BulkStream(CappedStream):
-    """A ``CappedStream`` written by a Lua script that takes a whole batch of entries as one
-    JSON argument and XADDs them inside Redis, ``BULK_BATCH`` entries per call.
-
-    redis-py packs every argument of every command in Python: XADD of a 10-field alert is ~25
-    arguments, and packing them cost more than a third of a feed poll. One argument per batch
-    makes writing 50 alerts about 5x cheaper; batches keep each script call short. ``queue``
-    adds the writes to a caller's pipeline, so a poll writes entries and state in one round trip.
-    Fields are encoded exactly as ``encode_fields`` does.
-    """
-
-    def queue(self, pipe: Any, entries: Iterable[Mapping[str, Any]]) -> int:
-        """Add the writes to ``pipe``; return how many results (lists of ids) they produce."""
-        rows = [[x for name, value in entry.items() for x in (
-            name, value if type(value) is str else encode_fields({name: value})[name])]
-            for entry in entries]
-        for start in range(0, len(rows), BULK_BATCH):
-            pipe.eval(_XADD_MANY, 1, self.key, self.cap,
-                      json.dumps(rows[start:start + BULK_BATCH], ensure_ascii=False))
-        return (len(rows) + BULK_BATCH - 1) // BULK_BATCH
-
-    def add_many(self, entries: Iterable[Mapping[str, Any]]) -> list[str]:
-        pipe = self.client.pipeline(transaction=False)
-        batches = self.queue(pipe, entries)
-        return [str(i) for ids in pipe.execute()[:batches] for i in ids] if batches else []
-
-
 # --- the poll routine -------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -292,7 +252,7 @@ class SourceKind(Protocol):
 
     def parse(self, source: Any, result: FetchResult) -> Parsed: ...
 
-    def stream(self, rt: Runtime) -> BulkStream:
+    def stream(self, rt: Runtime) -> CappedStream:
         """Where new entries are written."""
         ...
 
