@@ -52,6 +52,7 @@ MB = 1024 * 1024
 QUICK_ITEMS = 200_000
 WARMUP = 0.2
 GOAL_WORKERS_MB_PER_100K = 0.5
+NO_RECYCLE = 1_000_000_000
 
 #: Small caps so they are reached within the warm-up; short ages for the same reason.
 SOAK_ENV = {
@@ -208,8 +209,8 @@ class Soak:
                                                        self.rates.listing))
         env["WATCHKEEPER_MAX_SEEN"] = str(max(int(SOAK_ENV["WATCHKEEPER_MAX_SEEN"]),
                                               2 * biggest))
-        if self.args.max_tasks_per_child:
-            env["WATCHKEEPER_MAX_TASKS_PER_CHILD"] = str(self.args.max_tasks_per_child)
+        if not self.args.recycle:
+            env["WATCHKEEPER_MAX_TASKS_PER_CHILD"] = str(NO_RECYCLE)
         env.update({"WATCHKEEPER_HOME": str(self.home), "PYTHONUNBUFFERED": "1",
                     "WATCHKEEPER_CONCURRENCY": str(self.args.concurrency)})
         return env
@@ -493,8 +494,12 @@ def main() -> int:
                         help="items per second the sources offer (all kinds together)")
     parser.add_argument("--sample-every", type=float, default=5.0, help="seconds")
     parser.add_argument("--concurrency", type=int, default=2, help="prefork pool size")
-    parser.add_argument("--max-tasks-per-child", type=int, default=0,
-                        help="WATCHKEEPER_MAX_TASKS_PER_CHILD for the run (0: the default)")
+    parser.add_argument("--recycle", action="store_true",
+                        help="keep the default WATCHKEEPER_MAX_TASKS_PER_CHILD; without it pool "
+                             "children are never recycled for task count, so a per-task leak "
+                             "in them cannot hide behind recycling")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the run's temporary home and logs")
     parser.add_argument("--max-minutes", type=float, default=0,
                         help="stop after this long whatever the count (0: 3x the expected time)")
     parser.add_argument("--name", default="soak", help="results file name (bench/results/NAME)")
@@ -535,8 +540,11 @@ def main() -> int:
         signal.signal(signal.SIGTERM, previous)
     for problem in problems:
         print(f"[soak] {problem}", file=sys.stderr)
+    if args.keep:
+        print(f"[soak] kept {soak.tmp}")
     if not soak.samples:
-        shutil.rmtree(soak.tmp, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(soak.tmp, ignore_errors=True)
         return 130 if interrupted else 1
 
     samples = soak.samples
@@ -579,7 +587,8 @@ def main() -> int:
     png = RESULTS / f"{args.name}.png"
     plot(samples, result, png)
     report(result, path, png)
-    shutil.rmtree(soak.tmp, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(soak.tmp, ignore_errors=True)
     return 130 if interrupted else 0
 
 
