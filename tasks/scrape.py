@@ -56,7 +56,6 @@ ACCEPT = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"
 MIB = 1024 * 1024
 MAX_MESSAGE = 500
 """Characters kept of one error or warning: they quote URLs a hostile page chooses."""
-EMIT_CHUNK = 500
 
 
 @dataclass
@@ -174,14 +173,13 @@ def record_run(rt: Runtime, site: SiteSource, crawl: Crawl, started: float,
     """
     s = rt.settings
     fetched_at = datetime.now(UTC).isoformat(timespec="seconds")
-    new_ids = set(seen_set(rt, site.name).add_new([i["id"] for i in crawl.listings]))
     stream = CappedStream(rt.redis, s.key("stream", "listings"), s.max_listings)
-    new = [i for i in crawl.listings if i["id"] in new_ids]
-    for start in range(0, len(new), EMIT_CHUNK):
-        stream.add_many(
-            {"site": site.name, "fetched_at": fetched_at, "id": i["id"], "page": i["page"],
-             "fields": i["fields"], "price_amount": i["price_amount"],
-             "price_currency": i["price_currency"]} for i in new[start:start + EMIT_CHUNK])
+    # Dedup and write in one atomic step, so a worker dying here loses no listing.
+    written = seen_set(rt, site.name).add_new_and_append(stream, [
+        (i["id"], {"site": site.name, "fetched_at": fetched_at, "id": i["id"], "page": i["page"],
+                   "fields": i["fields"], "price_amount": i["price_amount"],
+                   "price_currency": i["price_currency"]}) for i in crawl.listings])
+    new_ids = {crawl.listings[index]["id"] for index, _ in written}
     memory_end_mb = rss_mb()
     run = {
         "site": site.name, "status": crawl.status,

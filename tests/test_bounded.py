@@ -57,3 +57,26 @@ def test_capped_list_keeps_the_newest_records(redis_client):
         history.push({"run": i})
     assert [r["run"] for r in history.latest()] == [9, 8, 7]
     assert len(history) == 3
+
+
+def test_dedup_and_append_write_each_new_entry_once_in_the_same_step(redis_client):
+    # Given a seen-set and a stream
+    seen = SeenSet(redis_client, "wk:seen:both", cap=100)
+    stream = CappedStream(redis_client, "wk:stream:both", cap=100)
+    # When items arrive twice, with a duplicate key inside the first batch
+    first = seen.add_new_and_append(stream, [("a", {"t": "1"}), ("b", {"t": "2"}),
+                                             ("a", {"t": "again"})])
+    second = seen.add_new_and_append(stream, [("a", {"t": "1"}), ("c", {"t": "3"})])
+    # Then each new key's entry was appended exactly once, and the ids match the stream
+    assert [i for i, _ in first] == [0, 1] and [i for i, _ in second] == [1]
+    assert [f["t"] for _, f in stream.latest(10)] == ["1", "2", "3"]
+    assert [sid for _, sid in first + second] == [sid for sid, _ in stream.latest(10)]
+    assert len(seen) == 3
+
+
+def test_dedup_and_append_chunks_large_batches_and_keeps_the_cap(redis_client):
+    seen = SeenSet(redis_client, "wk:seen:many", cap=1500)
+    stream = CappedStream(redis_client, "wk:stream:many", cap=5000)
+    written = seen.add_new_and_append(stream, [(f"k{i}", {"n": str(i)}) for i in range(2500)])
+    assert [i for i, _ in written] == list(range(2500))
+    assert len(stream) == 2500 and len(seen) == 1500

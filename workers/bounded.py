@@ -27,7 +27,7 @@ import redis
 
 JSON_FIELDS = frozenset({"tags", "coordinates", "location", "fields", "extra", "data"})
 
-_SEEN_ADD_NEW = """
+_SEEN_BEGIN = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local cap = tonumber(ARGV[1])
@@ -36,11 +36,9 @@ if max_age > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - max_age))
 end
 local new = {}
-for i = 3, #ARGV do
-  if redis.call('ZADD', KEYS[1], now, ARGV[i]) == 1 then
-    new[#new + 1] = i - 3
-  end
-end
+"""
+
+_SEEN_END = """
 local n = redis.call('ZCARD', KEYS[1])
 if n > cap then
   redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - cap - 1)
@@ -48,8 +46,30 @@ end
 if max_age > 0 then
   redis.call('EXPIRE', KEYS[1], max_age)
 end
-return new
 """
+
+# KEYS: seen. ARGV: cap, max_age, hashes... → 0-based indices of the new hashes
+_SEEN_ADD_NEW = _SEEN_BEGIN + """
+for i = 3, #ARGV do
+  if redis.call('ZADD', KEYS[1], now, ARGV[i]) == 1 then
+    new[#new + 1] = i - 3
+  end
+end
+""" + _SEEN_END + "return new"
+
+# KEYS: seen, stream. ARGV: cap, max_age, stream cap, JSON [[hash, [field, value, ...]], ...]
+# → {0-based indices of the new items, their stream ids}
+_SEEN_ADD_AND_APPEND = _SEEN_BEGIN + """
+local items = cjson.decode(ARGV[4])
+local ids = {}
+for i = 1, #items do
+  if redis.call('ZADD', KEYS[1], now, items[i][1]) == 1 then
+    new[#new + 1] = i - 1
+    ids[#ids + 1] = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*',
+                               unpack(items[i][2]))
+  end
+end
+""" + _SEEN_END + "return {new, ids}"
 
 
 def short_hash(key: str) -> str:
@@ -84,6 +104,37 @@ class SeenSet:
         indices = self._script(keys=[self.key], args=[self.cap, int(self.max_age), *hashes])
         return [keys[int(i)] for i in indices]
 
+    def queue_add_and_append(self, pipe: Any, stream: CappedStream,
+                             items: Sequence[tuple[str, Mapping[str, Any]]]) -> int:
+        """Queue on ``pipe`` the atomic dedup-and-write of ``(key, entry)`` items: each entry
+        whose key is new is appended to ``stream`` in the same Lua call that records the key,
+        so a worker dying mid-poll can neither lose an entry (key recorded, entry not written)
+        nor write it twice. Returns how many pipeline results ``parse_add_and_append`` reads.
+        """
+        for start in range(0, len(items), BULK_BATCH):
+            chunk = [[short_hash(key), stream_row(entry)]
+                     for key, entry in items[start:start + BULK_BATCH]]
+            pipe.eval(_SEEN_ADD_AND_APPEND, 2, self.key, stream.key, self.cap,
+                      int(self.max_age), stream.cap, json.dumps(chunk, ensure_ascii=False))
+        return (len(items) + BULK_BATCH - 1) // BULK_BATCH
+
+    @staticmethod
+    def parse_add_and_append(results: Sequence[Any]) -> list[tuple[int, str]]:
+        """``(index into items, stream id)`` for each new item, from the queued calls' results."""
+        out = []
+        for chunk, (indices, ids) in enumerate(results):
+            out += [(chunk * BULK_BATCH + int(i), str(sid))
+                    for i, sid in zip(indices, ids, strict=True)]
+        return out
+
+    def add_new_and_append(self, stream: CappedStream,
+                           items: Sequence[tuple[str, Mapping[str, Any]]]
+                           ) -> list[tuple[int, str]]:
+        """Dedup and write in one atomic step per chunk; see ``queue_add_and_append``."""
+        pipe = self.client.pipeline(transaction=False)
+        calls = self.queue_add_and_append(pipe, stream, items)
+        return self.parse_add_and_append(pipe.execute()[:calls]) if calls else []
+
     def __len__(self) -> int:
         return int(self.client.zcard(self.key))
 
@@ -107,6 +158,13 @@ def encode_fields(entry: Mapping[str, Any]) -> dict[str, str]:
         else:
             out[name] = json.dumps(value, ensure_ascii=False, default=str)
     return out
+
+
+def stream_row(entry: Mapping[str, Any]) -> list[str]:
+    """An entry as the flat ``[field, value, ...]`` list XADD takes, encoded as
+    ``encode_fields`` does (strings pass through untouched: the common, fast case)."""
+    return [x for name, value in entry.items() for x in (
+        name, value if type(value) is str else encode_fields({name: value})[name])]
 
 
 def decode_fields(fields: Mapping[str, str]) -> dict[str, Any]:
@@ -152,9 +210,7 @@ class CappedStream:
     def queue(self, pipe: Any, entries: Iterable[Mapping[str, Any]]) -> int:
         """Add the writes to a caller's pipeline (so entries and other state go in one round
         trip); return how many results (lists of ids) they produce."""
-        rows = [[x for name, value in entry.items() for x in (
-            name, value if type(value) is str else encode_fields({name: value})[name])]
-            for entry in entries]
+        rows = [stream_row(entry) for entry in entries]
         for start in range(0, len(rows), BULK_BATCH):
             pipe.eval(_XADD_MANY, 1, self.key, self.cap,
                       json.dumps(rows[start:start + BULK_BATCH], ensure_ascii=False))

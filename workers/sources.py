@@ -22,7 +22,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -180,21 +180,25 @@ def state_ttl(settings: Settings, source: Source) -> int:
 
 def save_state(client: redis.Redis, settings: Settings, source: Source,
                values: dict[str, Any] | None, release_token: str | None = None,
-               stream: CappedStream | None = None,
-               entries: list[dict[str, Any]] | None = None) -> list[str]:
-    """Write ``entries`` to ``stream``, then the state fields (refreshing the TTL), then release
-    the source's lock: one round trip that ends every poll, in that order, so validators are
-    stored only with the entries they cover. Returns the new entries' stream ids."""
+               seen: SeenSet | None = None, stream: CappedStream | None = None,
+               items: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> list[tuple[int, str]]:
+    """End a poll in one round trip, in this order: dedup ``(key, entry)`` items against
+    ``seen`` and append the new ones to ``stream`` (atomically, per chunk), write the state
+    fields (refreshing the TTL), release the source's lock. Validators are so stored only with
+    the entries they cover, and a worker dying before this call loses nothing: the next poll
+    fetches the same entries again. Returns ``(index into items, stream id)`` of the new ones.
+    """
     key = settings.key("src", source.name)
     pipe = client.pipeline(transaction=False)
-    batches = stream.queue(pipe, entries) if stream is not None and entries else 0
+    calls = (seen.queue_add_and_append(pipe, stream, items)
+             if seen is not None and stream is not None and items else 0)
     if values:
         pipe.hset(key, mapping={k: "" if v is None else str(v) for k, v in values.items()})
         pipe.expire(key, state_ttl(settings, source))
     if release_token is not None:
         pipe.eval(_RELEASE, 1, settings.key("lock", source.name), release_token)
     results = pipe.execute()
-    return [str(i) for ids in results[:batches] for i in ids]
+    return SeenSet.parse_add_and_append(results[:calls])
 
 
 def claim(client: redis.Redis, settings: Settings, name: str) -> tuple[str | None, SourceState]:
@@ -288,14 +292,19 @@ def poll_source(rt: Runtime, source: Source, kind: SourceKind, fetcher: Fetcher,
         if scheduled and not state.due(started):
             return _result(source, "skipped", started, reason="not due",
                            next_check=state.next_check)
-        outcome, values, new_items = _poll_locked(rt, source, kind, fetcher, state, started,
-                                                  show_items)
-        entries = [item.fields for item in new_items]
-        ids = save_state(rt.redis, rt.settings, source, values, release_token=token,
-                         stream=kind.stream(rt) if entries else None, entries=entries)
+        outcome, values, items = _poll_locked(rt, source, kind, fetcher, state, started)
+        new = save_state(rt.redis, rt.settings, source, values, release_token=token,
+                         seen=seen_set(rt, source.name), stream=kind.stream(rt),
+                         items=[(item.key, item.fields) for item in items])
         lock = None
-        if entries:
-            kind.emitted(rt, source, list(zip(ids, entries, strict=True)))
+        if outcome["status"] != "error":
+            _count_new(rt, source, outcome, len(new), started)
+        if show_items and outcome["status"] != "error":
+            fresh = {index for index, _ in new}
+            outcome["items"] = [{**item.fields, "new": index in fresh}
+                                for index, item in enumerate(items)]
+        if new:
+            kind.emitted(rt, source, [(sid, items[index].fields) for index, sid in new])
         return outcome
     finally:
         if lock is not None:
@@ -304,38 +313,36 @@ def poll_source(rt: Runtime, source: Source, kind: SourceKind, fetcher: Fetcher,
 
 def _poll_locked(rt: Runtime, source: Source, kind: SourceKind, fetcher: Fetcher,
                  state: SourceState, started: float,
-                 show_items: bool) -> tuple[dict[str, Any], dict[str, Any], list[Item]]:
-    """Fetch, parse and dedup; the new items are written by the caller with the state."""
+                 ) -> tuple[dict[str, Any], dict[str, Any], list[Item]]:
+    """Fetch and parse; the caller dedups and writes the items together with the state."""
     try:
         result = fetcher(source.url, rt.settings, rt.redis, etag=state.etag or None,
                          last_modified=state.last_modified or None, accept=kind.accept)
         parsed = Parsed([]) if result.not_modified else kind.parse(source, result)
-        new_keys = set(seen_set(rt, source.name).add_new([i.key for i in parsed.items]))
-        new_items = []
-        for item in parsed.items:
-            if item.key in new_keys:
-                new_keys.discard(item.key)
-                new_items.append(item)
     except Exception as exc:  # any failure is this source's error; others keep polling
         return (*_record_error(rt, source, state, started, exc), [])
     status = "not_modified" if result.not_modified else "ok"
-    outcome = _result(source, status, started, fetched=len(parsed.items), new=len(new_items),
-                      bad=parsed.bad)
+    outcome = _result(source, status, started, fetched=len(parsed.items), bad=parsed.bad)
     values: dict[str, Any] = {
         "last_status": status, "last_poll": started, "last_ok": started, "errors": 0,
         "last_error": "", "last_http_status": result.status, "backoff_s": 0,
         "next_check": started + SUCCESS_RECHECK * source.interval,
-        "last_fetched": outcome["fetched"], "last_new": outcome["new"],
-        "last_duplicate": outcome["duplicate"], "last_bad": parsed.bad,
+        "last_fetched": outcome["fetched"], "last_bad": parsed.bad,
         "last_elapsed_s": outcome["elapsed_s"]}
     if "etag" in result.headers or not result.not_modified:
         values["etag"] = result.headers.get("etag", "")
     if "last-modified" in result.headers or not result.not_modified:
         values["last_modified"] = result.headers.get("last-modified", "")
-    if show_items:
-        emitted = {id(i) for i in new_items}
-        outcome["items"] = [{**i.fields, "new": id(i) in emitted} for i in parsed.items]
-    return outcome, values, new_items
+    return outcome, values, parsed.items
+
+
+def _count_new(rt: Runtime, source: Source, outcome: dict[str, Any], new: int,
+               started: float) -> None:
+    """Complete a successful poll's outcome and state with how many items were new."""
+    outcome["new"], outcome["duplicate"] = new, outcome["fetched"] - new
+    outcome["elapsed_s"] = round(time.time() - started, 3)
+    rt.redis.hset(rt.settings.key("src", source.name),
+                  mapping={"last_new": new, "last_duplicate": outcome["duplicate"]})
 
 
 def _record_error(rt: Runtime, source: Source, state: SourceState, started: float,
