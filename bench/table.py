@@ -60,10 +60,15 @@ def rows() -> list[Row]:
     add("feed pipeline entries/s vs bare feedparser.parse",
         _get(feeds, "pipeline_entries_per_s"), _get(feeds, "bare_feedparser_entries_per_s"),
         _get(feeds, "ratio_pipeline_to_bare"), ">= 0.8")
-    add("TCP lines/s into Redis vs rsyslog imtcp (to a file)",
+    pack = _get(tcp, "pack_lines") or 100
+    add("TCP lines/s into Redis vs rsyslog imtcp (to a file), one entry per line",
         _get(tcp, "best", "watchkeeper", "lines_per_s"),
         _get(tcp, "best", "rsyslog-raw", "lines_per_s"),
-        _get(tcp, "ratio_to_rsyslog", "rsyslog-raw"), ">= 0.5")
+        _get(tcp, "ratio_to_rsyslog", "watchkeeper/rsyslog-raw"), ">= 0.5")
+    add(f"TCP lines/s vs rsyslog, WATCHKEEPER_TCP_PACK_LINES={pack}",
+        _get(tcp, "best", f"watchkeeper-pack{pack}", "lines_per_s"),
+        _get(tcp, "best", "rsyslog-raw", "lines_per_s"),
+        _get(tcp, "ratio_to_rsyslog", f"watchkeeper-pack{pack}/rsyslog-raw"), ">= 0.5")
     add("seen-set adds/s vs a Python set", _get(seen, "seen_set_adds_per_s"),
         _get(seen, "python_set_adds_per_s"), _get(seen, "ratio_seen_set_to_python_set"),
         "(bounded vs unbounded)")

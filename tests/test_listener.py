@@ -248,6 +248,24 @@ def test_connection_beyond_a_small_limit_is_refused_and_a_freed_slot_is_reused(
     assert bl.stats.refused == 1 and bl.stats.accepted == 51
 
 
+def test_packed_entries_carry_every_line_in_order_with_its_count(
+        start_listener: Callable[..., BackgroundListener], redis_client: redis.Redis) -> None:
+    # Given a listener packing up to 50 lines per stream entry
+    bl = start_listener(tcp_pack_lines=50)
+    sock = connect_client(bl.port)
+    # When a client sends 1,000 lines
+    sock.sendall(b"".join(f"line {i}\n".encode() for i in range(1000)))
+    wait_for(lambda: bl.stats.written == 1000, message="1000 lines")
+    sock.close()
+    # Then entries hold at most 50 lines each, and unpacked they are every line in order
+    entries = stream_entries(redis_client)
+    assert all(1 <= int(e["count"]) <= 50 for e in entries)
+    assert len(entries) < 1000
+    lines = [line for e in entries for line in e["lines"].split("\n")]
+    assert lines == [f"line {i}" for i in range(1000)]
+    assert sum(int(e["count"]) for e in entries) == 1000
+
+
 def test_overlong_line_is_discarded_logged_and_the_connection_continues(
         start_listener: Callable[..., BackgroundListener], redis_client: redis.Redis,
         caplog: pytest.LogCaptureFixture) -> None:

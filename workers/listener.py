@@ -262,7 +262,7 @@ class Listener:
         s = self.settings
         self.writer = BatchWriter(self.client, s.key("stream", "logs"), s.key("tcp", "batch"),
                                   s.max_logs, s.tcp_batch_lines, self.queue, self.stats,
-                                  self._maybe_resume)
+                                  self._maybe_resume, pack_lines=s.tcp_pack_lines)
         self.server = await loop.create_server(lambda: _Connection(self), self.host, self.port,
                                                backlog=BACKLOG, reuse_address=True)
         sock = self.server.sockets[0].getsockname()

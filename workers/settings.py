@@ -170,6 +170,9 @@ class Settings:
         "WATCHKEEPER_TCP_QUEUE_BYTES", 16 * MIB, "Bytes queued between readers and Redis writer")
     tcp_batch_lines: int = _setting(
         "WATCHKEEPER_TCP_BATCH_LINES", 1000, "Lines written to Redis per round trip")
+    tcp_pack_lines: int = _setting(
+        "WATCHKEEPER_TCP_PACK_LINES", 1, "Lines per `logs` stream entry from TCP: 1 = one entry "
+        "per line; N > 1 packs up to N lines of one read (fields `lines`, `count`) for throughput")
     tcp_shutdown_s: float = _setting(
         "WATCHKEEPER_TCP_SHUTDOWN_S", 10.0, "Seconds allowed for a graceful listener shutdown")
 

@@ -6,6 +6,11 @@ over *chunks* — the lines of one read from one peer, joined by ``\\n`` — and
 EVALSHA per batch whose arguments are three per chunk (peer, receive time, lines); the script
 splits them and XADDs each line inside Redis, then trims the stream once (``MAXLEN ~``).
 
+Redis itself then bounds the rate at one stream entry per line (~2-3 µs of Redis CPU each).
+``WATCHKEEPER_TCP_PACK_LINES`` > 1 trades that for throughput: up to N consecutive lines of one
+read from one peer share an entry (fields ``lines``, newline-joined, and ``count``), so the
+stream cap then counts entries, not lines.
+
 Durability: the writer keeps the batch it holds until Redis accepts it, retrying with backoff
 while the queue fills and the readers pause. A retry after a lost reply must not write the
 batch twice, so every batch carries a token (listener instance + sequence number) that the
@@ -48,16 +53,28 @@ if last then
   end
 end
 local key = KEYS[1]
+local pack = tonumber(ARGV[5])
 local n = 0
-for i = 5, #ARGV, 3 do
+for i = 6, #ARGV, 3 do
   local peer, at, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local pos = 1
   while true do
-    local nl = string.find(payload, '\\n', pos, true)
-    local line
-    if nl then line = string.sub(payload, pos, nl - 1) else line = string.sub(payload, pos) end
-    redis.call('XADD', key, '*', 'source', 'tcp', 'peer', peer, 'received_at', at, 'line', line)
-    n = n + 1
+    local stop, k, nl = pos, 0, nil
+    repeat
+      nl = string.find(payload, '\\n', stop, true)
+      k = k + 1
+      if nl then stop = nl + 1 end
+    until (not nl) or k >= pack
+    local piece
+    if nl then piece = string.sub(payload, pos, nl - 1) else piece = string.sub(payload, pos) end
+    if pack == 1 then
+      redis.call('XADD', key, '*', 'source', 'tcp', 'peer', peer, 'received_at', at,
+                 'line', piece)
+    else
+      redis.call('XADD', key, '*', 'source', 'tcp', 'peer', peer, 'received_at', at,
+                 'lines', piece, 'count', k)
+    end
+    n = n + k
     if not nl then break end
     pos = nl + 1
   end
@@ -145,8 +162,9 @@ class BatchWriter:
 
     def __init__(self, client: aioredis.Redis, stream_key: str, marker_key: str, cap: int,
                  batch_lines: int, queue: LineQueue, stats: TcpStats,
-                 on_taken: Callable[[], None]) -> None:
+                 on_taken: Callable[[], None], pack_lines: int = 1) -> None:
         self.client, self.queue, self.stats = client, queue, stats
+        self.pack_lines = pack_lines
         self.keys = [stream_key, marker_key]
         self.cap, self.batch_lines, self.on_taken = cap, batch_lines, on_taken
         self.sha = hashlib.sha1(_WRITE_LINES.encode()).hexdigest()
@@ -228,7 +246,7 @@ class BatchWriter:
 
     async def _send(self, batch: list[Chunk]) -> None:
         self.seq += 1
-        args: list[Any] = [self.cap, self.instance, self.seq, MARKER_TTL_S]
+        args: list[Any] = [self.cap, self.instance, self.seq, MARKER_TTL_S, self.pack_lines]
         for chunk in batch:
             args += (chunk.peer, chunk.received_at, chunk.payload)
         self.inflight.append((args, sum(c.count for c in batch)))
