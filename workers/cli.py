@@ -160,7 +160,7 @@ def _print_entry(entry_id: str, fields: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps({"id": entry_id, **fields}, ensure_ascii=False, default=str))
         return
-    text = (fields.get("title") or fields.get("line") or fields.get("name")
+    text = (fields.get("title") or fields.get("line") or fields.get("lines") or fields.get("name")
             or json.dumps(fields.get("fields") or fields, ensure_ascii=False, default=str))
     extra = ""
     if isinstance(fields.get("location"), dict):
