@@ -68,6 +68,11 @@ SOAK_ENV = {
     "MOONSHOT_MAX_ALERT_BATCH_AGE": "20",
     "MOONSHOT_CLEANUP_INTERVAL": "10",
     "MOONSHOT_API_KEY": "",
+    # The prefork parent keeps a timer per running task for its soft and hard limits; kombu's
+    # Timer.cancel only flags an entry, which stays in the heap until its time comes, so the
+    # parent holds about (tasks per second x this limit) entries: bounded, but reached only
+    # after one limit's worth of time. A short limit brings that plateau into the warm-up.
+    "WATCHKEEPER_TASK_TIME_LIMIT": "30",
 }
 
 #: Stream → what counts as processed items in it (``locations`` is derived from alerts).
@@ -517,7 +522,8 @@ def main() -> int:
             "location_buffer": settings.moonshot_max_buffer_size,
             "alert_hash_ttl_s": settings.moonshot_max_alert_batch_age
             + settings.moonshot_cleanup_interval,
-            "max_tasks_per_child": settings.max_tasks_per_child}
+            "max_tasks_per_child": settings.max_tasks_per_child,
+            "task_time_limit_s": settings.task_time_limit}
     print(f"[soak] {args.items:,} items at {args.rate:,.0f} items/s offered (feeds "
           f"{soak.rates.feed * 2:,.0f}, logs {soak.rates.log:,.0f}, listings "
           f"{soak.rates.listing:,.0f}, tcp {soak.rates.tcp:,.0f}); caps: "
