@@ -48,6 +48,11 @@ def located_entries(rt: Any) -> list[dict[str, Any]]:
     return [dict(f) for _, f in rt.redis.xrange(store.keys.stream)]
 
 
+def located(rt: Any, alert_id: str) -> dict[str, Any]:
+    """The result written for one alert (the locations stream holds results by alert id)."""
+    return next(e for e in located_entries(rt) if e["alert"] == alert_id)
+
+
 def all_done(rt: Any) -> bool:
     store = LocationStore(rt.redis, rt.settings)
     return rt.redis.zcard(store.keys.queued) == 0 and rt.redis.zcard(store.keys.lease) == 0
@@ -72,13 +77,14 @@ def test_full_batch_is_flushed_by_the_worker_and_located_by_the_gazetteer(runtim
     # When 45 alerts are handed over (crossing a batch triggers a flush), and beat flushes
     enqueue_alerts(runtime, alerts(45))
     flush_now(runtime)
-    # Then each alert is located once, in place and in the locations stream
+    # Then each alert is located once, in the locations stream, and its hash is released
     entries = located_entries(runtime)
     assert len(entries) == 45 and len({e["alert"] for e in entries}) == 45
     assert methods(runtime) == Counter({"gazetteer": 45})
-    first = runtime.redis.hgetall("wk:alert:1700000000000-0")
-    assert first["location_method"] == "gazetteer" and "batch_queued_at" not in first
+    first = located(runtime, "1700000000000-0")
+    assert first["location_method"] == "gazetteer" and first["located_at"]
     assert json.loads(first["location"])["name"] == "Valencia"
+    assert not list(runtime.redis.scan_iter(match="wk:alert:*"))
     status = location_status(runtime)
     assert status["batches"]["succeeded"] == 3 and status["buffer"]["size"] == 0
     assert status["leases_outstanding"] == 0
@@ -89,7 +95,7 @@ def test_alerts_with_feed_coordinates_skip_the_batch(runtime) -> None:  # type: 
     batch[0][1]["coordinates"] = {"lat": 51.5, "lon": -0.12}
     counts = enqueue(runtime, batch)
     assert counts == {"feed": 1, "buffered": 2, "evicted": 0}
-    alert = runtime.redis.hgetall(f"wk:alert:{batch[0][0]}")
+    alert = located(runtime, batch[0][0])
     assert alert["location_method"] == "feed"
     assert json.loads(alert["location"])["lat"] == 51.5
     assert runtime.redis.zcard("wk:loc:buffer") == 2
@@ -130,8 +136,7 @@ def test_500_forever_is_abandoned_after_three_retries_and_every_alert_falls_back
     assert status["keys"]["retry_counters"]["size"] == 0
     assert status["keys"]["failed_batches"]["size"] == 1
     # the fallback is the gazetteer's answer
-    assert json.loads(runtime.redis.hget("wk:alert:1700000000000-0", "location"))["name"] == \
-        "Valencia"
+    assert json.loads(located(runtime, "1700000000000-0")["location"])["name"] == "Valencia"
 
 
 def test_reply_slower_than_the_timeout_falls_back_after_the_retries(
@@ -263,8 +268,9 @@ def test_full_buffer_evicts_the_oldest_to_the_fallback(runtime) -> None:  # type
     counts = enqueue(runtime, alerts(80))
     assert counts["evicted"] == 30
     assert runtime.redis.zcard("wk:loc:buffer") == 50
-    evicted = runtime.redis.hgetall("wk:alert:1700000000000-0")
+    evicted = located(runtime, "1700000000000-0")
     assert evicted["location_method"] == "fallback" and evicted["fallback_reason"] == "buffer_full"
+    assert not runtime.redis.exists("wk:alert:1700000000000-0")
     assert runtime.redis.hget("wk:alert:1700000000079-0", "batch_queued_at")
 
 
@@ -312,8 +318,9 @@ def test_100k_alerts_with_the_api_down_stay_bounded_and_all_end_located(
         runtime, http_server) -> None:  # type: ignore[no-untyped-def]
     # Given an API that answers 503 to everything and no retries (each batch fails once)
     http_server.static("/v1/chat/completions", "down", status=503)
+    # (and a locations stream long enough to hold every result, so the test can read them all)
     fast(runtime, moonshot_api_key=KEY, moonshot_base_url=http_server.url("/v1"),
-         moonshot_max_retries=0)
+         moonshot_max_retries=0, max_alerts=200_000)
     store = LocationStore(runtime.redis, runtime.settings)
     resolver = MoonshotResolver(runtime.settings)
     cap = runtime.settings.moonshot_max_buffer_size
@@ -330,14 +337,10 @@ def test_100k_alerts_with_the_api_down_stay_bounded_and_all_end_located(
             process_batch(runtime, batch_id, resolver=resolver)
     # Then the buffer never passed its cap, and every alert has a location and a method
     assert peak <= cap
-    missing = 0
-    ids = [f"{1700000000000 + i}-0" for i in range(total)]
-    for start in range(0, total, 5000):
-        pipe = runtime.redis.pipeline(transaction=False)
-        for alert_id in ids[start:start + 5000]:
-            pipe.hmget(f"wk:alert:{alert_id}", "location", "location_method")
-        missing += sum(1 for loc, method in pipe.execute() if not loc or not method)
-    assert missing == 0
+    results = {e["alert"]: e for e in located_entries(runtime)}
+    assert set(results) == {f"{1700000000000 + i}-0" for i in range(total)}
+    assert all(e["location"] and e["location_method"] for e in results.values())
+    assert not list(runtime.redis.scan_iter(match="wk:alert:*", count=10000))
     status = location_status(runtime)
     assert sum(status["located_by_method"].values()) == total
     assert status["located_by_method"] == {"fallback": total}

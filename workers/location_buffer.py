@@ -4,8 +4,10 @@ The seed kept its batch buffer, timestamps, retry counters and pending results i
 a failing batch step leaked all four. Here every structure is a Redis key under the prefix with
 a cap or a TTL, and an alert's life is one atomic handover after another:
 
-* ``alert:{id}`` (HASH, TTL) — title, summary, source, the ``batch_queued_at`` marker, and once
-  located ``location`` (JSON), ``location_method`` and ``fallback_reason`` (updated in place).
+* ``alert:{id}`` (HASH, TTL) — title, summary, source and the ``batch_queued_at`` marker, only
+  while the alert waits for a location: ``finish`` deletes it in the step that writes the
+  result, so the number of alert hashes is bounded by the unlocated alerts (buffer cap plus
+  leased batches), not by the alert rate times a TTL.
 * ``loc:queued`` (ZSET id → queued-at) — index of the markers: every alert not yet located.
   Bounded by the buffer cap plus the leased batches; the stale-marker expiry reads it.
 * ``loc:buffer`` (ZSET id → queued-at) — alerts waiting for a batch, capped at
@@ -20,8 +22,8 @@ a cap or a TTL, and an alert's life is one atomic handover after another:
 * ``stream:locations`` — one capped entry per located alert, which ``watchkeeper tail
   locations`` shows.
 
-Results: written in place on the alert hash (for lookups by id) and appended to the capped
-``locations`` stream (for ``tail``), because stream entries in ``alerts`` cannot be edited.
+Results: appended to the capped ``locations`` stream (``watchkeeper tail locations``) with the
+alert's stream id, source and title, because entries of the ``alerts`` stream cannot be edited.
 
 Exactly once: ``finish`` removes the id from ``loc:queued`` and writes the result only if that
 removal succeeded, in one Lua call. Whoever gets there first — a batch, a fallback after
@@ -118,14 +120,12 @@ for i = 6, #ARGV, 4 do
   if redis.call('ZREM', KEYS[1], id) == 1 then
     redis.call('ZREM', KEYS[2], id)
     local k = ARGV[3] .. id
-    redis.call('HSET', k, 'location', ARGV[i + 1], 'location_method', ARGV[i + 2],
-               'fallback_reason', ARGV[i + 3], 'located_at', ARGV[1])
-    redis.call('HDEL', k, 'batch_queued_at')
-    redis.call('EXPIRE', k, ARGV[4])
     local meta = redis.call('HMGET', k, 'source', 'title')
+    redis.call('DEL', k)
     redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], '*', 'alert', id,
                'source', meta[1] or '', 'title', meta[2] or '', 'location', ARGV[i + 1],
-               'location_method', ARGV[i + 2], 'fallback_reason', ARGV[i + 3])
+               'location_method', ARGV[i + 2], 'fallback_reason', ARGV[i + 3],
+               'located_at', ARGV[1])
     redis.call('HINCRBY', KEYS[3], 'located:' .. ARGV[i + 2], 1)
     if ARGV[i + 3] ~= '' then
       redis.call('HINCRBY', KEYS[3], 'fallback:' .. ARGV[i + 3], 1)

@@ -138,7 +138,10 @@ def location_status(rt: Runtime) -> dict[str, Any]:
             "locations_stream": {"key": store.keys.stream,
                                  "size": int(rt.redis.xlen(store.keys.stream)),
                                  "cap": s.max_alerts},
-            "alert_hashes": {"key": store.keys.alert("*"), "ttl_s": alert_ttl(s)},
+            # One hash per alert awaiting a location (deleted when located): as many as markers.
+            "alert_hashes": {"key": store.keys.alert("*"),
+                             "size": int(rt.redis.zcard(store.keys.queued)),
+                             "ttl_s": alert_ttl(s)},
         },
     }
 
