@@ -23,12 +23,11 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape
 
-from workers.demo import BRANDS, EVENTS, LEVELS, MODELS, PLACES
+from workers.demo import BRANDS, EVENTS, LEVELS, MODELS, PLACES, rendering_server
 
 FEEDS = ("soak-rss", "soak-atom")
 PAGES = 3
@@ -72,25 +71,7 @@ class SoakSources:
         self.rates = rates
         self.window_s = window_s
         self.start_time = time.time()
-        sources = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                status, ctype, body = sources.render(self.path)
-                data = body.encode("utf-8")
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = rendering_server(self.render)
         self.port = int(self.httpd.server_address[1])
         self.base = f"http://127.0.0.1:{self.port}"
         self._stop = threading.Event()

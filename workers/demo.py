@@ -13,6 +13,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -137,30 +138,39 @@ def listing_page(clock: DemoClock, base: str, page: int) -> str:
             f"<h1>Listings page {page}</h1>{''.join(cards)}<nav>{nav}</nav></body></html>")
 
 
+Render = Callable[[str], tuple[int, str, str]]
+
+
+def rendering_server(render: Render, port: int = 0) -> ThreadingHTTPServer:
+    """A threaded HTTP/1.1 server on 127.0.0.1 answering each GET with ``render(path)`` →
+    (status, content type, body); it keeps nothing between requests."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            status, ctype, body = render(self.path)
+            data = body.encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    httpd.daemon_threads = True
+    return httpd
+
+
 class DemoServer:
     """The sample HTTP server (and, when asked, a TCP log trickle) for ``run --demo``."""
 
     def __init__(self, port: int = 0, clock: DemoClock | None = None) -> None:
         self.clock = clock or DemoClock()
-        demo = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                status, ctype, body = demo.render(self.path)
-                data = body.encode("utf-8")
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = rendering_server(self.render, port)
         self.port = int(self.httpd.server_address[1])
         self.base = f"http://127.0.0.1:{self.port}"
         self._stop = threading.Event()
