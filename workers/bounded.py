@@ -57,7 +57,8 @@ for i = 3, #ARGV do
 end
 """ + _SEEN_END + "return new"
 
-# KEYS: seen, stream. ARGV: cap, max_age, stream cap, JSON [[hash, [field, value, ...]], ...]
+# KEYS: seen, stream, counts hash (optional). ARGV: cap, max_age, stream cap,
+# JSON [[hash, [field, value, ...]], ...], counts mode ("" none, "set" first chunk, "incr")
 # → {0-based indices of the new items, their stream ids}
 _SEEN_ADD_AND_APPEND = _SEEN_BEGIN + """
 local items = cjson.decode(ARGV[4])
@@ -68,6 +69,12 @@ for i = 1, #items do
     ids[#ids + 1] = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*',
                                unpack(items[i][2]))
   end
+end
+if ARGV[5] == 'set' then
+  redis.call('HSET', KEYS[3], 'last_new', #new, 'last_duplicate', #items - #new)
+elseif ARGV[5] == 'incr' then
+  redis.call('HINCRBY', KEYS[3], 'last_new', #new)
+  redis.call('HINCRBY', KEYS[3], 'last_duplicate', #items - #new)
 end
 """ + _SEEN_END + "return {new, ids}"
 
@@ -105,17 +112,22 @@ class SeenSet:
         return [keys[int(i)] for i in indices]
 
     def queue_add_and_append(self, pipe: Any, stream: CappedStream,
-                             items: Sequence[tuple[str, Mapping[str, Any]]]) -> int:
+                             items: Sequence[tuple[str, Mapping[str, Any]]],
+                             counts_key: str | None = None) -> int:
         """Queue on ``pipe`` the atomic dedup-and-write of ``(key, entry)`` items: each entry
         whose key is new is appended to ``stream`` in the same Lua call that records the key,
         so a worker dying mid-poll can neither lose an entry (key recorded, entry not written)
-        nor write it twice. Returns how many pipeline results ``parse_add_and_append`` reads.
+        nor write it twice. With ``counts_key``, the same calls store ``last_new`` and
+        ``last_duplicate`` in that hash (a poll's state) without another round trip.
+        Returns how many pipeline results ``parse_add_and_append`` reads.
         """
         for start in range(0, len(items), BULK_BATCH):
             chunk = [[short_hash(key), stream_row(entry)]
                      for key, entry in items[start:start + BULK_BATCH]]
-            pipe.eval(_SEEN_ADD_AND_APPEND, 2, self.key, stream.key, self.cap,
-                      int(self.max_age), stream.cap, json.dumps(chunk, ensure_ascii=False))
+            mode = "" if counts_key is None else "set" if start == 0 else "incr"
+            pipe.eval(_SEEN_ADD_AND_APPEND, 3, self.key, stream.key, counts_key or self.key,
+                      self.cap, int(self.max_age), stream.cap,
+                      json.dumps(chunk, ensure_ascii=False), mode)
         return (len(items) + BULK_BATCH - 1) // BULK_BATCH
 
     @staticmethod

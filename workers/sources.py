@@ -190,8 +190,10 @@ def save_state(client: redis.Redis, settings: Settings, source: Source,
     """
     key = settings.key("src", source.name)
     pipe = client.pipeline(transaction=False)
-    calls = (seen.queue_add_and_append(pipe, stream, items)
+    calls = (seen.queue_add_and_append(pipe, stream, items, counts_key=key)
              if seen is not None and stream is not None and items else 0)
+    if values and not calls:
+        values = {**values, "last_new": 0, "last_duplicate": 0}
     if values:
         pipe.hset(key, mapping={k: "" if v is None else str(v) for k, v in values.items()})
         pipe.expire(key, state_ttl(settings, source))
@@ -298,7 +300,7 @@ def poll_source(rt: Runtime, source: Source, kind: SourceKind, fetcher: Fetcher,
                          items=[(item.key, item.fields) for item in items])
         lock = None
         if outcome["status"] != "error":
-            _count_new(rt, source, outcome, len(new), started)
+            _count_new(outcome, len(new), started)
         if show_items and outcome["status"] != "error":
             fresh = {index for index, _ in new}
             outcome["items"] = [{**item.fields, "new": index in fresh}
@@ -336,13 +338,11 @@ def _poll_locked(rt: Runtime, source: Source, kind: SourceKind, fetcher: Fetcher
     return outcome, values, parsed.items
 
 
-def _count_new(rt: Runtime, source: Source, outcome: dict[str, Any], new: int,
-               started: float) -> None:
-    """Complete a successful poll's outcome and state with how many items were new."""
+def _count_new(outcome: dict[str, Any], new: int, started: float) -> None:
+    """Complete a successful poll's outcome with how many items were new (the state got the
+    same counts from the dedup-and-write call)."""
     outcome["new"], outcome["duplicate"] = new, outcome["fetched"] - new
     outcome["elapsed_s"] = round(time.time() - started, 3)
-    rt.redis.hset(rt.settings.key("src", source.name),
-                  mapping={"last_new": new, "last_duplicate": outcome["duplicate"]})
 
 
 def _record_error(rt: Runtime, source: Source, state: SourceState, started: float,
