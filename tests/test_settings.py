@@ -61,3 +61,25 @@ def test_every_setting_has_a_readme_row():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     missing = [env for env, _, _ in settings_table() if f"`{env}`" not in readme]
     assert not missing, f"settings missing from the README table: {missing}"
+
+
+def _unreachable(home: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True,
+                          timeout=90, env={"PATH": "/usr/bin:/bin", "WATCHKEEPER_HOME": str(home),
+                                           "REDIS_URL": "redis://:secret@127.0.0.1:1/0"})
+
+
+def test_unreachable_external_redis_is_one_line_and_exit_2_for_the_cli(tmp_path):
+    for command in (["workers.cli", "status"], ["workers.cli", "run", "--duration", "1"]):
+        proc = _unreachable(tmp_path, *command)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert proc.stderr.startswith("watchkeeper: Redis at redis://:***@127.0.0.1:1/0: "
+                                      "unreachable")
+        assert proc.stderr.count("\n") == 1 and "secret" not in proc.stderr
+
+
+def test_unreachable_external_redis_stops_a_celery_worker_with_one_line(tmp_path):
+    proc = _unreachable(tmp_path, "celery", "-A", "workers", "worker")
+    assert proc.returncode == 2
+    assert "watchkeeper: Redis at redis://:***@127.0.0.1:1/0: unreachable" in proc.stderr
+    assert "Traceback" not in proc.stderr

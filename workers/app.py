@@ -13,7 +13,7 @@ from celery import Celery
 from beat_schedule import build_schedule
 from workers import memory
 from workers.config import ConfigError, find_config, load_config
-from workers.redis import RedisUnavailable, resolve_url
+from workers.redis import RedisUnavailable, check_reachable, resolve_url
 from workers.settings import Settings, SettingsError
 
 TASK_MODULES = [
@@ -72,6 +72,7 @@ def create_app() -> Celery:
         config = load_config(find_config(None, settings.config))
         settings.home_path.mkdir(parents=True, exist_ok=True)
         url = resolve_url(settings)
+        check_reachable(url)
     except SettingsError as exc:
         _fail(str(exc))
         raise

@@ -80,6 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if running:
         raise UsageError(f"a run is already active under {settings.home_path} "
                          f"(pid {running['pid']}); stop it first")
+    get_client(settings).close()  # Redis must answer before anything starts
     demo = None
     if args.demo:
         from workers.demo import DemoServer

@@ -227,6 +227,17 @@ def connect(url: str, **kwargs: Any) -> redis.Redis:
     return redis.Redis.from_url(url, **options)
 
 
+def check_reachable(url: str, timeout: float = 5.0) -> None:
+    """Raise ``RedisUnavailable`` (one line, password redacted) unless ``url`` answers PING."""
+    client = connect(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise RedisUnavailable(f"Redis at {redact(url)}: unreachable: {exc}") from None
+    finally:
+        client.close()
+
+
 def get_client(settings: Settings, **kwargs: Any) -> redis.Redis:
     """Connect to this process's Redis and check it answers, with a one-line error if not."""
     url = resolve_url(settings)
