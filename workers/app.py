@@ -7,6 +7,7 @@ per problem and exit status 2 — never a traceback, never a worker running half
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 from celery import Celery
 
@@ -25,7 +26,7 @@ TASK_MODULES = [
 ]
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     print(f"watchkeeper: {message}", file=sys.stderr)
     raise SystemExit(2)
 
@@ -73,15 +74,10 @@ def create_app() -> Celery:
         settings.home_path.mkdir(parents=True, exist_ok=True)
         url = resolve_url(settings)
         check_reachable(url)
-    except SettingsError as exc:
+    except (SettingsError, RedisUnavailable) as exc:
         _fail(str(exc))
-        raise
     except ConfigError as exc:
         _fail("invalid sources file:\n" + "\n".join(exc.problems))
-        raise
-    except RedisUnavailable as exc:
-        _fail(str(exc))
-        raise
     celery = Celery("watchkeeper", include=TASK_MODULES, set_as_current=True)
     celery.conf.update(celery_config(settings, url))
     celery.conf.beat_schedule = build_schedule(settings, config)
