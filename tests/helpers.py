@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -64,6 +65,14 @@ def respond(req: BaseHTTPRequestHandler, status: int = 200, body: bytes | str = 
         req.wfile.write(data)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that hang up early are part of the tests (caps, timeouts); not worth a trace."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class HTTPFixtureServer:
     """A real HTTP/1.1 server on 127.0.0.1 with per-path handlers and a request log."""
 
@@ -93,7 +102,7 @@ class HTTPFixtureServer:
 
             do_GET = do_POST = do_HEAD = _dispatch
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
