@@ -1,4 +1,5 @@
-"""The one place the periodic schedule is built: one entry per source, plus maintenance.
+"""The one place the periodic schedule is built, from the registries: one entry per source
+(its kind's task), plus the periodic entries the stages declare.
 
 Every entry expires just under its interval: if workers fall behind, a poll that could not start
 before the next one is due is dropped by the worker rather than piling up in the queue.
@@ -8,15 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.config import SourcesConfig
-from workers.settings import Settings
-
-#: The task that polls each kind of source; it takes the source name.
-SOURCE_TASKS = {
-    "feed": "tasks.feeds.poll_feed",
-    "http_log": "tasks.http_logs.poll_http_log",
-    "site": "tasks.scrape.scrape_site",
-}
+from workers.core.maintenance import PERIODIC
+from workers.core.settings import Settings
+from workers.core.sources_file import SourcesConfig
+from workers.polling.kinds import kind_of
 
 
 def expires_for(interval: float) -> float:
@@ -25,19 +21,20 @@ def expires_for(interval: float) -> float:
 
 
 def entry(task: str, every: float, args: tuple[Any, ...] = ()) -> dict[str, Any]:
-    return {"task": task, "schedule": float(every), "args": args,
-            "options": {"expires": expires_for(every)}}
+    return {
+        "task": task,
+        "schedule": float(every),
+        "args": args,
+        "options": {"expires": expires_for(every)},
+    }
 
 
 def build_schedule(settings: Settings, config: SourcesConfig) -> dict[str, dict[str, Any]]:
     """Beat's ``beat_schedule`` for this sources file and these settings."""
     schedule = {
-        f"{source.kind}:{source.name}": entry(SOURCE_TASKS[source.kind], source.interval,
-                                              (source.name,))
+        f"{source.kind}:{source.name}": entry(kind_of(source).task, source.interval, (source.name,))
         for source in config.sources
     }
-    schedule["maintenance:cleanup"] = entry("tasks.cleanup.cleanup",
-                                            settings.moonshot_cleanup_interval)
-    schedule["maintenance:locations"] = entry("tasks.locations.flush_locations",
-                                              settings.location_flush_interval)
+    for periodic in PERIODIC:
+        schedule[periodic.name] = entry(periodic.task, periodic.every(settings))
     return schedule

@@ -31,12 +31,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from workers.gazetteer import get_gazetteer, locate  # noqa: E402
-from workers.location_batches import enqueue, flush, process_batch  # noqa: E402
-from workers.location_health import location_status  # noqa: E402
-from workers.redis import EmbeddedRedis, connect  # noqa: E402
-from workers.runtime import Runtime  # noqa: E402
-from workers.settings import Settings  # noqa: E402
+import workers.stages  # noqa: E402,F401 (declares the stages)
+from tasks.locations.batches import enqueue, flush, process_batch  # noqa: E402
+from tasks.locations.health import location_status  # noqa: E402
+from tasks.locations.resolvers.gazetteer import get_gazetteer, locate  # noqa: E402
+from workers.core import keys  # noqa: E402
+from workers.core.connection import EmbeddedRedis, connect  # noqa: E402
+from workers.core.runtime import Runtime  # noqa: E402
+from workers.core.settings import Settings  # noqa: E402
 
 HEADLINES = json.loads((ROOT / "tests" / "data" / "headlines.json").read_text())
 
@@ -62,8 +64,14 @@ class ChatServer:
                     server.calls += 1
                     fail = server.fail_every and server.calls % server.fail_every == 0
                 ids = [a["id"] for a in json.loads(body["messages"][1]["content"])["alerts"]]
-                place = {"name": "Lyon", "country_code": "FR", "admin": "", "lat": 45.75,
-                         "lon": 4.85, "precision": "city"}
+                place = {
+                    "name": "Lyon",
+                    "country_code": "FR",
+                    "admin": "",
+                    "lat": 45.75,
+                    "lon": 4.85,
+                    "precision": "city",
+                }
                 content = json.dumps({"locations": {i: place for i in ids}})
                 reply = json.dumps({"choices": [{"message": {"content": content}}]}).encode()
                 status = 429 if fail else 200
@@ -86,20 +94,25 @@ class ChatServer:
 
 
 def alerts(n: int, tag: str) -> list[tuple[str, dict[str, Any]]]:
-    return [(f"{tag}-{i}", {"source": "bench", "title": HEADLINES[i % len(HEADLINES)]["title"],
-                            "summary": ""}) for i in range(n)]
+    return [
+        (
+            f"{tag}-{i}",
+            {"source": "bench", "title": HEADLINES[i % len(HEADLINES)]["title"], "summary": ""},
+        )
+        for i in range(n)
+    ]
 
 
 def clear(rt: Runtime) -> None:
     keys = list(rt.redis.scan_iter(match=rt.settings.prefix + "*", count=1000))
     for start in range(0, len(keys), 500):
-        rt.redis.delete(*keys[start:start + 500])
+        rt.redis.delete(*keys[start : start + 500])
 
 
 def drain(rt: Runtime) -> tuple[int, int]:
     """Flush and process until every alert is located; return (batches, retry attempts)."""
     batches = retries = 0
-    while rt.redis.zcard(rt.settings.key("loc", "queued")):
+    while rt.redis.zcard(keys.LOC_QUEUED.key(rt.settings)):
         for batch_id in flush(rt):
             batches += 1
             while process_batch(rt, batch_id).status == "retry":
@@ -116,8 +129,11 @@ def bench_gazetteer(repeat: int) -> dict[str, Any]:
     for text in texts:
         locate(text)
     elapsed = time.perf_counter() - started
-    return {"index_build_s": round(build_s, 3), "alerts": len(texts),
-            "alerts_per_s": round(len(texts) / elapsed)}
+    return {
+        "index_build_s": round(build_s, 3),
+        "alerts": len(texts),
+        "alerts_per_s": round(len(texts) / elapsed),
+    }
 
 
 def bench_pipeline(rt: Runtime, n: int) -> dict[str, Any]:
@@ -132,8 +148,12 @@ def bench_pipeline(rt: Runtime, n: int) -> dict[str, Any]:
 def bench_api(rt: Runtime, n: int, fail_every: int) -> dict[str, Any]:
     clear(rt)
     server = ChatServer(fail_every)
-    rt.settings = replace(rt.settings, moonshot_api_key="bench-key",
-                          moonshot_base_url=server.base_url, location_retry_backoff=0)
+    rt.settings = replace(
+        rt.settings,
+        moonshot_api_key="bench-key",
+        moonshot_base_url=server.base_url,
+        location_retry_backoff=0,
+    )
     try:
         enqueue(rt, alerts(n, f"api{fail_every}"))
         batches, retries = drain(rt)
@@ -143,9 +163,16 @@ def bench_api(rt: Runtime, n: int, fail_every: int) -> dict[str, Any]:
         server.close()
     per_1000 = server.calls * 1000 / n
     goal = 1000 / rt.settings.location_batch + retries * 1000 / n
-    return {"alerts": n, "batches": batches, "retries": retries, "api_calls": server.calls,
-            "api_calls_per_1000": round(per_1000, 1), "goal_per_1000": round(goal, 1),
-            "meets_goal": per_1000 <= goal, "located_by_method": located}
+    return {
+        "alerts": n,
+        "batches": batches,
+        "retries": retries,
+        "api_calls": server.calls,
+        "api_calls_per_1000": round(per_1000, 1),
+        "goal_per_1000": round(goal, 1),
+        "meets_goal": per_1000 <= goal,
+        "located_by_method": located,
+    }
 
 
 def main() -> int:
@@ -159,8 +186,13 @@ def main() -> int:
     if not url:
         embedded = EmbeddedRedis(home)
         url = embedded.acquire()
-    settings = replace(Settings.from_env({}), redis_url=url, home=str(home),
-                       prefix="wkbench:", moonshot_max_buffer_size=max(1000, args.alerts))
+    settings = replace(
+        Settings.from_env({}),
+        redis_url=url,
+        home=str(home),
+        prefix="wkbench:",
+        moonshot_max_buffer_size=max(1000, args.alerts),
+    )
     rt = Runtime(settings, connect(url), home / "none.toml")
     try:
         results = {
@@ -173,20 +205,33 @@ def main() -> int:
     finally:
         if embedded is not None:
             embedded.release()
-    results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
-                          "batch_size": settings.location_batch}
+    results["machine"] = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "batch_size": settings.location_batch,
+    }
     rows = [
-        ("gazetteer locate()", f"{results['gazetteer']['alerts_per_s']:,} alerts/s",
-         f"index built in {results['gazetteer']['index_build_s']} s"),
-        ("enqueue+flush+batch (gazetteer)",
-         f"{results['pipeline_gazetteer']['alerts_per_s']:,} alerts/s",
-         f"{results['pipeline_gazetteer']['batches']} batches"),
+        (
+            "gazetteer locate()",
+            f"{results['gazetteer']['alerts_per_s']:,} alerts/s",
+            f"index built in {results['gazetteer']['index_build_s']} s",
+        ),
+        (
+            "enqueue+flush+batch (gazetteer)",
+            f"{results['pipeline_gazetteer']['alerts_per_s']:,} alerts/s",
+            f"{results['pipeline_gazetteer']['batches']} batches",
+        ),
     ]
     for name in ("api_healthy", "api_every_4th_call_429"):
         r = results[name]
-        rows.append((f"API calls / 1000 alerts ({name})", f"{r['api_calls_per_1000']}",
-                     f"goal <= {r['goal_per_1000']} ({r['retries']} retries): "
-                     f"{'met' if r['meets_goal'] else 'MISSED'}"))
+        rows.append(
+            (
+                f"API calls / 1000 alerts ({name})",
+                f"{r['api_calls_per_1000']}",
+                f"goal <= {r['goal_per_1000']} ({r['retries']} retries): "
+                f"{'met' if r['meets_goal'] else 'MISSED'}",
+            )
+        )
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'value':>18}  note")
     for name, value, note in rows:

@@ -36,27 +36,57 @@ from typing import Any
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 GOAL = 1.05
 PREFETCH = 16
 
 
-def start_worker(home: Path, url: str, guard: int, log: Path) -> tuple[subprocess.Popen[bytes],
-                                                                        str]:
+def start_worker(
+    home: Path, url: str, guard: int, log: Path
+) -> tuple[subprocess.Popen[bytes], str]:
     queue = f"wk-bench-{uuid.uuid4().hex[:8]}"
-    env = dict(os.environ, REDIS_URL=url, WATCHKEEPER_HOME=str(home),
-               WATCHKEEPER_CONFIG=str(home / "sources.toml"),
-               WATCHKEEPER_MEMORY_GUARD=str(guard),
-               # no max-tasks recycle inside a round: it costs seconds and would swamp both
-               WATCHKEEPER_MAX_TASKS_PER_CHILD="1000000",
-               PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+    env = dict(
+        os.environ,
+        REDIS_URL=url,
+        WATCHKEEPER_HOME=str(home),
+        WATCHKEEPER_CONFIG=str(home / "sources.toml"),
+        WATCHKEEPER_MEMORY_GUARD=str(guard),
+        # no max-tasks recycle inside a round: it costs seconds and would swamp both
+        WATCHKEEPER_MAX_TASKS_PER_CHILD="1000000",
+        PYTHONPATH=str(ROOT),
+    )
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool", "prefork",
-             "-c", "1", "--prefetch-multiplier", str(PREFETCH), "-Q", queue,
-             "-n", f"bench-{queue}@localhost", "-I", "leaky_tasks",
-             "--loglevel", "WARNING", "--without-heartbeat", "--without-gossip",
-             "--without-mingle"], cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers",
+                "worker",
+                "--pool",
+                "prefork",
+                "-c",
+                "1",
+                "--prefetch-multiplier",
+                str(PREFETCH),
+                "-Q",
+                queue,
+                "-n",
+                f"bench-{queue}@localhost",
+                "-I",
+                "bench.bench_tasks",
+                "--loglevel",
+                "WARNING",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
     return proc, queue
 
 
@@ -80,14 +110,14 @@ def run_round(app: Any, home: Path, url: str, guard: int, tasks: int) -> Round:
     proc, queue = start_worker(home, url, guard, home / f"worker-guard{guard}.log")
     try:
         for _ in range(200):
-            app.send_task("tests.leaky.noop", queue=queue)
-        app.send_task("tests.leaky.echo", args=[0], queue=queue).get(timeout=120)
+            app.send_task("bench.noop", queue=queue)
+        app.send_task("bench.echo", args=[0], queue=queue).get(timeout=120)
         parent = psutil.Process(proc.pid)
         procs = [parent, *parent.children()]
         cpu0, start = _cpu_seconds(procs), time.perf_counter()
         for _ in range(tasks):
-            app.send_task("tests.leaky.noop", queue=queue)
-        app.send_task("tests.leaky.echo", args=[1], queue=queue).get(timeout=600)
+            app.send_task("bench.noop", queue=queue)
+        app.send_task("bench.echo", args=[1], queue=queue).get(timeout=600)
         wall = time.perf_counter() - start
         cpu = _cpu_seconds(procs) - cpu0
         return Round(guard, wall / tasks * 1000, cpu / tasks * 1000)
@@ -105,12 +135,12 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="wk-bench-mem-"))
     (home / "sources.toml").write_text("# no sources: the benchmark sends its own tasks\n")
     os.environ.update(WATCHKEEPER_HOME=str(home), WATCHKEEPER_CONFIG=str(home / "sources.toml"))
-    from workers.redis import EmbeddedRedis
+    from workers.core.connection import EmbeddedRedis
 
     embedded = EmbeddedRedis(home)
     url = embedded.acquire()
     os.environ["REDIS_URL"] = url
-    from workers.app import app
+    from workers import app
 
     rounds: list[Round] = []
     try:
@@ -125,13 +155,17 @@ def main() -> int:
 
     wall_ratio = med(1, "wall_ms") / med(0, "wall_ms")
     cpu_ratio = med(1, "cpu_ms") / med(0, "cpu_ms")
-    print(f"{'guard':<7}{'wall ms/task per round':<36}{'median':>8}"
-          f"   {'worker CPU ms/task per round':<36}{'median':>8}")
+    print(
+        f"{'guard':<7}{'wall ms/task per round':<36}{'median':>8}"
+        f"   {'worker CPU ms/task per round':<36}{'median':>8}"
+    )
     for guard, label in ((0, "off"), (1, "on")):
         walls = " ".join(f"{r.wall_ms:.3f}" for r in rounds if r.guard == guard)
         cpus = " ".join(f"{r.cpu_ms:.3f}" for r in rounds if r.guard == guard)
-        print(f"{label:<7}{walls:<36}{med(guard, 'wall_ms'):>8.3f}   {cpus:<36}"
-              f"{med(guard, 'cpu_ms'):>8.3f}")
+        print(
+            f"{label:<7}{walls:<36}{med(guard, 'wall_ms'):>8.3f}   {cpus:<36}"
+            f"{med(guard, 'cpu_ms'):>8.3f}"
+        )
     for name, ratio in (("worker CPU time", cpu_ratio), ("wall time", wall_ratio)):
         verdict = "meets" if ratio <= GOAL else "MISSES"
         print(f"overhead ratio on/off, {name}: {ratio:.3f} ({verdict} the goal <= {GOAL})")
@@ -151,8 +185,11 @@ def main() -> int:
         "meets_goal_cpu": cpu_ratio <= GOAL,
         "meets_goal_wall": wall_ratio <= GOAL,
         "load_average": os.getloadavg(),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "platform": platform.platform()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     out = ROOT / "bench" / "results" / "memory_guard.json"

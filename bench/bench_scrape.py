@@ -32,7 +32,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "scrape.json"
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 SITE = """
 [[sites]]
@@ -62,44 +61,71 @@ def main() -> int:
 
     home = Path(tempfile.mkdtemp(prefix="wk-bench-scrape-"))
     os.environ["WATCHKEEPER_HOME"] = str(home)
-    from helpers import HTTPFixtureServer
-    from test_scrape import big_listing_page
+    import threading
 
-    from tasks.scrape import rss_mb, scrape
-    from workers.extract import extract_page
-    from workers.redis import EmbeddedRedis, connect
-    from workers.runtime import Runtime
-    from workers.settings import Settings
+    import workers.stages  # noqa: F401 (declares the source kinds)
+    from tasks.scrape.extract import extract_page
+    from tasks.scrape.tasks import rss_mb, scrape
+    from workers.core.connection import EmbeddedRedis, connect
+    from workers.core.runtime import Runtime
+    from workers.core.settings import Settings
+    from workers.ops.demo import rendering_server
 
     embedded = EmbeddedRedis(home)
     url = embedded.acquire()
-    server = HTTPFixtureServer()
-    server.start()
+    body = big_listing_page()
+    text = body.decode()
+    server = rendering_server(
+        lambda path: (
+            (200, "text/html; charset=utf-8", text)
+            if path.startswith("/listings")
+            else (404, "text/plain", "")
+        )
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        body = big_listing_page()
-        server.static("/listings", body, headers={"Content-Type": "text/html; charset=utf-8"})
         config = home / "sources.toml"
-        config.write_text(SITE.format(url=server.url("/listings")))
+        config.write_text(SITE.format(url=f"http://127.0.0.1:{server.server_address[1]}/listings"))
         settings = replace(Settings.from_env({"WATCHKEEPER_HOME": str(home)}), host_delay=0.0)
         rt = Runtime(settings, connect(url), config)
-        site = rt.config().sites[0]
-        result = run(rt, site, body, args.scrapes, args.warmup, scrape, rss_mb, extract_page,
-                     server.requests)
+        site = rt.config().of_kind("site")[0]
+        result = run(rt, site, body, args.scrapes, args.warmup, scrape, rss_mb, extract_page)
     finally:
-        server.stop()
+        server.shutdown()
+        server.server_close()
         embedded.release()
     report(result)
     return 0 if result["rss_growth_mb"] < 5.0 else 1
 
 
-def run(rt: Any, site: Any, body: bytes, scrapes: int, warmup: int, scrape: Any, rss_mb: Any,
-        extract_page: Any, server_log: list[Any]) -> dict[str, Any]:
+def big_listing_page(items: int = 400, size: int = 2 * 1024 * 1024) -> bytes:
+    """A ~``size``-byte listing page: ``items`` cards with long descriptions, a next link."""
+    filler = "<p>" + "Steel case, automatic movement, box and papers, serviced 2023. " * 4 + "</p>"
+    per_card = max(1, -(-(size // items - 200) // len(filler)))
+    cards = "".join(
+        f'<div class="listing" data-id="w{i}"><h2><a href="/watch/{i}">Rolex Submariner '
+        f'{i}</a></h2><span class="price">${9000 + i:,}.00</span><div class="desc">'
+        f"{filler * per_card}</div></div>\n"
+        for i in range(items)
+    )
+    return f"<html><body>{cards}<a class='next' href='?page=2'>next</a></body></html>".encode()
+
+
+def run(
+    rt: Any,
+    site: Any,
+    body: bytes,
+    scrapes: int,
+    warmup: int,
+    scrape: Any,
+    rss_mb: Any,
+    extract_page: Any,
+) -> dict[str, Any]:
     samples: list[tuple[int, float]] = []
     baseline = 0.0
     started = time.perf_counter()
     for n in range(1, scrapes + 1):
         outcome = scrape(rt, site, scheduled=False)
-        server_log.clear()  # the in-process test server logs every request; not ours to count
         if outcome["status"] != "ok" or outcome["fetched"] != 400:
             raise SystemExit(f"scrape {n} failed: {outcome}")
         if n == warmup:
@@ -114,9 +140,16 @@ def run(rt: Any, site: Any, body: bytes, scrapes: int, warmup: int, scrape: Any,
     rounds = 50
     t0 = time.perf_counter()
     for _ in range(rounds):
-        page = extract_page(body, site.url, content_type="text/html; charset=utf-8",
-                            item=site.item, fields=site.fields, id_field=site.id,
-                            next_page=site.next_page, price_field=site.price)
+        page = extract_page(
+            body,
+            site.url,
+            content_type="text/html; charset=utf-8",
+            item=site.item,
+            fields=site.fields,
+            id_field=site.id,
+            next_page=site.next_page,
+            price_field=site.price,
+        )
         assert len(page.listings) == 400
     extract_rate = rounds / (time.perf_counter() - t0)
     return {
@@ -134,16 +167,18 @@ def run(rt: Any, site: Any, body: bytes, scrapes: int, warmup: int, scrape: Any,
         "rss_growth_mb": round(final - baseline, 2),
         "rss_bound_mb": 5.0,
         "rss_samples": samples,
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "platform": platform.platform()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
 def report(result: dict[str, Any]) -> None:
     rows = [
-        ("page", f"{result['page_bytes'] / 2**20:.2f} MiB, {result['listings_per_page']} "
-                 "listings"),
+        ("page", f"{result['page_bytes'] / 2**20:.2f} MiB, {result['listings_per_page']} listings"),
         ("scrapes", f"{result['scrapes']} in {result['elapsed_s']} s"),
         ("scrapes/s (end to end)", f"{result['scrapes_per_s']}"),
         ("page MiB/s", f"{result['page_mb_per_s']}"),

@@ -17,8 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import bench_redis, write_result
-from workers.bounded import SeenSet, short_hash
-from workers.redis import connect
+from workers.core.connection import connect
+from workers.store.seen import SeenSet, short_hash
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--cap", type=int, default=10_000)
     args = parser.parse_args()
     keys = [f"https://example.org/item/{i}?utm=feed" for i in range(args.keys)]
-    batches = [keys[i:i + args.batch] for i in range(0, len(keys), args.batch)]
+    batches = [keys[i : i + args.batch] for i in range(0, len(keys), args.batch)]
 
     started = time.perf_counter()
     plain: set[str] = set()
@@ -51,17 +51,25 @@ def main() -> None:
         client.delete("wk:bench:seen")
 
     result = {
-        "keys": args.keys, "batch": args.batch, "cap": args.cap,
+        "keys": args.keys,
+        "batch": args.batch,
+        "cap": args.cap,
         "python_set_adds_per_s": round(args.keys / plain_s),
         "seen_set_adds_per_s": round(args.keys / ours_s),
         "ratio_seen_set_to_python_set": round(plain_s / ours_s, 4),
-        "python_set_size": len(plain), "seen_set_size": size,
+        "python_set_size": len(plain),
+        "seen_set_size": size,
         "new_reported": {"python_set": plain_new, "seen_set": ours_new},
     }
     path = write_result("seen", result)
     print(f"{'measure':<34}{'value':>14}")
-    for name in ("python_set_adds_per_s", "seen_set_adds_per_s",
-                 "ratio_seen_set_to_python_set", "python_set_size", "seen_set_size"):
+    for name in (
+        "python_set_adds_per_s",
+        "seen_set_adds_per_s",
+        "ratio_seen_set_to_python_set",
+        "python_set_size",
+        "seen_set_size",
+    ):
         print(f"{name:<34}{result[name]:>14}")
     print(f"written to {path}")
 

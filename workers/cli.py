@@ -7,7 +7,6 @@ ends in one clear line per problem on stderr and exit status 2, never a tracebac
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import socket
@@ -16,27 +15,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workers import __version__
-from workers.config import ConfigError, find_config, load_config
-from workers.redis import RedisUnavailable, get_client
-from workers.runtime import Runtime, set_runtime
-from workers.settings import Settings, SettingsError
+from tasks.notify.commands import add_notify_command
+from workers import stages  # noqa: F401 (registers the stages' kinds, sections, sinks)
+from workers.core import keys
+from workers.core.connection import RedisUnavailable, get_client
+from workers.core.runtime import Runtime, set_runtime
+from workers.core.settings import Settings, SettingsError
+from workers.core.sources_file import ConfigError, find_config, load_config
+from workers.core.version import VERSION as __version__
+from workers.polling.kinds import KINDS
+from workers.polling.poll import poll_now
 
-STREAM_NAMES = ("alerts", "logs", "listings", "locations")
-POLLERS = {"feed": "tasks.feeds:poll_now", "http_log": "tasks.http_logs:poll_now",
-           "site": "tasks.scrape:poll_now"}
+STREAM_NAMES = ("alerts", "logs", "listings", "locations", "changes", "health")
 
 
 class UsageError(Exception):
     """A one-line problem with what the user asked for."""
-
-
-def _hook(spec: str) -> Callable[..., Any]:
-    module, _, name = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
-    except (ImportError, AttributeError):
-        raise UsageError(f"{spec} is not available in this installation") from None
 
 
 def config_path(args: argparse.Namespace, settings: Settings) -> Path:
@@ -44,7 +38,7 @@ def config_path(args: argparse.Namespace, settings: Settings) -> Path:
     explicit = getattr(args, "config", None)
     if explicit or settings.config or Path("watchkeeper.toml").exists():
         return find_config(explicit, settings.config)
-    from workers.supervisor import active_run
+    from workers.ops.supervisor import active_run
 
     run = active_run(settings.home_path)
     return Path(run["config"]) if run else find_config(None)
@@ -61,63 +55,80 @@ def make_runtime(args: argparse.Namespace) -> Runtime:
 
 # --- commands -------------------------------------------------------------------------------
 
+
 def cmd_check(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     path = config_path(args, settings)
     config = load_config(path)
     tcp = f"tcp {config.tcp.host}:{config.tcp.port}" if config.tcp else "no tcp listener"
-    print(f"{path}: ok — {len(config.feeds)} feeds, {len(config.http_logs)} http_logs, "
-          f"{len(config.sites)} sites, {tcp}")
+    kinds = sorted(KINDS, key=lambda kind: kind.section)
+    counts = ", ".join(f"{len(config.of_kind(kind.name))} {kind.section}" for kind in kinds)
+    print(f"{path}: ok — {counts}, {tcp}")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from workers.supervisor import Supervisor, active_run
+    from workers.ops.supervisor import Supervisor, active_run
 
     settings = Settings.from_env()
     settings.home_path.mkdir(parents=True, exist_ok=True)
     running = active_run(settings.home_path)
     if running:
-        raise UsageError(f"a run is already active under {settings.home_path} "
-                         f"(pid {running['pid']}); stop it first")
+        raise UsageError(
+            f"a run is already active under {settings.home_path} "
+            f"(pid {running['pid']}); stop it first"
+        )
     get_client(settings).close()  # Redis must answer before anything starts
-    demo = None
+    demo = receiver = None
     if args.demo:
-        from workers.demo import DemoServer
+        from tasks.notify.receiver import LocalReceiver
+        from workers.ops.demo import DemoServer
 
         demo = DemoServer(port=args.demo_port).start()
+        receiver = LocalReceiver().start()
         tcp_port = _free_port()
         path = demo.write_config(settings.home_path / "demo" / "watchkeeper.toml", tcp_port)
+        with path.open("a", encoding="utf-8") as sources:
+            sources.write(receiver.sink_toml())
         demo.start_tcp_trickle("127.0.0.1", tcp_port)
-        print(f"[demo] sample sources on {demo.base}, TCP listener on 127.0.0.1:{tcp_port}")
+        print(
+            f"[demo] sample sources on {demo.base}, TCP listener on 127.0.0.1:{tcp_port}, "
+            f"notifications to a local receiver on 127.0.0.1:{receiver.port}"
+        )
     else:
         path = find_config(args.config, settings.config)
     config = load_config(path)
-    supervisor = Supervisor(settings, config, concurrency=args.concurrency or
-                            settings.concurrency, demo_env=args.demo)
+    supervisor = Supervisor(
+        settings, config, concurrency=args.concurrency or settings.concurrency, demo_env=args.demo
+    )
     try:
         code = supervisor.run(duration=args.duration)
     finally:
         if demo is not None:
             demo.stop()
+        if receiver is not None:
+            receiver.stop()
     if args.duration is not None:
         _print_summary(supervisor.url, settings, config.path)
     return code
 
 
 def _print_summary(url: str, settings: Settings, path: str) -> None:
-    from workers.redis import connect
+    from workers.core.connection import connect
 
     try:
         client = connect(url, socket_timeout=5)
-        lens = {n: client.xlen(settings.key("stream", n)) for n in STREAM_NAMES}
+        lens = {n: client.xlen(keys.STREAM.key(settings, n)) for n in STREAM_NAMES}
         mem = client.info("memory").get("used_memory_human")
         client.close()
     except Exception as exc:  # the run is over; a summary is best effort
         print(f"[run] summary unavailable: {exc}")
         return
-    print("[run] summary: " + ", ".join(f"{n} {v}" for n, v in lens.items())
-          + f"; redis used memory {mem}; sources {path}")
+    print(
+        "[run] summary: "
+        + ", ".join(f"{n} {v}" for n, v in lens.items())
+        + f"; redis used memory {mem}; sources {path}"
+    )
 
 
 def _free_port() -> int:
@@ -127,8 +138,7 @@ def _free_port() -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from workers.status import collect_status
-    from workers.status_text import render as render_text
+    from workers.ops.status import collect_status, render_text
 
     rt = make_runtime(args)
     status = collect_status(rt)
@@ -137,12 +147,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from workers.bounded import CappedStream
+    from workers.store.streams import CappedStream
 
     if args.stream not in STREAM_NAMES:
         raise UsageError(f"stream {args.stream!r}: expected one of {', '.join(STREAM_NAMES)}")
     rt = make_runtime(args)
-    stream = CappedStream(rt.redis, rt.settings.key("stream", args.stream), 0)
+    stream = CappedStream(rt.redis, keys.STREAM.key(rt.settings, args.stream), 0)
     entries = stream.latest(args.n)
     last = entries[-1][0] if entries else "$"
     for entry_id, fields in entries:
@@ -161,14 +171,21 @@ def _print_entry(entry_id: str, fields: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps({"id": entry_id, **fields}, ensure_ascii=False, default=str))
         return
-    text = (fields.get("title") or fields.get("line") or fields.get("lines") or fields.get("name")
-            or json.dumps(fields.get("fields") or fields, ensure_ascii=False, default=str))
+    text = (
+        fields.get("title")
+        or fields.get("line")
+        or fields.get("lines")
+        or fields.get("name")
+        or json.dumps(fields.get("fields") or fields, ensure_ascii=False, default=str)
+    )
     extra = ""
     if isinstance(fields.get("location"), dict):
         loc = fields["location"]
         extra = f"  @ {loc.get('name')}, {loc.get('country_code')}"
-    print(f"{entry_id}  {fields.get('source') or fields.get('site') or '-'}  {text}{extra}",
-          flush=True)
+    print(
+        f"{entry_id}  {fields.get('source') or fields.get('site') or '-'}  {text}{extra}",
+        flush=True,
+    )
 
 
 def cmd_poll(args: argparse.Namespace) -> int:
@@ -179,25 +196,32 @@ def cmd_poll(args: argparse.Namespace) -> int:
         raise UsageError(f"source {args.name!r} is not in {rt.config_path} (sources: {names})")
     # Sites always list their items: `poll` is how users tune selectors before scheduling.
     show_items = args.items or args.json or source.kind == "site"
-    result: dict[str, Any] = _hook(POLLERS[source.kind])(rt, source, show_items=show_items)
+    result = poll_now(rt, source, show_items=show_items)
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
     else:
         for item in result.get("items", []) if show_items else []:
             print(json.dumps(item, ensure_ascii=False, default=str))
-        print(f"{result['source']}: {result['status']} — fetched {result['fetched']}, new "
-              f"{result['new']}, duplicate {result['duplicate']} in {result['elapsed_s']:.2f}s"
-              + (f"; error: {result['error']}" if result.get("error") else "")
-              + "".join(f"; warning: {w}" for w in result.get("warnings", [])))
+        print(
+            f"{result['source']}: {result['status']} — fetched {result['fetched']}, new "
+            f"{result['new']}, duplicate {result['duplicate']} in {result['elapsed_s']:.2f}s"
+            + (f"; error: {result['error']}" if result.get("error") else "")
+            + "".join(f"; warning: {w}" for w in result.get("warnings", []))
+        )
     return 0 if result["status"] != "error" else 1
 
 
 def cmd_history(args: argparse.Namespace) -> int:
     rt = make_runtime(args)
-    rows: list[dict[str, Any]] = _hook("tasks.scrape:history_rows")(rt, args.site, args.n)
+    from tasks.scrape.history import history_rows
+
+    rows = history_rows(rt, args.site, args.n)
     for row in rows:
-        print(json.dumps(row, default=str) if args.json else "  ".join(
-            f"{k}={v}" for k, v in row.items()))
+        print(
+            json.dumps(row, default=str)
+            if args.json
+            else "  ".join(f"{k}={v}" for k, v in row.items())
+        )
     if not rows and not args.json:
         print(f"no runs recorded for {args.site!r}")
     return 0
@@ -208,23 +232,29 @@ def cmd_listen(args: argparse.Namespace) -> int:
     tcp = rt.config().tcp
     host = args.host or (tcp.host if tcp else "127.0.0.1")
     port = args.port if args.port is not None else (tcp.port if tcp else 5140)
-    return int(_hook("workers.listener:main")(rt, host, port))
+    from workers.tcp.listener import main as listen
+
+    return listen(rt, host, port)
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
     rt = make_runtime(args)
-    return int(_hook("workers.metrics:serve")(rt, args.port or rt.settings.metrics_port))
+    from workers.ops.metrics import serve
+
+    return serve(rt, args.port or rt.settings.metrics_port)
 
 
 # --- parser ---------------------------------------------------------------------------------
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="watchkeeper", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"watchkeeper {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help: str,
-            config: bool = True) -> argparse.ArgumentParser:
+    def add(
+        name: str, func: Callable[[argparse.Namespace], int], help: str, config: bool = True
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         if config:
             p.add_argument("--config", help="sources file (TOML)")
@@ -232,8 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("run", cmd_run, "run worker (prefork) + beat (+ TCP listener), supervised")
-    p.add_argument("--demo", action="store_true", help="run against the bundled local "
-                   "sample sources (offline)")
+    p.add_argument(
+        "--demo", action="store_true", help="run against the bundled local sample sources (offline)"
+    )
     p.add_argument("--duration", type=float, help="stop after S seconds and print a summary")
     p.add_argument("--concurrency", type=int, help="prefork pool size")
     p.add_argument("--demo-port", type=int, default=0, help="port of the demo's sample server")
@@ -256,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("listen", cmd_listen, "run the TCP log-line listener in the foreground")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    add_notify_command(sub, make_runtime)
     p = add("metrics", cmd_metrics, "serve Prometheus metrics read from Redis")
     p.add_argument("--port", type=int)
     return parser

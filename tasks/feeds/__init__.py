@@ -1,0 +1,3 @@
+"""RSS/Atom feeds → the ``alerts`` stream (source kind ``feed``, ``[[feeds]]``)."""
+
+from tasks.feeds import tasks as tasks

@@ -1,0 +1,149 @@
+"""`watchkeeper run --demo` as a new user runs it: embedded Redis, real prefork worker, beat,
+listener, the local sample sources — then Ctrl-C leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.support.helpers import wait_for
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("REDIS_URL", "WATCHKEEPER_CONFIG") and not k.startswith("PYTEST")
+    }
+    env["WATCHKEEPER_HOME"] = str(home)
+    return env
+
+
+def _cli(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(home),
+        cwd=home.parent,
+    )
+
+
+def _processes_of(home: Path) -> list[psutil.Process]:
+    """Every live process started for this home: by environment or by socket path."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if proc.pid == os.getpid():
+                continue
+            ours = str(home) in " ".join(proc.info["cmdline"] or []) or proc.environ().get(
+                "WATCHKEEPER_HOME"
+            ) == str(home)
+            if ours and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def status_of(home: Path) -> dict[str, Any]:
+    return json.loads(_cli(home, "status", "--json").stdout)  # type: ignore[no-any-return]
+
+
+def undeclared_keys(url: str) -> list[str]:
+    """Keys under the prefix that no declaration in ``workers.core.keys`` matches."""
+    from workers.core import keys
+    from workers.core.connection import connect
+    from workers.core.settings import Settings
+
+    settings = Settings.from_env({})
+    client = connect(url)
+    try:
+        return sorted(
+            str(k)
+            for k in client.scan_iter(match=settings.prefix + "*", count=1000)
+            if keys.match(str(k), settings) is None
+        )
+    finally:
+        client.close()
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_pipeline_and_ctrl_c_leaves_no_process(tmp_path):
+    home = tmp_path / "home"
+    # Given `watchkeeper run --demo` started on a fresh home with no REDIS_URL
+    run = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "run", "--demo", "--concurrency", "2"],
+        env=_env(home),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        # Then alerts arrive and `tail alerts -n 5` shows them
+        def alerts() -> list[dict[str, object]]:
+            proc = _cli(home, "tail", "alerts", "-n", "5", "--json")
+            return [json.loads(line) for line in proc.stdout.splitlines()]
+
+        shown = wait_for(
+            lambda: len(alerts()) == 5 and alerts(), timeout=120, interval=2, message="5 alerts"
+        )
+        assert all(a["source"] in ("demo-world", "demo-regional") for a in shown)
+        # And `celery -A workers inspect ping` answers
+        ping = subprocess.run(
+            [sys.executable, "-m", "celery", "-A", "workers", "inspect", "ping", "--timeout", "5"],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            env=_env(home),
+            cwd=tmp_path,
+        )
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        assert "pong" in ping.stdout
+        # And `status --json` is one JSON object with the documented sections
+        sections = {
+            "redis",
+            "sources",
+            "workers",
+            "locations",
+            "tcp",
+            "task_memory",
+            "dead_letters",
+        }
+        status = json.loads(_cli(home, "status", "--json").stdout)
+        assert sections <= status.keys()
+        assert not [name for name in sections if "error" in status[name]]
+        assert status["redis"]["streams"]["alerts"]["size"] >= 5
+        assert "demo-world" in status["sources"]
+        assert status["workers"]["nodes"], "the prefork worker reports its memory"
+        # And the terminal rendering shows every section too
+        text = _cli(home, "status").stdout
+        assert all(f"== {name}" in text for name in sections)
+        assert "demo-watches" in text
+        # And every key the whole pipeline wrote to Redis is declared in the key registry
+        wait_for(
+            lambda: status_of(home)["sources"]["demo-watches"]["state"].get("last_ok"),
+            timeout=60,
+            interval=2,
+            message="a scrape run",
+        )
+        url = json.loads((home / "run.json").read_text())["redis_url"]
+        assert undeclared_keys(url) == []
+    finally:
+        # When the run gets Ctrl-C
+        run.send_signal(signal.SIGINT)
+        output = run.communicate(timeout=90)[0]
+    assert run.returncode == 0, output
+    # Then no watchkeeper, celery or redis-server process of that home is left
+    wait_for(lambda: not _processes_of(home), timeout=30, message="no processes left")
+    assert not (home / "run.json").exists()

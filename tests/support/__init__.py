@@ -1,0 +1,1 @@
+"""Test support: real local servers, the test Redis, worker subprocesses, test-only tasks."""

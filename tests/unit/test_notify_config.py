@@ -1,0 +1,118 @@
+"""``[[notify]]`` validation: every problem one line, secrets never printed; RE2 regexes;
+templates; filters."""
+
+from __future__ import annotations
+
+import pytest
+
+import tasks.notify  # noqa: F401 (declares the [[notify]] and [notify_filters] sections)
+from tasks.notify.config import STREAMS, notify_config, read_sinks
+from tasks.notify.filters import compile_pattern, passes
+from tasks.notify.templates import context_for, render
+from workers.core.sources_file import ConfigError, validate_config
+
+SECRET = "s3cr3tt0kenvalue"
+
+
+def problems_of(tables: list[dict], environ: dict[str, str] | None = None) -> list[str]:
+    problems: list[str] = []
+    read_sinks(tables, problems, environ=environ or {})
+    return problems
+
+
+def test_a_valid_sink_with_defaults():
+    config = validate_config(
+        {
+            "notify": [{"name": "ops", "urls": ["json://127.0.0.1:8080/hook"]}],
+            "notify_filters": {"exclude": ["(?i)advert"]},
+        }
+    )
+    ncfg = notify_config(config)
+    (sink,) = ncfg.sinks
+    assert sink.streams == STREAMS and sink.digest is None
+    assert sink.destinations[0].label == "JSON json://127.0.0.1:8080/hook"
+    assert ncfg.filters.exclude == ("(?i)advert",)
+
+
+def test_every_problem_is_one_line_naming_sink_and_field():
+    problems = problems_of(
+        [
+            {
+                "name": "ops",
+                "urls": ["json://127.0.0.1:1/x", "nonsense://host", "env:NOPE", "env:bad-name"],
+                "streams": ["alerts", "tweets"],
+                "include": ["(unclosed", "(?<=look)behind"],
+                "digest": "soon",
+                "templates": {"alerts": {"title": "{oops", "colour": "red"}},
+                "colour": "blue",
+            },
+            {"name": "ops", "urls": ["json://127.0.0.1:2/y"]},
+            {"urls": []},
+        ]
+    )
+    assert all("\n" not in p for p in problems)
+    expected = [
+        "sink 'ops': urls[1]: not a valid Apprise URL for nonsense://",
+        "sink 'ops': urls[2]: environment variable NOPE is not set",
+        "sink 'ops': urls[3]: 'env:bad-name': not an environment variable name",
+        "sink 'ops': streams: 'tweets' is not a stream",
+        "sink 'ops': include[0]: bad regex '(unclosed'",
+        "sink 'ops': include[1]: bad regex '(?<=look)behind'",
+        "sink 'ops': digest: 'soon' is not a duration",
+        "sink 'ops': templates.alerts.title: bad template",
+        "sink 'ops': templates.alerts.colour: unknown key",
+        "sink 'ops': colour: unknown key",
+        "sink 'ops': name: duplicate name",
+        "sink 'notify[3]': name: missing",
+        "sink 'notify[3]': urls: needs at least one Apprise URL",
+    ]
+    for start in expected:
+        assert any(p.startswith(start) for p in problems), (start, problems)
+
+
+def test_a_secret_is_never_printed_and_belongs_in_the_environment():
+    written = f"slack://T1ABCDEFG/B2ABCDEFG/{SECRET}"
+    problems = problems_of([{"name": "ops", "urls": [written, f"json://u:{SECRET}@h/x"]}])
+    assert len(problems) == 2 and all("env:NAME" in p for p in problems)
+    assert all(SECRET not in p for p in problems)
+    bad_env = problems_of(
+        [{"name": "ops", "urls": ["env:HOOK"]}], {"HOOK": f"nonsense://{SECRET}@x"}
+    )
+    assert bad_env == ["sink 'ops': urls[0]: env:HOOK: not a valid Apprise URL for nonsense://"]
+    good: list[str] = []
+    (sink,) = read_sinks(
+        [{"name": "ops", "urls": ["env:HOOK"]}], good, {"HOOK": f"json://u:{SECRET}@h/x"}
+    )
+    assert good == [] and SECRET not in repr(sink)
+    assert sink.destinations[0].label == "env:HOOK (JSON)"
+    assert sink.destinations[0].url({"HOOK": "json://h/y"}) == "json://h/y"
+
+
+def test_check_fails_on_a_bad_sink():
+    with pytest.raises(ConfigError) as info:
+        validate_config({"notify": [{"name": "ops", "urls": ["json://h/x"], "include": ["("]}]})
+    assert info.value.problems[0].startswith("sink 'ops': include[0]: bad regex '('")
+
+
+def test_a_catastrophic_pattern_matches_in_linear_time():
+    text = "a" * 200_000 + "!"
+    assert compile_pattern("(a+)+$").search(text) is None
+    assert compile_pattern("(x+x+)+y").search("x" * 200_000) is None
+
+
+def test_filters_sources_tags_include_exclude():
+    entry = {"source": "world", "title": "Flood in Lyon", "summary": "roads closed"}
+    assert passes(entry, include=("(?i)flood",))
+    assert not passes(entry, include=("(?i)flood",), exclude=("(?i)roads",))
+    assert passes(entry, sources=("world",)) and not passes(entry, sources=("other",))
+    assert passes(entry, tags=("news",), source_tags={"world": ("news",)})
+    assert not passes(entry, tags=("news",), source_tags={"world": ("sport",)})
+    listing = {"site": "watches", "fields": {"title": "Omega Seamaster"}}
+    assert passes(listing, include=("Seamaster",), sources=("watches",))
+
+
+def test_templates_render_nested_fields_and_count_missing_ones():
+    context = context_for("changes", "1-0", {"site": "w", "change": "price_drop", "pct": "-12.04"})
+    text, missing = render("{site}: {change_text} {pct:.1f}% {fields.title}{nope}", context)
+    assert text == "w: price drop -12.0%"
+    assert missing == ["fields.title", "nope"]

@@ -1,0 +1,136 @@
+"""Creates the Celery app and wires it: settings, sources file, stages, schedule, memory guard.
+
+Creating the app reads the settings and the sources file and nothing else: Redis is reached —
+and the embedded server started when ``REDIS_URL`` is unset — only when the app is first used
+(a worker or beat starting, a connection opened, the result backend touched). So importing
+``workers``, building an app in a test or validating a sources file does no network I/O.
+
+Bad settings, an invalid sources file or an unreachable Redis stop ``celery -A workers
+worker|beat`` with one line per problem and exit status 2 — never a traceback, never a worker
+running half-configured.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from celery import Celery, signals
+
+from beat_schedule import build_schedule
+from workers import stages
+from workers.core.connection import RedisUnavailable, check_reachable, resolve_url, url_for
+from workers.core.settings import Settings, SettingsError
+from workers.core.sources_file import ConfigError, find_config, load_config
+from workers.guard import install as memory_guard
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"watchkeeper: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def celery_config(settings: Settings, url: str) -> dict[str, object]:
+    """Celery settings for runs measured in weeks; each line says why."""
+    return {
+        "broker_url": url,
+        # kombu's redis+socket:// form also selects Celery's Redis backend over the socket.
+        "result_backend": url,
+        # Results are rarely read; those that are expire within the hour, never pile up.
+        "task_ignore_result": True,
+        "result_expires": settings.result_expires,
+        # A task is acked only when done, and re-queued if its worker dies mid-run, so a
+        # crash loses nothing (the memory guard quarantines tasks that kill workers repeatedly).
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # One message per pool process at a time: a long task never hoards others behind it.
+        "worker_prefetch_multiplier": 1,
+        # Events on, so Flower and `celery events` see tasks without extra flags.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        # Unacked messages return after this; it must exceed the longest task time limit or a
+        # running task would be delivered a second time.
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        # Every task is bounded in time as well as memory.
+        "task_time_limit": settings.task_time_limit,
+        "task_soft_time_limit": max(1, int(settings.task_time_limit * 0.9)),
+        # Backstop for slow leaks in third-party code: replace a pool child after N tasks.
+        "worker_max_tasks_per_child": settings.max_tasks_per_child,
+        "broker_connection_retry_on_startup": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "beat_schedule_filename": str(settings.home_path / "celerybeat-schedule"),
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "timezone": "UTC",
+    }
+
+
+class WatchkeeperCelery(Celery):  # type: ignore[misc]
+    """A Celery app that makes sure its Redis is there before the first connection.
+
+    Every broker connection goes through ``_connection`` and the result backend through
+    ``_get_backend``; both first call ``ensure_redis``, which starts or joins the embedded
+    server when ``REDIS_URL`` is unset (a no-op afterwards and for an external Redis).
+    """
+
+    watchkeeper_settings: Settings
+
+    def _connection(self, url: Any, *args: Any, **kwargs: Any) -> Any:
+        self.ensure_redis()
+        return super()._connection(url, *args, **kwargs)
+
+    def _get_backend(self) -> Any:
+        self.ensure_redis()
+        return super()._get_backend()
+
+    def ensure_redis(self) -> str:
+        return resolve_url(self.watchkeeper_settings)
+
+
+def create_app(settings: Settings | None = None, config_path: Path | None = None) -> Celery:
+    """Build the app from settings and a sources file (raising their one-line errors)."""
+    settings = Settings.from_env() if settings is None else settings
+    path = find_config(None, settings.config) if config_path is None else config_path
+    config = load_config(path)
+    celery = WatchkeeperCelery(
+        "watchkeeper", include=list(stages.TASK_MODULES), set_as_current=True
+    )
+    celery.watchkeeper_settings = settings
+    celery.conf.update(celery_config(settings, url_for(settings)))
+    celery.conf.beat_schedule = build_schedule(settings, config)
+    memory_guard.install(celery, settings)
+    _check_redis_at_start(celery)
+    return celery
+
+
+def _check_redis_at_start(celery: WatchkeeperCelery) -> None:
+    """A worker or beat whose Redis cannot be reached stops at once with one line."""
+
+    def check(sender: Any = None, instance: Any = None, **_: Any) -> None:
+        if getattr(instance or sender, "app", None) is not celery:
+            return
+        try:
+            check_reachable(celery.ensure_redis())
+        except RedisUnavailable as exc:
+            _fail(str(exc))
+
+    for signal in (signals.celeryd_init, signals.beat_init):
+        signal.connect(check, weak=False, dispatch_uid=f"wk-redis-check-{id(celery)}")
+
+
+_app: Celery | None = None
+
+
+def get_app() -> Celery:
+    """The process's app, built from the environment on first use (``workers.app``)."""
+    global _app
+    if _app is None:
+        try:
+            _app = create_app()
+        except SettingsError as exc:
+            _fail(str(exc))
+        except ConfigError as exc:
+            _fail("invalid sources file:\n" + "\n".join(exc.problems))
+    return _app

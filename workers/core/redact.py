@@ -1,0 +1,63 @@
+"""Secrets out of anything shown: URLs with user info or secret-looking query parameters.
+
+Used for every URL that reaches a log line, a stored error, ``status``, metrics or a file:
+Redis URLs (``redis://:password@host``, ``?password=``) and source URLs
+(``https://user:token@host/feed?api_key=…``).
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+SECRET_PARAMS = re.compile(
+    r"(pass(word|wd)?|secret|token|api[-_]?key|apikey|key|auth|sig(nature)?|credential|"
+    r"access[-_]?key|session)",
+    re.I,
+)
+MASK = "***"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (or whole user info when it is a token) and secret-looking
+    query values replaced; anything unparseable comes back with every ``user@`` masked."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return re.sub(r"//[^/@\s]*@", f"//{MASK}@", url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user, sep, _ = userinfo.partition(":")
+        netloc = f"{user}:{MASK}@{host}" if sep else f"{MASK}@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(SECRET_PARAMS.search(k) for k, _ in pairs):
+            query = urlencode(
+                [(k, MASK if SECRET_PARAMS.search(k) else v) for k, v in pairs], safe="*"
+            )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """Free text (an error message quoting URLs) with URL credentials and given secrets masked."""
+    out = re.sub(
+        r"([a-zA-Z][a-zA-Z0-9+.-]*://)([^/@\s]+)@",
+        lambda m: (
+            m.group(1)
+            + (f"{m.group(2).split(':', 1)[0]}:{MASK}" if ":" in m.group(2) else MASK)
+            + "@"
+        ),
+        text,
+    )
+    out = re.sub(
+        r"([?&][^=&\s]*?(?:" + SECRET_PARAMS.pattern + r")[^=&\s]*=)[^&\s#]+",
+        lambda m: m.group(1) + MASK,
+        out,
+        flags=re.I,
+    )
+    for secret in secrets:
+        if secret:
+            out = out.replace(secret, MASK)
+    return out

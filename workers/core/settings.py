@@ -1,0 +1,253 @@
+"""One frozen, typed settings object read from the environment.
+
+Every limit watchkeeper enforces is a field here; its environment variable, default, meaning
+and smallest allowed value are declared in ``settings.toml`` beside this module, from which the
+README's settings table is generated (a test checks they agree), so a setting cannot exist
+without being documented. Tasks never call ``os.getenv``: they get a ``Settings``.
+
+A bad value stops start-up with one line naming the variable and the value (``SettingsError``),
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+MIB = 1024 * 1024
+
+STREAM_CAPS = {
+    "alerts": "max_alerts",
+    "logs": "max_logs",
+    "listings": "max_listings",
+    "locations": "max_alerts",
+    "changes": "max_changes",
+    "health": "max_health",
+}
+"""The setting that caps each output stream."""
+
+
+class SettingsError(ValueError):
+    """A setting's value is unusable; the message names the variable and the value."""
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One row of ``settings.toml``."""
+
+    name: str
+    env: str
+    default: Any
+    meaning: str
+    minimum: float | None
+
+
+@cache
+def specs() -> tuple[SettingSpec, ...]:
+    """Every setting's declaration, in the file's (and the README's) order."""
+    text = resources.files("workers.core").joinpath("settings.toml").read_text(encoding="utf-8")
+    return tuple(
+        SettingSpec(name, row["env"], row["default"], row["meaning"], row.get("minimum"))
+        for name, row in tomllib.loads(text).items()
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, read once per process with ``Settings.from_env()``; see
+    ``settings.toml`` for each field's variable, default and meaning."""
+
+    redis_url: str
+    home: str
+    config: str
+    prefix: str
+    concurrency: int
+    result_expires: int
+    task_time_limit: int
+    visibility_timeout: int
+    max_seen: int
+    seen_max_age: int
+    max_history: int
+    max_alerts: int
+    max_logs: int
+    max_listings: int
+    max_dead_letters: int
+    state_ttl: int
+    moonshot_max_buffer_size: int
+    moonshot_max_buffer_age: int
+    moonshot_cleanup_interval: int
+    moonshot_max_retries: int
+    moonshot_max_alert_batch_age: int
+    moonshot_api_key: str
+    moonshot_base_url: str
+    moonshot_model: str
+    moonshot_timeout: float
+    location_batch: int
+    location_lease: int
+    location_retry_backoff: float
+    location_flush_interval: int
+    http_connect_timeout: float
+    http_read_timeout: float
+    http_max_bytes: int
+    http_max_redirects: int
+    backoff_base: float
+    backoff_max: float
+    host_concurrency: int
+    host_delay: float
+    robots_ttl: int
+    robots_max_hosts: int
+    scrape_max_field_chars: int
+    memory_warn_mb: int
+    memory_recycle_mb: int
+    memory_hard_mb: int
+    max_tasks_per_child: int
+    max_worker_kills: int
+    memory_guard: int
+    memory_check_interval: float
+    tcp_max_line: int
+    tcp_max_buffer: int
+    tcp_max_connections: int
+    tcp_idle_timeout: float
+    tcp_queue_lines: int
+    tcp_queue_bytes: int
+    tcp_batch_lines: int
+    tcp_pack_lines: int
+    tcp_shutdown_s: float
+    metrics_port: int
+    max_changes: int
+    max_health: int
+    notify_after_errors: int
+    notify_interval: float
+    notify_batch: int
+    notify_timeout: float
+    notify_max_attempts: int
+    notify_backoff_base: float
+    notify_backoff_max: float
+    notify_run_budget: float
+    notify_max_outbox: int
+    notify_max_dead_letters: int
+    notify_log_size: int
+    notify_max_chars: int
+    notify_digest_items: int
+    notify_redis_wait: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every field from ``env`` (default ``os.environ``), validating as it goes."""
+        source = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for spec in specs():
+            raw = source.get(spec.env)
+            if raw is None or (raw.strip() == "" and spec.minimum is not None):
+                values[spec.name] = spec.default
+            else:
+                values[spec.name] = _parse(spec.env, raw, spec.default, spec.minimum)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Cross-field checks that a single value cannot express."""
+        if self.visibility_timeout <= self.task_time_limit:
+            raise SettingsError(
+                f"WATCHKEEPER_VISIBILITY_TIMEOUT={self.visibility_timeout}: must exceed "
+                f"WATCHKEEPER_TASK_TIME_LIMIT={self.task_time_limit}"
+            )
+        if self.notify_run_budget + self.notify_timeout >= self.task_time_limit:
+            raise SettingsError(
+                f"WATCHKEEPER_NOTIFY_RUN_BUDGET={self.notify_run_budget:g}: plus "
+                f"WATCHKEEPER_NOTIFY_TIMEOUT={self.notify_timeout:g} must stay under "
+                f"WATCHKEEPER_TASK_TIME_LIMIT={self.task_time_limit}"
+            )
+        if not self.memory_warn_mb <= self.memory_recycle_mb <= self.memory_hard_mb:
+            raise SettingsError(
+                f"WATCHKEEPER_MEMORY_RECYCLE_MB={self.memory_recycle_mb}: must lie between "
+                f"WATCHKEEPER_MEMORY_WARN_MB={self.memory_warn_mb} and "
+                f"WATCHKEEPER_MEMORY_HARD_MB={self.memory_hard_mb}"
+            )
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home).expanduser().resolve()
+
+    def stream_cap(self, stream: str) -> int:
+        """The cap of an output stream, by its name."""
+        return int(getattr(self, STREAM_CAPS[stream]))
+
+
+def _parse(env: str, raw: str, default: Any, minimum: float | None) -> Any:
+    if isinstance(default, str):
+        return raw
+    kind = "an integer" if isinstance(default, int) else "a number"
+    try:
+        value: int | float = int(raw) if isinstance(default, int) else float(raw)
+    except ValueError:
+        raise SettingsError(f"{env}={raw!r}: not {kind}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise SettingsError(f"{env}={raw!r}: not {kind}")
+    if minimum is not None and value < minimum:
+        wanted = "zero or more" if minimum == 0 else f"at least {minimum:g}"
+        raise SettingsError(f"{env}={raw!r}: must be {wanted}")
+    return value
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) rows, as the README's settings table shows them."""
+    rows = []
+    for spec in specs():
+        default = spec.default
+        shown = (
+            f'"{default}"'
+            if isinstance(default, str)
+            else f"{default:g}"
+            if isinstance(default, float)
+            else str(default)
+        )
+        rows.append((spec.env, shown, spec.meaning))
+    return rows
+
+
+def check_declarations() -> list[str]:
+    """Where ``settings.toml`` and the dataclass disagree (names, order, default types)."""
+    problems = []
+    declared = [s.name for s in specs()]
+    names = [f.name for f in fields(Settings)]
+    if declared != names:
+        problems.append(f"settings.toml declares {declared}, the dataclass has {names}")
+    kinds: dict[str, Any] = {"int": int, "float": (int, float), "str": str}
+    for spec, f in zip(specs(), fields(Settings), strict=False):
+        if not isinstance(spec.default, kinds[str(f.type)]) or isinstance(spec.default, bool):
+            problems.append(f"{spec.name}: default {spec.default!r} is not {f.type}")
+    return problems
+
+
+def markdown_table() -> str:
+    """The README's settings table (``python -m workers.core.settings`` prints it)."""
+    lines = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    lines += [
+        f"| `{env}` | `{default}` | {meaning} |" for env, default, meaning in settings_table()
+    ]
+    return "\n".join(lines)
+
+
+def update_readme(path: str) -> None:
+    """Rewrite the table between the README's settings markers from this module."""
+    text = Path(path).read_text(encoding="utf-8")
+    start, end = "<!-- settings:start -->", "<!-- settings:end -->"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    Path(path).write_text(f"{head}{start}\n{markdown_table()}\n{end}{tail}", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--readme"]:
+        update_readme(sys.argv[2])
+    else:
+        print(markdown_table())

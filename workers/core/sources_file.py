@@ -1,0 +1,259 @@
+"""The sources file: which sources to poll, the TCP listener, and the sections stages declare.
+
+TOML (stdlib ``tomllib``), found as: ``--config``, else ``WATCHKEEPER_CONFIG``, else
+``./watchkeeper.toml``, else the bundled example. Validation collects *every* problem as
+``source '<name>': <field>: <problem>`` so a user fixes a file in one pass; an invalid file
+raises ``ConfigError`` and never starts workers.
+
+This module knows what every polled source has (a unique name, an http(s) URL, an interval)
+and the ``[tcp]`` table. Everything else is declared by the stages: a source kind declares its
+``[[section]]`` and how to read one table (``declare_source_section``, done for it by
+``workers.polling.kinds.declare_kind``), other stages declare further top-level sections
+(``declare_section``). A section nobody declared is an error naming the known ones.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from workers.core.redact import redact_url
+from workers.core.registry import Registry
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+INTERVAL_RE = re.compile(
+    r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$"
+)
+MIN_INTERVAL = 1.0
+
+
+class ConfigError(Exception):
+    """The sources file is missing, unreadable or invalid; ``problems`` lists every error."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class Source:
+    """What every polled source has; each kind's stage subclasses it with its own fields."""
+
+    name: str
+    url: str
+    interval: float
+
+    kind: ClassVar[str] = "source"
+
+    @property
+    def host(self) -> str:
+        """``host[:port]`` of the URL — without any user info, so never a credential."""
+        parts = urlsplit(self.url)
+        host = (parts.hostname or "").lower()
+        return f"{host}:{parts.port}" if parts.port else host
+
+
+@dataclass(frozen=True)
+class TcpConfig:
+    host: str = "127.0.0.1"
+    port: int = 5140
+
+
+@dataclass(frozen=True)
+class SourcesConfig:
+    """A validated sources file."""
+
+    path: str
+    sources: tuple[Source, ...] = ()
+    tcp: TcpConfig | None = None
+    sections: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, name: str) -> Source | None:
+        return next((s for s in self.sources if s.name == name), None)
+
+    def of_kind(self, kind: str) -> tuple[Source, ...]:
+        return tuple(s for s in self.sources if s.kind == kind)
+
+
+class FieldReader:
+    """Reads one table of the sources file, recording problems instead of raising."""
+
+    def __init__(
+        self, table: dict[str, Any], label: str, problems: list[str], what: str = "source"
+    ) -> None:
+        self.table, self.label, self.problems, self.what = table, label, problems, what
+        self.used: set[str] = set()
+
+    def problem(self, name: str, text: str) -> None:
+        self.problems.append(f"{self.what} '{self.label}': {name}: {text}")
+
+    def get(
+        self, name: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False
+    ) -> Any:
+        self.used.add(name)
+        if name not in self.table:
+            if required:
+                self.problem(name, "missing")
+            return default
+        value = self.table[name]
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            wanted = (
+                kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            )
+            self.problem(name, f"expected {wanted}, got {_shown(value)}")
+            return default
+        return value
+
+    def url(self) -> str:
+        url = self.get("url", str, "", required=True)
+        parts = urlsplit(url)
+        if url and (parts.scheme not in ("http", "https") or not parts.netloc):
+            self.problem("url", f"{redact_url(url)!r} is not an http(s) URL")
+        return str(url)
+
+    def interval(self, default: str = "5m") -> float:
+        value = self.get("interval", (int, float, str), default)
+        try:
+            return parse_interval(value)
+        except ValueError as exc:
+            self.problem("interval", str(exc))
+            return 300.0
+
+    def finish(self) -> None:
+        for key in self.table:
+            if key not in self.used:
+                self.problem(key, "unknown key")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+SourceReader = Callable[[FieldReader, str], Source]
+SectionReader = Callable[[Any, list[str]], Any]
+
+SOURCE_SECTIONS: Registry[SourceReader] = Registry("sources-file section")
+OTHER_SECTIONS: Registry[SectionReader] = Registry("sources-file section")
+
+
+def declare_source_section(section: str, read: SourceReader) -> None:
+    """``[[section]]`` tables are sources of one kind, each read with ``read``."""
+    SOURCE_SECTIONS.add(section, read)
+
+
+def declare_section(section: str, read: SectionReader) -> None:
+    """A top-level section of another kind: ``read(value, problems)`` returns what
+    ``SourcesConfig.sections[section]`` holds (recording problems, never raising)."""
+    OTHER_SECTIONS.add(section, read)
+
+
+def parse_interval(value: Any) -> float:
+    """Seconds from a number or a string like ``"90"``, ``"30s"``, ``"5m"``, ``"1h30m"``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and value.strip() and (m := INTERVAL_RE.match(value)):
+        h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+        seconds = h * 3600 + mi * 60 + s
+    else:
+        raise ValueError(f"{value!r} is not a duration (seconds, or e.g. '30s', '5m', '1h')")
+    if seconds < MIN_INTERVAL:
+        raise ValueError(f"{value!r} is shorter than {MIN_INTERVAL:g}s")
+    return seconds
+
+
+def bundled_example() -> Path:
+    return Path(str(resources.files("workers") / "data" / "watchkeeper.example.toml"))
+
+
+def find_config(explicit: str | None, env_config: str = "") -> Path:
+    """The sources file to use, in the documented order of precedence."""
+    for candidate in (explicit, env_config):
+        if candidate:
+            return Path(candidate)
+    local = Path("watchkeeper.toml")
+    return local if local.exists() else bundled_example()
+
+
+def load_config(path: str | Path) -> SourcesConfig:
+    """Read and validate a sources file; raise ``ConfigError`` listing every problem."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(p), [f"config {p}: file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(p), [f"config {p}: cannot read: {exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(p), [f"config {p}: invalid TOML: {exc}"]) from None
+    return validate_config(raw, str(p))
+
+
+def validate_config(raw: dict[str, Any], path: str = "<memory>") -> SourcesConfig:
+    problems: list[str] = []
+    known = ["tcp", *SOURCE_SECTIONS.names(), *OTHER_SECTIONS.names()]
+    for key in raw:
+        if key not in known:
+            problems.append(
+                f"config {path}: {key}: unknown section (expected {', '.join(sorted(known))})"
+            )
+    sources: list[Source] = []
+    for section in sorted(SOURCE_SECTIONS.names()):
+        sources += _sources(raw, section, SOURCE_SECTIONS[section], problems)
+    tcp = _tcp(raw["tcp"], problems) if "tcp" in raw else None
+    sections = {
+        name: OTHER_SECTIONS[name](raw.get(name), problems) for name in OTHER_SECTIONS.names()
+    }
+    seen: set[str] = set()
+    for source in sources:
+        if source.name in seen:
+            problems.append(f"source '{source.name}': name: duplicate name")
+        seen.add(source.name)
+    if problems:
+        raise ConfigError(path, problems)
+    return SourcesConfig(path, tuple(sources), tcp, sections)
+
+
+def _sources(
+    raw: dict[str, Any], section: str, read: SourceReader, problems: list[str]
+) -> list[Source]:
+    tables = raw.get(section, [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        problems.append(f"config: {section}: must be an array of tables ([[{section}]])")
+        return []
+    built = []
+    for index, table in enumerate(tables, 1):
+        name = table.get("name")
+        label = name if isinstance(name, str) and name else f"{section}[{index}]"
+        f = FieldReader(table, label, problems)
+        name = f.get("name", str, "", required=True)
+        if name and not NAME_RE.match(name):
+            f.problem("name", f"{name!r} must be 1-64 of letters, digits, '_', '.', '-'")
+        before = len(problems)
+        source = read(f, name)
+        f.finish()
+        if len(problems) == before:
+            built.append(source)
+    return built
+
+
+def _tcp(table: Any, problems: list[str]) -> TcpConfig | None:
+    if not isinstance(table, dict):
+        problems.append("source 'tcp': tcp: must be a table ([tcp])")
+        return None
+    f = FieldReader(table, "tcp", problems)
+    host = f.get("host", str, "127.0.0.1")
+    port = f.get("port", int, 5140)
+    if not 0 <= port <= 65535:
+        f.problem("port", f"{port} is not a TCP port (0-65535)")
+    f.finish()
+    return TcpConfig(host=host, port=port)

@@ -1,0 +1,243 @@
+"""The one poll loop every source kind runs: claim, collect, then one round trip that writes.
+
+1. Claim: take the source's lock, read its state and Redis's time in one round trip. A
+   scheduled poll of a source being polled elsewhere, paused, or not yet due (backing off) is
+   skipped — not queued. Due times are on Redis's clock, shared by every worker.
+2. Collect: the kind's work (fetch and parse a feed; crawl a site's pages). Any failure is
+   this source's error, never raised: the others keep polling.
+3. Write, in one round trip and in this order: dedup the items against the source's seen-set,
+   append the new ones to the kind's stream and hand them to the kind's hand-off queue, all in
+   one atomic call (``workers/store/lua/seen_add.lua``); store the state (validators only with
+   the entries they cover, error streak, next due time); release the lock. A worker dying
+   before this loses nothing: the next poll fetches the same items again; dying after it,
+   nothing is written twice and nothing written is left behind.
+4. Call the kind's ``written`` hook (location fallbacks of evicted alerts, session history).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from workers.core import keys
+from workers.core.redact import redact_text
+from workers.core.runtime import Runtime
+from workers.core.sources_file import Source
+from workers.polling.errors import SourceError
+from workers.polling.kinds import POLL_HOOKS, Collected, SourceKind, kind_of
+from workers.polling.locks import queue_release
+from workers.polling.state import SUCCESS_RECHECK, SourceState, backoff_delay, claim, queue_save
+from workers.store.scripts import execute
+from workers.store.seen import Added, SeenSet
+from workers.store.streams import CappedStream
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE = 500
+"""Characters kept of one error or warning: they quote URLs a hostile source chooses."""
+
+
+def seen_set(rt: Runtime, name: str) -> SeenSet:
+    s = rt.settings
+    return SeenSet(rt.redis, keys.SEEN.key(s, name), s.max_seen, s.seen_max_age)
+
+
+def output_stream(rt: Runtime, name: str) -> CappedStream:
+    s = rt.settings
+    return CappedStream(
+        rt.redis, keys.STREAM.key(s, name), s.stream_cap(name), keys.STREAM_SEQ.key(s, name)
+    )
+
+
+def poll_source(
+    rt: Runtime,
+    source: Source,
+    kind: SourceKind,
+    *,
+    scheduled: bool = True,
+    show_items: bool = False,
+) -> dict[str, Any]:
+    """One poll of ``source``. ``scheduled=False`` (``watchkeeper poll``, "check now") ignores
+    the due time and a pause, but never the lock."""
+    started = time.time()
+    token, state, now = claim(rt.redis, rt.settings, source.name)
+    if token is None:
+        if scheduled:
+            return result(source, "skipped", started, reason="being polled by another worker")
+        message = f"source '{source.name}': being polled by another worker"
+        return result(source, "error", started, error=message)
+    lock: str | None = token
+    try:
+        if scheduled and state.paused:
+            return result(source, "skipped", started, reason="paused")
+        if scheduled and not state.due(now):
+            return result(source, "skipped", started, reason="not due", next_check=state.next_check)
+        collected = _collect(rt, source, kind, state)
+        outcome, values, due_in, now_fields = _outcome(rt, source, state, collected, now)
+        values["last_elapsed_s"] = round(time.time() - started, 3)
+        added = write(rt, source, kind, values, token, collected, now, due_in, now_fields)
+        lock = None
+        _after_poll(rt, source, kind, values, state.errors, len(added.new))
+        if collected.status != "error":
+            outcome["new"] = len(added.new)
+            outcome["duplicate"] = len(collected.items) - len(added.new)
+        outcome["elapsed_s"] = round(time.time() - started, 3)
+        if kind.written is not None:
+            outcome.update(kind.written(rt, source, collected, added) or {})
+        if show_items and collected.status != "error":
+            fresh = {index for index, _ in added.new}
+            outcome["items"] = [
+                {**item.fields, "new": index in fresh} for index, item in enumerate(collected.items)
+            ]
+        return outcome
+    finally:
+        if lock is not None:
+            pipe = rt.redis.pipeline(transaction=False)
+            queue_release(pipe, rt.settings, source.name, lock)
+            execute(pipe)
+
+
+def _after_poll(
+    rt: Runtime, source: Source, kind: SourceKind, values: dict[str, Any], errors: int, new: int
+) -> None:
+    for hook in POLL_HOOKS:
+        try:
+            hook(rt, source, kind.stream, values, errors, new)
+        except Exception:  # a follower's fault never fails the poll
+            log.exception("[poll] %r: poll hook failed", source.name)
+
+
+def _collect(rt: Runtime, source: Source, kind: SourceKind, state: SourceState) -> Collected:
+    try:
+        return kind.collect(rt, source, state)
+    except Exception as exc:  # any failure is this source's error; others keep polling
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not isinstance(exc, SourceError):
+            message = f"{type(exc).__name__}: {message}"
+        return Collected(
+            "error",
+            error=message,
+            http_status=getattr(exc, "status", None),
+            retry_after=getattr(exc, "retry_after", None),
+        )
+
+
+def _outcome(
+    rt: Runtime, source: Source, state: SourceState, collected: Collected, now: float
+) -> tuple[dict[str, Any], dict[str, Any], float, tuple[str, ...]]:
+    """The poll's result, the state fields to store, when the source is due again (seconds
+    from the write, on Redis's clock) and the fields stamped with that time."""
+    error = redact_text(collected.error)[:MAX_MESSAGE] if collected.error else None
+    values: dict[str, Any] = {
+        "last_status": collected.status,
+        "last_poll": now,
+        "last_http_status": collected.http_status,
+        "last_fetched": len(collected.items),
+        "last_bad": collected.bad,
+        "last_error": error or "",
+        "last_warning": redact_text(collected.warning)[:MAX_MESSAGE] if collected.warning else "",
+        **collected.values,
+    }
+    outcome = result(
+        source,
+        collected.status,
+        now,
+        fetched=len(collected.items),
+        bad=collected.bad,
+        error=error,
+        **collected.extra,
+    )
+    if collected.status != "error":
+        values.update(errors=0, last_ok=now, backoff_s=0)
+        return outcome, values, SUCCESS_RECHECK * source.interval, ()
+    errors = state.errors + 1
+    delay = backoff_delay(rt.settings, errors, collected.retry_after)
+    log.warning(
+        "[poll] source %r: %s (error %d, next try in %.0fs)", source.name, error, errors, delay
+    )
+    values.update(
+        errors=errors,
+        backoff_s=round(delay, 3),
+        retry_after=collected.retry_after,
+        last_new=0,
+        last_duplicate=0,
+    )
+    outcome["next_check"] = now + delay
+    return outcome, values, delay, ("last_error_at",)
+
+
+def write(
+    rt: Runtime,
+    source: Source,
+    kind: SourceKind,
+    values: dict[str, Any],
+    token: str | None,
+    collected: Collected,
+    started: float = 0.0,
+    due_in: float | None = None,
+    now_fields: tuple[str, ...] = (),
+) -> Added:
+    """Dedup, append and hand off the items, store the state, release the lock: one round
+    trip. Keys the seen-set touched since ``started`` (this poll) are never trimmed."""
+    pipe = rt.redis.pipeline(transaction=False)
+    items = [(item.key, item.fields) for item in collected.items]
+    handoff = kind.handoff(rt, source) if kind.handoff is not None else None
+    calls = 0
+    if items:
+        calls = seen_set(rt, source.name).queue_add_and_append(
+            pipe,
+            output_stream(rt, kind.stream),
+            items,
+            counts_key=keys.SOURCE_STATE.key(rt.settings, source.name),
+            protect_since=started,
+            handoff=handoff,
+            payloads=[item.handoff for item in collected.items] if handoff else (),
+        )
+    else:
+        values = {**values, "last_new": 0, "last_duplicate": 0}
+    queue_save(pipe, rt.settings, source, values, due_in, now_fields)
+    if token is not None:
+        queue_release(pipe, rt.settings, source.name, token)
+    return SeenSet.parse_add_and_append(execute(pipe)[:calls])
+
+
+def result(
+    source: Source,
+    status: str,
+    started: float,
+    *,
+    fetched: int = 0,
+    new: int = 0,
+    bad: int = 0,
+    error: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "source": source.name,
+        "status": status,
+        "fetched": fetched,
+        "new": new,
+        "duplicate": fetched - new,
+        "bad": bad,
+        "error": error,
+        "elapsed_s": round(max(0.0, time.time() - started), 3),
+        **extra,
+    }
+
+
+def poll_now(rt: Runtime, source: Source, show_items: bool = False) -> dict[str, Any]:
+    """One poll now (``watchkeeper poll``): ignores the backoff, never the lock."""
+    return poll_source(rt, source, kind_of(source), scheduled=False, show_items=show_items)
+
+
+def poll_by_name(rt: Runtime, kind: SourceKind, name: str, force: bool = False) -> dict[str, Any]:
+    """The body of every kind's scheduled-poll task: a source no longer in the sources file,
+    or of another kind now, is skipped. ``force`` ("check now") ignores the due time."""
+    source = rt.config().get(name)
+    if source is None or source.kind != kind.name:
+        log.info("[poll] %r is no longer a configured %s; skipped", name, kind.name)
+        return {"source": name, "status": "skipped", "reason": f"not a configured {kind.name}"}
+    outcome = poll_source(rt, source, kind, scheduled=not force)
+    outcome.pop("items", None)
+    return outcome

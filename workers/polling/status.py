@@ -1,0 +1,115 @@
+"""The ``sources`` status section: per configured source, its state, seen-set and politeness.
+
+One pipeline reads every source (state hash, seen-set size, lock, host slots), so status stays
+quick with a thousand sources. A source's URL is shown with its credentials masked.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from workers.core import keys
+from workers.core.prometheus import declared_metrics
+from workers.core.redact import redact_url
+from workers.core.runtime import Runtime
+from workers.core.settings import Settings
+from workers.core.status_sections import StatusSection, declare_section
+from workers.core.text import ago, duration, table
+from workers.polling.kinds import KINDS
+from workers.polling.politeness import host_keys
+from workers.polling.state import SourceState, as_float
+
+
+def sources_section(rt: Runtime) -> dict[str, Any]:
+    s = rt.settings
+    sources = rt.config().sources
+    now = time.time()
+    pipe = rt.redis.pipeline(transaction=False)
+    for source in sources:
+        slots, _ = host_keys(s, source.host)
+        pipe.hgetall(keys.SOURCE_STATE.key(s, source.name))
+        pipe.zcard(keys.SEEN.key(s, source.name))
+        pipe.exists(keys.SOURCE_LOCK.key(s, source.name))
+        pipe.zcount(slots, now * 1000, "+inf")
+    replies = pipe.execute()
+    out: dict[str, Any] = {}
+    for i, source in enumerate(sources):
+        raw, seen, locked, in_flight = replies[4 * i : 4 * i + 4]
+        state = SourceState.from_raw(raw)
+        out[source.name] = {
+            "kind": source.kind,
+            "url": redact_url(source.url),
+            "interval_s": source.interval,
+            "state": raw,
+            "seen": seen_size(s, source.name, int(seen), raw),
+            "polling": bool(locked),
+            "paused": state.paused,
+            "due": state.due(now),
+            "next_check_in_s": round(max(0.0, state.next_check - now), 1),
+            "host": {
+                "key": host_keys(s, source.host)[0],
+                "in_flight": int(in_flight),
+                "cap": s.host_concurrency,
+            },
+        }
+        kind = KINDS.get(source.kind)
+        if kind is not None and kind.status is not None:
+            out[source.name].update(kind.status(rt, source))
+    return out
+
+
+def seen_size(s: Settings, name: str, size: int, state: dict[str, str]) -> dict[str, Any]:
+    """The seen-set against its cap, with a warning when the source serves more items than the
+    cap: the set then keeps the source's whole window (items are not re-emitted), above cap."""
+    out: dict[str, Any] = {"key": keys.SEEN.key(s, name), "size": size, "cap": s.max_seen}
+    served = int(as_float(state.get("last_fetched")))
+    if max(size, served) > s.max_seen:
+        out["warning"] = (
+            f"serves {served} items, more than WATCHKEEPER_MAX_SEEN={s.max_seen}: the seen-set "
+            "holds the whole window above its cap; raise the cap"
+        )
+    return out
+
+
+def render(section: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, src in section.items():
+        state = src.get("state", {})
+        seen = src.get("seen", {})
+        rows.append(
+            [
+                name,
+                src.get("kind"),
+                "paused" if src.get("paused") else state.get("last_status", "never polled"),
+                ago(state.get("last_ok")),
+                state.get("errors", 0),
+                duration(state.get("backoff_s", 0)),
+                duration(src.get("next_check_in_s")) if "next_check_in_s" in src else "-",
+                f"{seen.get('size', 0)}/{seen.get('cap', '?')}",
+                (state.get("last_error") or state.get("last_warning") or seen.get("warning") or "")[
+                    :60
+                ],
+            ]
+        )
+    return table(
+        [
+            "source",
+            "kind",
+            "status",
+            "last ok",
+            "errors",
+            "backoff",
+            "next",
+            "seen",
+            "last error / warning",
+        ],
+        rows,
+    )
+
+
+SECTION = declare_section(
+    StatusSection(
+        "sources", sources_section, render, declared_metrics("workers.polling", "sources")
+    )
+)

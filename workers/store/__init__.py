@@ -1,0 +1,1 @@
+"""Bounded Redis primitives and the Lua scripts behind them."""

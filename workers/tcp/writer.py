@@ -1,0 +1,269 @@
+"""The bounded queue between TCP readers and Redis, and the single writer that drains it.
+
+Throughput: per-command client overhead, not Redis, bounds a Python writer (DESIGN.md: ~60k
+lines/s with one pipelined XADD per line, ~285k with one script per batch). So a reader hands
+over *chunks* — the lines of one read from one peer, joined by ``\\n`` — and the writer sends one
+EVALSHA per batch whose arguments are three per chunk (peer, receive time, lines); the script
+splits them and XADDs each line inside Redis, then trims the stream once (``MAXLEN ~``).
+
+Redis itself then bounds the rate at one stream entry per line (~2-3 µs of Redis CPU each).
+``WATCHKEEPER_TCP_PACK_LINES`` > 1 trades that for throughput: up to N consecutive lines of one
+read from one peer share an entry (fields ``lines``, newline-joined, and ``count``), so the
+stream cap then counts entries, not lines.
+
+Durability: the writer keeps the batch it holds until Redis accepts it, retrying with backoff
+while the queue fills and the readers pause. A retry after a lost reply must not write the
+batch twice, so every batch carries a token (listener instance + sequence number) that the
+script stores in ``wk:tcp:batch`` in the same atomic step; a batch whose sequence number is not
+above the stored one is acknowledged without writing, so resending every batch in flight after
+a broken connection writes each exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from workers.tcp.stats import TcpStats, now_ms
+
+log = logging.getLogger("watchkeeper.tcp")
+
+BACKOFF_FIRST_S = 0.05
+BACKOFF_MAX_S = 2.0
+MARKER_TTL_S = 3600
+PIPELINE_DEPTH = 4
+
+_WRITE_LINES = """
+local last = redis.call('GET', KEYS[2])
+if last then
+  local instance, seq = string.match(last, '^(.*):(%d+)$')
+  if instance == ARGV[2] and tonumber(seq) >= tonumber(ARGV[3]) then
+    return -1
+  end
+end
+local key = KEYS[1]
+local pack = tonumber(ARGV[5])
+local n = 0
+for i = 6, #ARGV, 3 do
+  local peer, at, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local pos = 1
+  while true do
+    local stop, k, nl = pos, 0, nil
+    repeat
+      nl = string.find(payload, '\\n', stop, true)
+      k = k + 1
+      if nl then stop = nl + 1 end
+    until (not nl) or k >= pack
+    local piece
+    if nl then piece = string.sub(payload, pos, nl - 1) else piece = string.sub(payload, pos) end
+    if pack == 1 then
+      redis.call('XADD', key, '*', 'source', 'tcp', 'peer', peer, 'received_at', at,
+                 'line', piece)
+    else
+      redis.call('XADD', key, '*', 'source', 'tcp', 'peer', peer, 'received_at', at,
+                 'lines', piece, 'count', k)
+    end
+    n = n + k
+    if not nl then break end
+    pos = nl + 1
+  end
+end
+redis.call('XTRIM', key, 'MAXLEN', '~', ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2] .. ':' .. ARGV[3], 'EX', ARGV[4])
+return n
+"""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Consecutive valid lines from one read of one peer, joined by ``\\n`` (no empty lines)."""
+
+    peer: str
+    received_at: str
+    count: int
+    payload: bytes
+
+
+class LineQueue:
+    """FIFO of chunks bounded by lines and bytes.
+
+    ``put`` never refuses: the caller (the listener) pauses every reader as soon as ``full()``,
+    so the bound is exceeded by at most one read. ``resumable()`` (half the caps) gives the
+    readers hysteresis instead of pausing and resuming on every batch.
+    """
+
+    def __init__(self, max_lines: int, max_bytes: int) -> None:
+        self.max_lines, self.max_bytes = max_lines, max_bytes
+        self._items: deque[Chunk] = deque()
+        self.lines = 0
+        self.bytes = 0
+        self.ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, chunk: Chunk) -> None:
+        self._items.append(chunk)
+        self.lines += chunk.count
+        self.bytes += len(chunk.payload)
+        self.ready.set()
+
+    def full(self) -> bool:
+        return self.lines >= self.max_lines or self.bytes >= self.max_bytes
+
+    def resumable(self) -> bool:
+        return self.lines <= self.max_lines // 2 and self.bytes <= self.max_bytes // 2
+
+    def take(self, max_lines: int) -> list[Chunk]:
+        """At least one chunk (if any), then more while the batch stays within ``max_lines``."""
+        batch: list[Chunk] = []
+        taken = 0
+        while self._items and (not batch or taken + self._items[0].count <= max_lines):
+            chunk = self._items.popleft()
+            batch.append(chunk)
+            taken += chunk.count
+            self.lines -= chunk.count
+            self.bytes -= len(chunk.payload)
+        if not self._items:
+            self.ready.clear()
+        return batch
+
+
+def async_client(url_kwargs: dict[str, Any], url: str | None) -> aioredis.Redis:
+    """An asyncio client without redis-py's own retries: the writer owns retry and backoff."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    options: dict[str, Any] = {
+        "socket_timeout": 10,
+        "socket_connect_timeout": 2,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if url_kwargs:
+        return aioredis.Redis(**url_kwargs, **options)
+    assert url is not None
+    return aioredis.Redis.from_url(url, **options)
+
+
+class BatchWriter:
+    """Drains the queue into the ``logs`` stream, one script call per batch, never dropping.
+
+    Up to ``PIPELINE_DEPTH`` batches are in flight on one connection, so Redis has the next
+    batch while the event loop is busy reading sockets; one connection keeps them in order.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        stream_key: str,
+        marker_key: str,
+        cap: int,
+        batch_lines: int,
+        queue: LineQueue,
+        stats: TcpStats,
+        on_taken: Callable[[], None],
+        pack_lines: int = 1,
+    ) -> None:
+        self.client, self.queue, self.stats = client, queue, stats
+        self.pack_lines = pack_lines
+        self.keys = [stream_key, marker_key]
+        self.cap, self.batch_lines, self.on_taken = cap, batch_lines, on_taken
+        self.sha = hashlib.sha1(_WRITE_LINES.encode()).hexdigest()
+        self.instance = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.seq = 0
+        self.inflight: deque[tuple[list[Any], int]] = deque()
+        self.conn: Any = None
+        self.stopping = False
+
+    @property
+    def holding(self) -> int:
+        """Lines taken from the queue and not yet confirmed written."""
+        return sum(lines for _, lines in self.inflight)
+
+    def stop(self) -> None:
+        """Finish what is queued, then return from ``run``."""
+        self.stopping = True
+        self.queue.ready.set()
+
+    async def run(self) -> None:
+        """Write until stopped and drained; on any Redis error back off, reconnect, resend."""
+        delay, failing_since = BACKOFF_FIRST_S, 0.0
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                try:
+                    await self._connect()
+                    if failing_since:
+                        log.warning(
+                            "[tcp] Redis writes resumed after %.1fs", loop.time() - failing_since
+                        )
+                        delay, failing_since = BACKOFF_FIRST_S, 0.0
+                    await self._pump()
+                    return
+                except (redis.RedisError, OSError) as exc:
+                    await self._disconnect()
+                    self.stats.write_errors += 1
+                    self.stats.last_write_error = f"{type(exc).__name__}: {exc}"[:300]
+                    self.stats.last_write_error_at = now_ms()
+                    if not failing_since:
+                        failing_since = loop.time()
+                        log.warning(
+                            "[tcp] Redis write failed (%s); holding %d lines, retrying",
+                            self.stats.last_write_error,
+                            self.holding,
+                        )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, BACKOFF_MAX_S)
+        finally:
+            await self._disconnect()
+
+    async def _connect(self) -> None:
+        """A fresh connection with the script loaded; resend what was in flight, in order."""
+        if self.conn is not None:
+            return
+        conn = self.client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        self.conn = conn
+        await conn.connect()
+        await conn.send_command("SCRIPT", "LOAD", _WRITE_LINES)
+        await conn.read_response()
+        for args, _ in self.inflight:
+            await conn.send_command("EVALSHA", self.sha, 2, *self.keys, *args)
+
+    async def _disconnect(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
+
+    async def _pump(self) -> None:
+        while True:
+            while len(self.inflight) < PIPELINE_DEPTH and len(self.queue):
+                await self._send(self.queue.take(self.batch_lines))
+                self.on_taken()
+            if not self.inflight:
+                if self.stopping:
+                    return
+                await self.queue.ready.wait()
+                continue
+            await self.conn.read_response()
+            _, lines = self.inflight.popleft()
+            self.stats.written += lines
+
+    async def _send(self, batch: list[Chunk]) -> None:
+        self.seq += 1
+        args: list[Any] = [self.cap, self.instance, self.seq, MARKER_TTL_S, self.pack_lines]
+        for chunk in batch:
+            args += (chunk.peer, chunk.received_at, chunk.payload)
+        self.inflight.append((args, sum(c.count for c in batch)))
+        await self.conn.send_command("EVALSHA", self.sha, 2, *self.keys, *args)
