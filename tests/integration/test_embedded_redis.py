@@ -7,11 +7,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import psutil
+import pytest
 
 from tests.support.helpers import wait_for
-from workers.core.connection import EmbeddedRedis, connect
+from workers.core.connection import EmbeddedRedis, RedisUnavailable, connect
 
 USER = textwrap.dedent("""
     import sys, time
@@ -94,3 +96,47 @@ def test_a_long_home_path_still_gets_a_usable_socket(tmp_path):
     finally:
         client.close()
         embedded.release()
+
+
+def test_a_live_server_that_does_not_answer_is_waited_for_never_replaced(tmp_path):
+    # Given a running embedded server that stops answering (paused, as if busy or loading)
+    holder = EmbeddedRedis(tmp_path)
+    holder.acquire()
+    server = holder.server_pid()
+    assert server is not None
+    os.kill(server, signal.SIGSTOP)
+    try:
+        # When another process needs it while it hangs for longer than a PING timeout
+        other = subprocess.Popen(
+            [sys.executable, "-c", USER, str(tmp_path), "0"], stdout=subprocess.PIPE, text=True
+        )
+        time.sleep(4)
+        assert other.poll() is None  # still waiting, not starting its own
+        os.kill(server, signal.SIGCONT)
+        # Then it joins the same server once it answers, and no second server ever ran
+        assert int(other.stdout.readline()) == server  # type: ignore[union-attr]
+        assert other.wait(timeout=30) == 0
+        servers = [
+            p
+            for p in psutil.process_iter(["name", "cwd"])
+            if "redis" in (p.info["name"] or "") and p.info["cwd"] == str(holder.dir)
+        ]
+        assert [p.pid for p in servers] == [server]
+    finally:
+        os.kill(server, signal.SIGCONT)
+        holder.release()
+
+
+def test_a_server_that_never_answers_gives_one_line_not_a_second_server(tmp_path):
+    holder = EmbeddedRedis(tmp_path)
+    holder.acquire()
+    server = holder.server_pid()
+    assert server is not None
+    os.kill(server, signal.SIGSTOP)
+    try:
+        with pytest.raises(RedisUnavailable, match=r"pid \d+ is running but has not answered"):
+            EmbeddedRedis(tmp_path).acquire(wait=3)
+        assert holder.process_pid() == server
+    finally:
+        os.kill(server, signal.SIGCONT)
+        holder.release()

