@@ -14,7 +14,6 @@ from celery import shared_task
 
 from workers.core.maintenance import CLEANUP_STEPS, PeriodicEntry, declare_periodic
 from workers.core.runtime import Runtime, get_runtime
-from workers.polling import cleanup as _runtime_cleanup  # noqa: F401 (declares its step)
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ running half-configured.
 from __future__ import annotations
 
 import sys
+from functools import cached_property
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,7 +23,13 @@ from beat_schedule import build_schedule
 from workers import stages
 from workers.core.connection import RedisUnavailable, check_reachable, resolve_url, url_for
 from workers.core.settings import Settings, SettingsError
-from workers.core.sources_file import ConfigError, find_config, load_config
+from workers.core.sources_file import (
+    ConfigError,
+    find_config,
+    is_bundled,
+    load_config,
+    no_sources_file,
+)
 from workers.guard import install as memory_guard
 
 
@@ -85,8 +92,25 @@ class WatchkeeperCelery(Celery):  # type: ignore[misc]
         self.ensure_redis()
         return super()._get_backend()
 
+    refusal = ""
+    """Why a worker or beat of this app must not start (one line), or empty."""
+
     def ensure_redis(self) -> str:
         return resolve_url(self.watchkeeper_settings)
+
+    @cached_property
+    def Beat(self) -> Any:
+        """Celery's beat, refusing to start before it opens a schedule or sends a task."""
+        app = self
+
+        class CheckedBeat(super().Beat):  # type: ignore[misc]
+            def run(self) -> None:
+                if app.refusal:
+                    _fail(app.refusal)
+                app.watchkeeper_settings.home_path.mkdir(parents=True, exist_ok=True)
+                super().run()
+
+        return CheckedBeat
 
 
 def create_app(settings: Settings | None = None, config_path: Path | None = None) -> Celery:
@@ -102,6 +126,8 @@ def create_app(settings: Settings | None = None, config_path: Path | None = None
     celery.conf.beat_schedule = build_schedule(settings, config)
     memory_guard.install(celery, settings)
     _check_redis_at_start(celery)
+    if config_path is None and is_bundled(path):
+        celery.refusal = no_sources_file()
     return celery
 
 
@@ -116,8 +142,13 @@ def _check_redis_at_start(celery: WatchkeeperCelery) -> None:
         except RedisUnavailable as exc:
             _fail(str(exc))
 
+    def refuse(sender: Any = None, instance: Any = None, **_: Any) -> None:
+        if getattr(instance or sender, "app", None) is celery and celery.refusal:
+            _fail(celery.refusal)  # a worker on the bundled example, beside the real machines
+
     for signal in (signals.celeryd_init, signals.beat_init):
         signal.connect(check, weak=False, dispatch_uid=f"wk-redis-check-{id(celery)}")
+    signals.celeryd_init.connect(refuse, weak=False, dispatch_uid=f"wk-refuse-{id(celery)}")
 
 
 _app: Celery | None = None

@@ -21,7 +21,13 @@ from workers.core import keys
 from workers.core.connection import RedisUnavailable, get_client
 from workers.core.runtime import Runtime, set_runtime
 from workers.core.settings import Settings, SettingsError
-from workers.core.sources_file import ConfigError, find_config, load_config
+from workers.core.sources_file import (
+    ConfigError,
+    find_config,
+    is_bundled,
+    load_config,
+    no_sources_file,
+)
 from workers.core.version import VERSION as __version__
 from workers.polling.kinds import KINDS
 from workers.polling.poll import poll_now
@@ -97,6 +103,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     else:
         path = find_config(args.config, settings.config)
+        if is_bundled(path):
+            raise UsageError(no_sources_file())
     config = load_config(path)
     supervisor = Supervisor(
         settings, config, concurrency=args.concurrency or settings.concurrency, demo_env=args.demo

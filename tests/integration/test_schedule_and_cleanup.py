@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from beat_schedule import build_schedule
-from tests.support.helpers import wait_for
 from workers.core.sources_file import validate_config
 
 
@@ -33,20 +32,28 @@ def test_one_entry_per_source_and_every_entry_expires_before_the_next_is_due(set
         assert 0 < entry["options"]["expires"] < entry["schedule"]
 
 
-def test_cleanup_on_a_worker_forgets_sources_removed_from_the_file(runtime, worker):
-    # Given state for a configured source and for one no longer in the file
+def test_cleanup_never_deletes_a_source_missing_from_its_own_file_it_ages_out(runtime):
+    # Given a source polled by another machine whose sources file this worker does not share
     runtime.use_config('[[feeds]]\nname = "kept"\nurl = "http://127.0.0.1:9/"\n')
-    for name in ("kept", "gone"):
+    for name in ("kept", "elsewhere"):
         runtime.redis.hset(f"wk:src:{name}", "errors", 0)
+        runtime.redis.expire(f"wk:src:{name}", 3600)
         runtime.redis.zadd(f"wk:seen:{name}", {"abc": 1})
-    # When the cleanup task runs on a real worker
-    from tasks.cleanup import cleanup
+        runtime.redis.expire(f"wk:seen:{name}", 3600)
+    # When every cleanup step runs (the task's body) with this process's view of the file
+    from tasks.cleanup import run_cleanup
 
-    cleanup.delay()
-    # Then only the removed source's keys are gone
-    wait_for(
-        lambda: not runtime.redis.exists("wk:src:gone", "wk:seen:gone"),
-        timeout=30,
-        message="removed source's keys deleted",
-    )
-    assert runtime.redis.exists("wk:src:kept", "wk:seen:kept") == 2
+    results = run_cleanup(runtime)
+    assert results and not any("error" in r for r in results.values())
+    # Then every key is still there, each with the TTL its polls refresh
+    names = ("wk:src:elsewhere", "wk:seen:elsewhere", "wk:src:kept", "wk:seen:kept")
+    assert runtime.redis.exists(*names) == 4
+    assert all(0 < runtime.redis.ttl(k) <= 3600 for k in names)
+
+
+def test_a_site_history_carries_the_seen_age_as_its_ttl(runtime):
+    from tasks.scrape.history import history
+
+    history(runtime, "somewhere").push({"run": 1})
+    ttl = runtime.redis.ttl("wk:history:somewhere")
+    assert 0 < ttl <= runtime.settings.seen_max_age

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from workers.core.sources_file import ConfigError, load_config, parse_interval
+
+ROOT = Path(__file__).resolve().parents[2]
 
 GOOD = """
 [[feeds]]
@@ -176,3 +179,32 @@ def test_the_bundled_example_is_valid(tmp_path):
     proc = _check(cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "watchkeeper.example.toml" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["celery", "-A", "workers", "worker", "--pool", "solo"],
+        ["celery", "-A", "workers", "beat"],
+        ["workers.cli", "run", "--duration", "1"],
+    ],
+    ids=["worker", "beat", "run"],
+)
+def test_without_a_sources_file_workers_beat_and_run_refuse_the_bundled_example(
+    tmp_path, argv: list[str]
+) -> None:
+    # A second machine started without its sources file must not poll (and clean up for) the
+    # bundled example's sources beside the real ones.
+    env = {k: v for k, v in os.environ.items() if k != "WATCHKEEPER_CONFIG"}
+    env.update(WATCHKEEPER_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-m", *argv],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "watchkeeper: no sources file: pass --config, set WATCHKEEPER_CONFIG" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -175,6 +175,18 @@ def bundled_example() -> Path:
     return Path(str(resources.files("workers") / "data" / "watchkeeper.example.toml"))
 
 
+def no_sources_file() -> str:
+    """The one line for a worker, beat or run that found no sources file of its own."""
+    return (
+        "no sources file: pass --config, set WATCHKEEPER_CONFIG or create ./watchkeeper.toml "
+        f"(the bundled example, {bundled_example()}, runs only with `watchkeeper run --demo`)"
+    )
+
+
+def is_bundled(path: Path) -> bool:
+    return path.resolve() == bundled_example().resolve()
+
+
 def find_config(explicit: str | None, env_config: str = "") -> Path:
     """The sources file to use, in the documented order of precedence."""
     for candidate in (explicit, env_config):
