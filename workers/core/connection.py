@@ -35,6 +35,7 @@ from typing import Any
 import psutil
 import redis
 
+from workers.core.redact import redact_url
 from workers.core.settings import Settings
 
 SOCKET_PATH_MAX = 100
@@ -285,7 +286,7 @@ def check_reachable(url: str, timeout: float = 5.0) -> None:
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise RedisUnavailable(f"Redis at {redact(url)}: unreachable: {exc}") from None
+        raise RedisUnavailable(f"Redis at {redact_url(url)}: unreachable: {exc}") from None
     finally:
         client.close()
 
@@ -297,15 +298,5 @@ def get_client(settings: Settings, **kwargs: Any) -> redis.Redis:
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise RedisUnavailable(f"Redis at {redact(url)}: unreachable: {exc}") from None
+        raise RedisUnavailable(f"Redis at {redact_url(url)}: unreachable: {exc}") from None
     return client
-
-
-def redact(url: str) -> str:
-    """A URL safe to print: any password replaced."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
-    return url

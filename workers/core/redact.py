@@ -7,6 +7,7 @@ Redis URLs (``redis://:password@host``, ``?password=``) and source URLs
 
 from __future__ import annotations
 
+import logging
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -61,3 +62,20 @@ def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
         if secret:
             out = out.replace(secret, MASK)
     return out
+
+
+class RedactingFilter(logging.Filter):
+    """Masks URL credentials in a third-party logger's records (urllib3 logs every request
+    line, query string included, at DEBUG)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact_text(record.getMessage()), None
+        return True
+
+
+def redact_library_logs(*names: str) -> None:
+    """Install the filter once on each named logger."""
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())

@@ -27,7 +27,9 @@ from typing import IO, Any
 import psutil
 
 from workers.core import keys
-from workers.core.connection import connect, redact, resolve_url
+from workers.core.connection import connect, resolve_url
+from workers.core.files import write_private
+from workers.core.redact import redact_url
 from workers.core.settings import Settings
 from workers.core.sources_file import SourcesConfig
 
@@ -194,7 +196,7 @@ class Supervisor:
         for child in self.children:
             child.start(env)
         print(
-            f"[run] redis {redact(self.url)}; sources {self.config.path}; logs "
+            f"[run] redis {redact_url(self.url)}; sources {self.config.path}; logs "
             f"{self.home / 'logs'}; pids "
             + ", ".join(f"{c.name}={c.proc.pid}" for c in self.children if c.proc),
             flush=True,
@@ -278,13 +280,14 @@ class Supervisor:
 
     def _record(self) -> None:
         me = psutil.Process()
-        run_file(self.home).write_text(
+        write_private(
+            run_file(self.home),
             json.dumps(
                 {
                     "pid": me.pid,
                     "create_time": me.create_time(),
                     "config": str(Path(self.config.path).resolve()),
-                    "redis_url": self.url,
+                    "redis_url": redact_url(self.url),
                 }
-            )
+            ),
         )

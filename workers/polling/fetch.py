@@ -22,6 +22,7 @@ import redis
 import requests
 from requests.adapters import HTTPAdapter
 
+from workers.core.redact import redact_library_logs
 from workers.core.settings import Settings
 from workers.core.version import VERSION as __version__
 from workers.polling.errors import FetchError, HostBusy
@@ -32,6 +33,8 @@ USER_AGENT = f"watchkeeper/{__version__} (+https://github.com/watchkeeper)"
 READ_SIZE = 64 * 1024
 """Bytes read from the socket per step of a streamed body."""
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+redact_library_logs("urllib3.connectionpool")  # request lines carry query-string tokens
 
 
 @dataclass(frozen=True)

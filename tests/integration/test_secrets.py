@@ -1,0 +1,93 @@
+"""Secrets (issue 12 #9): a Redis password and the credentials in a source URL never reach a
+log line, a stored error, ``status``, metrics, a Redis key name, or a file others can read."""
+
+from __future__ import annotations
+
+import json
+import logging
+import stat
+from dataclasses import replace
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from workers.core.connection import RedisUnavailable, check_reachable
+from workers.core.files import write_private
+from workers.ops.metrics import StatusCollector
+from workers.ops.status import collect_status, render_text
+from workers.ops.supervisor import Supervisor, run_file
+from workers.polling.poll import poll_now
+
+TOKEN, KEY, PASSWORD = "tok3n-planted", "k3y-planted", "pa55-planted"
+
+FEED = (
+    '<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
+    "<item><title>One</title><link>https://example.org/1</link><guid>u1</guid></item>"
+    "</channel></rss>"
+)
+
+
+def _everything_shown(rt) -> str:  # type: ignore[no-untyped-def]
+    status = collect_status(rt)
+    registry = CollectorRegistry()
+    registry.register(StatusCollector(rt))
+    return "\n".join(
+        [
+            json.dumps(status, default=str),
+            render_text(status),
+            generate_latest(registry).decode(),
+            "\n".join(str(k) for k in rt.redis.scan_iter(count=1000)),
+            json.dumps({str(k): rt.redis.hgetall(k) for k in rt.redis.scan_iter("wk:src:*")}),
+        ]
+    )
+
+
+def test_source_credentials_never_reach_keys_errors_logs_status_or_metrics(
+    runtime, http_server, caplog
+):
+    http_server.static("/ok.rss", FEED, headers={"Content-Type": "application/rss+xml"})
+    http_server.static("/down.rss", "boom", status=500)
+    base = http_server.url("/").replace("http://", f"http://reader:{TOKEN}@").rstrip("/")
+    runtime.settings = replace(runtime.settings, host_delay=0.0)
+    rt = runtime.use_config(
+        f'[[feeds]]\nname = "ok"\nurl = "{base}/ok.rss?api_key={KEY}"\n'
+        f'[[feeds]]\nname = "down"\nurl = "{base}/down.rss?token={KEY}"\n'
+        f'[[feeds]]\nname = "refused"\nurl = "http://u:{TOKEN}@127.0.0.1:9/x?apikey={KEY}"\n'
+    )
+    caplog.set_level(logging.DEBUG)
+    for source in rt.config().sources:
+        poll_now(rt, source)
+    assert rt.redis.hget("wk:src:down", "last_error")  # the failures were recorded...
+    assert rt.redis.hget("wk:src:refused", "last_error")
+    shown = _everything_shown(rt) + caplog.text
+    for secret in (TOKEN, KEY):  # ...without the credentials
+        at = shown.find(secret)
+        assert at < 0, shown[max(0, at - 300) : at + 50]
+
+
+def test_redis_password_in_the_query_is_redacted_in_the_one_line_error():
+    with pytest.raises(RedisUnavailable) as err:
+        check_reachable(f"redis://127.0.0.1:1/0?password={PASSWORD}", timeout=1)
+    assert PASSWORD not in str(err.value) and "password=***" in str(err.value)
+
+
+def test_run_file_is_private_and_holds_no_password(settings, tmp_path):
+    from workers.core.sources_file import validate_config
+
+    settings = replace(settings, home=str(tmp_path))
+    supervisor = Supervisor(settings, validate_config({}), concurrency=1)
+    supervisor.url = f"redis://:{PASSWORD}@127.0.0.1:6379/0"
+    supervisor._record()
+    path = run_file(tmp_path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert PASSWORD not in path.read_text()
+    assert json.loads(path.read_text())["redis_url"] == "redis://:***@127.0.0.1:6379/0"
+
+
+def test_private_files_are_replaced_whole_and_stay_private(tmp_path):
+    target = tmp_path / "f"
+    target.write_text("old")
+    target.chmod(0o644)
+    write_private(target, "new")
+    assert target.read_text() == "new" and stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]
