@@ -21,7 +21,13 @@ from celery import Celery, signals
 
 from beat_schedule import build_schedule
 from workers import stages
-from workers.core.connection import RedisUnavailable, check_reachable, resolve_url, url_for
+from workers.core.connection import (
+    RedisUnavailable,
+    check_reachable,
+    resolve_url,
+    tls_options,
+    url_for,
+)
 from workers.core.settings import Settings, SettingsError
 from workers.core.sources_file import (
     ConfigError,
@@ -71,6 +77,9 @@ def celery_config(settings: Settings, url: str) -> dict[str, object]:
         "task_serializer": "json",
         "accept_content": ["json"],
         "timezone": "UTC",
+        # rediss://: both sides verify the server's certificate (options from the URL's query).
+        "broker_use_ssl": tls_options(url),
+        "redis_backend_use_ssl": tls_options(url),
     }
 
 

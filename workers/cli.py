@@ -77,7 +77,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from workers.ops.supervisor import Supervisor, active_run
 
     settings = Settings.from_env()
-    settings.home_path.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.home_path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"WATCHKEEPER_HOME={settings.home_path}: {exc.strerror or exc}") from None
     running = active_run(settings.home_path)
     if running:
         raise UsageError(

@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import os
 import signal
+import ssl
 import subprocess
 import tempfile
 import time
@@ -31,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import psutil
 import redis
@@ -77,8 +79,15 @@ class EmbeddedRedis:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / "lock", "w") as fh:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fh = open(self.dir / "lock", "w")  # noqa: SIM115 (closed below)
+        except OSError as exc:
+            raise RedisUnavailable(
+                f"WATCHKEEPER_HOME={self.home}: cannot write the embedded Redis there: "
+                f"{exc.strerror or exc}"
+            ) from None
+        with fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
@@ -256,6 +265,25 @@ def resolve_url(settings: Settings) -> str:
 def _release_at_exit(owner_pid: int) -> None:
     if _held is not None and os.getpid() == owner_pid:  # forked children never release
         _held.release()
+
+
+TLS_PARAMS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
+
+
+def tls_options(url: str) -> dict[str, Any] | None:
+    """For a ``rediss://`` URL, the TLS options Celery's broker and result backend need.
+
+    redis-py reads them from the URL's query (``?ssl_ca_certs=/path/ca.pem``); Celery insists
+    on them as a dict. Certificates are verified unless the URL says ``ssl_cert_reqs=none``.
+    """
+    if not url.startswith("rediss://"):
+        return None
+    query = dict(parse_qsl(urlsplit(url).query))
+    options: dict[str, Any] = {k: query[k] for k in TLS_PARAMS[1:] if query.get(k)}
+    reqs = query.get("ssl_cert_reqs", "required").lower().removeprefix("cert_")
+    options["ssl_cert_reqs"] = CERT_REQS.get(reqs, ssl.CERT_REQUIRED)
+    return options
 
 
 def client_kwargs(url: str) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from workers.core.redact import redact_url
+
 MIB = 1024 * 1024
 
 STREAM_CAPS = {
@@ -57,6 +59,9 @@ def specs() -> tuple[SettingSpec, ...]:
         SettingSpec(name, row["env"], row["default"], row["meaning"], row.get("minimum"))
         for name, row in tomllib.loads(text).items()
     )
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+socket")
 
 
 @dataclass(frozen=True)
@@ -155,6 +160,7 @@ class Settings:
 
     def validate(self) -> None:
         """Cross-field checks that a single value cannot express."""
+        self._check_redis_url()
         if self.visibility_timeout <= self.task_time_limit:
             raise SettingsError(
                 f"WATCHKEEPER_VISIBILITY_TIMEOUT={self.visibility_timeout}: must exceed "
@@ -172,6 +178,19 @@ class Settings:
                 f"WATCHKEEPER_MEMORY_WARN_MB={self.memory_warn_mb} and "
                 f"WATCHKEEPER_MEMORY_HARD_MB={self.memory_hard_mb}"
             )
+
+    def _check_redis_url(self) -> None:
+        scheme = self.redis_url.partition("://")[0].lower() if "://" in self.redis_url else ""
+        if not self.redis_url or scheme in REDIS_SCHEMES:
+            return
+        shown = f"REDIS_URL={redact_url(self.redis_url)!r}"
+        if "sentinel" in scheme:
+            why = "Redis Sentinel is not supported; point REDIS_URL at the current master"
+        elif "cluster" in scheme:
+            why = "Redis Cluster is not supported; use one Redis server (or a primary/replica pair)"
+        else:
+            why = f"unsupported scheme {scheme or '(none)'!r}"
+        raise SettingsError(f"{shown}: {why} (redis://, rediss:// or unix://)")
 
     @property
     def home_path(self) -> Path:
