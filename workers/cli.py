@@ -250,9 +250,14 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 def cmd_metrics(args: argparse.Namespace) -> int:
     rt = make_runtime(args)
-    from workers.ops.metrics import serve
+    from workers.ops.metrics import MetricsUnavailable, serve
 
-    return serve(rt, args.port or rt.settings.metrics_port)
+    try:
+        return serve(
+            rt, args.port or rt.settings.metrics_port, args.host or rt.settings.metrics_host
+        )
+    except MetricsUnavailable as exc:
+        raise UsageError(str(exc)) from None
 
 
 # --- parser ---------------------------------------------------------------------------------
@@ -300,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     add_notify_command(sub, make_runtime)
     p = add("metrics", cmd_metrics, "serve Prometheus metrics read from Redis")
+    p.add_argument("--host", help="address to bind (default WATCHKEEPER_METRICS_HOST, loopback)")
     p.add_argument("--port", type=int)
     return parser
 

@@ -64,3 +64,47 @@ def test_metrics_endpoint_parses_as_prometheus_text_with_redis_figures(
     assert samples[("watchkeeper_stream_entries", (("stream", "alerts"),))] == 3
     assert samples[("watchkeeper_redis_used_memory_bytes", ())] > 0
     assert samples[("watchkeeper_status_section_up", (("section", "redis"),))] == 1
+
+
+def test_metrics_binds_the_host_asked_for(runtime, redis_url):
+    import psutil
+
+    port = _free_port()
+    env = dict(os.environ, REDIS_URL=redis_url, WATCHKEEPER_CONFIG=str(runtime.config_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "metrics", "--host", "0.0.0.0", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+
+        def bound() -> list[str]:
+            return [
+                c.laddr.ip
+                for c in psutil.Process(proc.pid).net_connections("inet")
+                if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+            ]
+
+        assert wait_for(bound, timeout=60, message="metrics listening") == ["0.0.0.0"]
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+
+
+def test_a_busy_metrics_port_is_one_line(runtime, redis_url):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = dict(os.environ, REDIS_URL=redis_url, WATCHKEEPER_CONFIG=str(runtime.config_path))
+        proc = subprocess.run(
+            [sys.executable, "-m", "workers.cli", "metrics", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"watchkeeper: metrics: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    )

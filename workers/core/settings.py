@@ -126,6 +126,7 @@ class Settings:
     tcp_pack_lines: int
     tcp_shutdown_s: float
     metrics_port: int
+    metrics_host: str
     max_changes: int
     max_health: int
     notify_after_errors: int

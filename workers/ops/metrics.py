@@ -21,6 +21,10 @@ from workers.core.runtime import Runtime
 from workers.ops.status import collect_status, sections
 
 
+class MetricsUnavailable(RuntimeError):
+    """The metrics endpoint cannot listen (one line)."""
+
+
 class StatusCollector(Collector):
     """Reads every status section from Redis at scrape time."""
 
@@ -52,8 +56,13 @@ class StatusCollector(Collector):
 
 def serve(rt: Runtime, port: int, host: str = "127.0.0.1") -> int:
     """Serve /metrics until SIGINT or SIGTERM."""
+    try:
+        server, thread = start_http_server(port, addr=host)
+    except OSError as exc:  # port in use, address not on this host, no permission
+        raise MetricsUnavailable(
+            f"metrics: cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from None
     REGISTRY.register(StatusCollector(rt))
-    server, thread = start_http_server(port, addr=host)
     print(f"[metrics] serving http://{host}:{port}/metrics", flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
