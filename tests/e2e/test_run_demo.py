@@ -147,3 +147,36 @@ def test_demo_runs_the_whole_pipeline_and_ctrl_c_leaves_no_process(tmp_path):
     # Then no watchkeeper, celery or redis-server process of that home is left
     wait_for(lambda: not _processes_of(home), timeout=30, message="no processes left")
     assert not (home / "run.json").exists()
+
+
+def test_a_supervisor_killed_with_sigkill_takes_its_children_with_it(tmp_path):
+    # Given `watchkeeper run` with worker (and its pool), beat and TCP listener running
+    home = tmp_path / "home"
+    config = tmp_path / "sources.toml"
+    config.write_text(
+        '[[feeds]]\nname = "f"\nurl = "http://127.0.0.1:9/"\ninterval = 60\n'
+        '[tcp]\nhost = "127.0.0.1"\nport = 0\n'
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "run", "--config", str(config)],
+        env=_env(home),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    supervisor = psutil.Process(run.pid)
+
+    def started() -> list[psutil.Process]:
+        kids = supervisor.children(recursive=True)
+        names = " ".join(" ".join(p.cmdline()) for p in kids if p.is_running())
+        whole = all(w in names for w in ("worker", "beat", "listen"))
+        return kids if whole and len(kids) >= 4 else []
+
+    children = wait_for(started, timeout=90, interval=0.5, message="worker, pool, beat, listener")
+    # When the supervisor is killed outright
+    run.kill()
+    run.wait(timeout=10)
+    # Then every child and grandchild stops, and no process of the home is left
+    psutil.wait_procs(children, timeout=60)
+    assert [p.pid for p in children if p.is_running() and p.status() != "zombie"] == []
+    wait_for(lambda: not [p for p in _processes_of(home) if "redis" not in p.name()], timeout=30)

@@ -13,6 +13,7 @@ CLI commands in another terminal use the same sources file and Redis.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -58,6 +60,28 @@ def active_run(home: Path) -> dict[str, Any] | None:
     return None
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> Callable[[], None]:
+    """For ``preexec_fn``: the child gets SIGTERM when the supervisor dies, even by SIGKILL.
+
+    Children run in their own sessions (so a Ctrl-C reaches only the supervisor, which stops
+    them in order); without this, a killed supervisor left worker, beat and listener running,
+    and the next ``run`` added a second beat. SIGTERM gives each a warm shutdown. The signal is
+    tied to the thread that started the child: the supervisor starts children from its main
+    thread only.
+    """
+
+    def arm() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # it died before the signal was armed
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
+
+
 @dataclass
 class Child:
     name: str
@@ -77,6 +101,7 @@ class Child:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent(os.getpid()),
         )
 
     def alive(self) -> bool:
