@@ -91,3 +91,10 @@ def test_private_files_are_replaced_whole_and_stay_private(tmp_path):
     write_private(target, "new")
     assert target.read_text() == "new" and stat.S_IMODE(target.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+def test_a_url_without_secrets_comes_back_unchanged():
+    from workers.core.redact import redact_url
+
+    for url in ("redis+socket:///tmp/wk/redis.sock", "unix:///run/redis.sock", "redis://h:1/0"):
+        assert redact_url(url) == url

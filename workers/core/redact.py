@@ -27,6 +27,9 @@ def redact_url(url: str) -> str:
     except ValueError:
         return re.sub(r"//[^/@\s]*@", f"//{MASK}@", url)
     netloc = parts.netloc
+    secret_query = any(SECRET_PARAMS.search(k) for k, _ in parse_qsl(parts.query))
+    if "@" not in netloc and not secret_query:
+        return url  # nothing to hide: unchanged (urlunsplit would drop "//" of redis+socket:///)
     if "@" in netloc:
         userinfo, host = netloc.rsplit("@", 1)
         user, sep, _ = userinfo.partition(":")
