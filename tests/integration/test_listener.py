@@ -368,6 +368,22 @@ def test_lines_are_one_entry_each_without_backlog_and_packed_under_it(
     assert [int(r["seq"]) for _, r in records] == list(range(21, 20021))
 
 
+def test_packed_entries_do_not_let_the_stream_hold_more_lines_than_its_cap(
+    start_listener: Callable[..., BackgroundListener], redis_client: redis.Redis
+) -> None:
+    # Given a logs stream capped at 2,000 and a listener packing up to 50 lines per entry
+    bl = start_listener(max_logs=2000, tcp_pack_lines=50, tcp_pack_backlog=0)
+    # When 40,000 lines arrive (800 packed entries: far fewer than 2,000 entries)
+    with connect_client(bl.port) as sock:
+        sock.sendall(b"".join(b"many %05d\n" % i for i in range(40000)))
+    wait_for(lambda: bl.stats.written == 40000, message="40,000 written")
+    # Then the stream holds about 2,000 lines (whole radix nodes over), the newest ones
+    records = stream_entries(redis_client, unpacked=True)
+    assert 2000 <= len(records) <= 3000
+    assert records[-1]["line"] == "many 39999" and records[-1]["seq"] == "40000"
+    assert [int(r["seq"]) for r in records] == list(range(40001 - len(records), 40001))
+
+
 def test_tcp_entries_share_the_logs_counter_with_other_writers_of_the_stream(
     start_listener: Callable[..., BackgroundListener], redis_client: redis.Redis, settings: Any
 ) -> None:
@@ -921,7 +937,7 @@ def test_sigterm_mid_stream_writes_every_line_read_and_exits_cleanly(
     senders = [threading.Thread(target=send, args=(c,), daemon=True) for c in range(3)]
     for t in senders:
         t.start()
-    wait_for(lambda: redis_client.xlen(STREAM) > 20000, message="streaming")
+    wait_for(lambda: int(published(redis_client).get("written") or 0) > 20000, message="streaming")
     # When it is sent SIGTERM mid-stream
     lp.proc.send_signal(signal.SIGTERM)
     code = lp.proc.wait(make_settings().tcp_shutdown_s + 5)

@@ -18,7 +18,7 @@
 -- KEYS[2]  the stream's sequence counter (STRING, shared with the stream's other writers)
 -- KEYS[3]  this listener instance's written batch numbers: ZSET number → number (the newest
 --          ARGV[4] are kept; TTL ARGV[3])
--- ARGV[1]  stream cap (XTRIM MAXLEN ~, once per batch)
+-- ARGV[1]  stream cap in lines (XTRIM MAXLEN ~ once per batch, scaled to entries)
 -- ARGV[2]  batch number (per listener instance, from 1)
 -- ARGV[3]  marker TTL, seconds
 -- ARGV[4]  batch numbers remembered (more than the batches a listener has in flight)
@@ -81,7 +81,25 @@ end
 if seq > first then
   redis.call('INCRBY', KEYS[2], seq - first)
 end
-redis.call('XTRIM', key, 'MAXLEN', '~', ARGV[1])
+-- The cap counts lines, so packing cannot multiply what the stream holds: the lines held run
+-- from the oldest entry's seq to the newest; keep the share of entries that holds about
+-- `cap` of them (an estimate when entry sizes vary; each batch corrects it).
+local cap = tonumber(ARGV[1])
+local held_entries = redis.call('XLEN', key)
+local oldest = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)[1]
+local held = held_entries
+if oldest then
+  local f = oldest[2]
+  for j = 1, #f - 1, 2 do
+    if f[j] == 'seq' then
+      held = math.max(held_entries, seq - tonumber(f[j + 1]) + 1)
+      break
+    end
+  end
+end
+if held > cap then
+  redis.call('XTRIM', key, 'MAXLEN', '~', math.floor(held_entries * cap / held))
+end
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[2] .. ':' .. (seq - first) .. ':' .. entries)
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[4]) + 1))
 redis.call('EXPIRE', KEYS[3], ARGV[3])
