@@ -850,6 +850,33 @@ def test_two_listeners_resending_after_a_lost_reply_write_each_line_exactly_once
         client.close()
 
 
+def test_a_restarted_listener_is_a_new_instance_and_neither_skips_nor_repeats(
+    start_listener: Callable[..., BackgroundListener], redis_client: redis.Redis
+) -> None:
+    # Given a listener that wrote three lines and was stopped
+    first = start_listener()
+    with connect_client(first.port) as sock:
+        sock.sendall(b"before 1\nbefore 2\nbefore 3\n")
+    wait_for(lambda: first.stats.written == 3, message="3 written")
+    assert first.stop() == 0
+    # When it is started again and writes three more
+    again = start_listener()
+    with connect_client(again.port) as sock:
+        sock.sendall(b"after 1\nafter 2\nafter 3\n")
+    wait_for(lambda: again.stats.written == 3, message="3 more written")
+    # Then all six are in the stream once, numbered on; each run has its own ageing marker
+    entries = stream_entries(redis_client)
+    assert [(e["line"], e["seq"]) for e in entries] == [
+        (f"{when} {n}", str(i))
+        for i, (when, n) in enumerate(
+            [(w, n) for w in ("before", "after") for n in (1, 2, 3)], start=1
+        )
+    ]
+    assert again.listener.instance != first.listener.instance
+    for bl in (first, again):
+        assert 0 < redis_client.ttl(f"wk:tcp:batch:{bl.listener.instance}") <= 3600
+
+
 def test_batch_refused_with_an_error_while_the_next_is_accepted_is_written_on_resend(
     start_listener: Callable[..., BackgroundListener], tmp_path: Path
 ) -> None:
@@ -981,6 +1008,10 @@ def test_status_section_shows_connections_lines_discards_and_key_sizes(
     assert section["discarded"]["too_long"] == 1 and section["refused"] == 0
     assert section["queue"]["cap_lines"] == 20000 and section["last_write_error"] == ""
     assert section["keys"][STATS]["ttl_s"] > 0
+    marker = section["keys"][f"wk:tcp:batch:{bl.listener.instance}"]
+    assert marker["type"] == "zset" and marker["size"] >= 1 and 0 < marker["ttl_s"] <= 3600
+    assert section["instance"] == bl.listener.instance and section["entries"] == 3
+    assert section["refused_by"] == {"max_connections": 0, "per_peer": 0, "stopping": 0}
     assert section["stream"] == {"key": STREAM, "size": 3, "cap": 100000}
     a.close()
     b.close()
