@@ -336,11 +336,11 @@ def test_packed_entries_carry_every_line_in_order_with_its_count_and_seq(
 def test_lines_are_one_entry_each_without_backlog_and_packed_under_it(
     start_listener: Callable[..., BackgroundListener], redis_client: redis.Redis
 ) -> None:
-    # Given a listener with the default packing (up to 100 lines, from a 2,000-line backlog)
+    # Given a listener with the default packing (up to 100 lines, from a 5,000-line backlog)
     bl = start_listener()
     assert (bl.listener.settings.tcp_pack_lines, bl.listener.settings.tcp_pack_backlog) == (
         100,
-        2000,
+        5000,
     )
     # When a client sends lines at a gentle pace
     with connect_client(bl.port) as sock:
