@@ -964,7 +964,8 @@ def test_sigterm_mid_stream_writes_every_line_read_and_exits_cleanly(
     senders = [threading.Thread(target=send, args=(c,), daemon=True) for c in range(3)]
     for t in senders:
         t.start()
-    wait_for(lambda: int(published(redis_client).get("written") or 0) > 20000, message="streaming")
+    seq = "wk:stream:logs:seq"  # advanced by every batch (the published counters: every second)
+    wait_for(lambda: int(redis_client.get(seq) or 0) > 20000, interval=0.01, message="streaming")
     # When it is sent SIGTERM mid-stream
     lp.proc.send_signal(signal.SIGTERM)
     code = lp.proc.wait(make_settings().tcp_shutdown_s + 5)
