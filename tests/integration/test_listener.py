@@ -9,6 +9,7 @@ it does not disturb the shared test Redis.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import resource
 import signal
@@ -29,6 +30,8 @@ import redis
 from tests.support.helpers import ROOT, wait_for
 from workers.core.connection import connect
 from workers.core.settings import Settings
+from workers.store.streams import SCHEMA
+from workers.tcp.entries import lines_of, missed, unpack
 from workers.tcp.listener import BackgroundListener, LineFramer
 from workers.tcp.status import tcp_section
 
@@ -45,7 +48,9 @@ def make_settings(**overrides: Any) -> Settings:
     return Settings.from_env(env)
 
 
-def stream_entries(client: redis.Redis) -> list[dict[str, str]]:
+def stream_entries(client: redis.Redis, unpacked: bool = False) -> list[dict[str, str]]:
+    """Every entry of the logs stream; ``unpacked``: one record per line (packed entries
+    split by the consumer-side helper, as a reader would)."""
     out: list[dict[str, str]] = []
     last = "-"
     while True:
@@ -53,16 +58,19 @@ def stream_entries(client: redis.Redis) -> list[dict[str, str]]:
         rows = [r for r in rows if r[0] != last]  # type: ignore[union-attr]
         if not rows:
             return out
-        out += [fields for _, fields in rows]
+        for _, fields in rows:
+            out += lines_of(fields) if unpacked else [fields]
         last = rows[-1][0]
 
 
 def stream_lines(client: redis.Redis) -> list[str]:
-    return [e["line"] for e in stream_entries(client)]
+    return [e["line"] for e in stream_entries(client, unpacked=True)]
 
 
-def connect_client(port: int) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", port), timeout=10)
+def connect_client(port: int, source: str = "127.0.0.1") -> socket.socket:
+    """A client connection; ``source`` picks the loopback address it comes from (any of
+    127.0.0.0/8 works on Linux), so one machine can play many peers."""
+    return socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
 
 
 def peer_of(sock: socket.socket) -> str:
@@ -205,16 +213,18 @@ def test_thousand_concurrent_clients_all_arrive_and_the_1001st_is_refused(
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
     if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 2200:
         pytest.skip("needs ~2,200 file descriptors (1,000 clients + the listener's ends)")
-    # Given a listener with the default limit of 1,000 connections
+    # Given a listener with the default limits: 1,000 connections, 100 per peer
     bl = start_listener()
     assert bl.listener.settings.tcp_max_connections == 1000
-    # When 1,000 clients connect and stay connected
-    clients = [connect_client(bl.port) for _ in range(1000)]
+    assert bl.listener.settings.tcp_max_connections_per_peer == 100
+    # When 1,000 clients from 10 addresses connect and stay connected
+    clients = [connect_client(bl.port, f"127.0.0.{2 + i // 100}") for i in range(1000)]
     wait_for(lambda: bl.stats.open == 1000, message="1,000 open connections")
-    # Then the 1,001st is closed at once and counted
-    extra = connect_client(bl.port)
+    # Then the 1,001st (from a new address) is closed at once and counted as over the total
+    extra = connect_client(bl.port, "127.0.0.99")
     assert closed_by_server(extra)
     wait_for(lambda: bl.stats.refused == 1, message="refused counted")
+    assert bl.stats.refused_by["max_connections"] == 1
     # And every line of every one of the 1,000 clients arrives, in order per client
     for i, sock in enumerate(clients):
         sock.sendall(b"".join(b"client %04d line %d\n" % (i, n) for n in range(5)))
@@ -222,8 +232,9 @@ def test_thousand_concurrent_clients_all_arrive_and_the_1001st_is_refused(
         sock.close()
     extra.close()
     wait_for(lambda: bl.stats.written == 5000, message="5,000 lines written")
-    entries = stream_entries(redis_client)
+    entries = stream_entries(redis_client, unpacked=True)
     assert len(entries) == 5000
+    assert sorted(int(e["seq"]) for e in entries) == list(range(1, 5001))
     by_peer: dict[str, list[str]] = {}
     for e in entries:
         by_peer.setdefault(e["peer"], []).append(e["line"])
@@ -265,23 +276,142 @@ def test_connection_beyond_a_small_limit_is_refused_and_a_freed_slot_is_reused(
     assert bl.stats.refused == 1 and bl.stats.accepted == 51
 
 
-def test_packed_entries_carry_every_line_in_order_with_its_count(
+def test_one_peer_beyond_its_cap_is_refused_while_other_peers_still_connect(
     start_listener: Callable[..., BackgroundListener], redis_client: redis.Redis
 ) -> None:
-    # Given a listener packing up to 50 lines per stream entry
-    bl = start_listener(tcp_pack_lines=50)
+    # Given a listener allowing 5 connections per peer (of 1,000), one host holding 5
+    bl = start_listener(tcp_max_connections_per_peer=5)
+    greedy = [connect_client(bl.port, "127.0.0.2") for _ in range(5)]
+    wait_for(lambda: bl.stats.open == 5, message="5 open")
+    # When that host opens a sixth connection
+    sixth = connect_client(bl.port, "127.0.0.2")
+    # Then it is closed at once and counted under its reason
+    assert closed_by_server(sixth)
+    wait_for(lambda: bl.stats.refused == 1, message="refused")
+    assert bl.stats.refused_by == {"max_connections": 0, "per_peer": 1, "stopping": 0}
+    # And another host still connects and delivers, and so does the first once a slot frees
+    other = connect_client(bl.port, "127.0.0.3")
+    other.sendall(b"from another host\n")
+    greedy.pop().close()
+    wait_for(lambda: bl.stats.open == 5 and bl.stats.written == 1, message="other host served")
+    again = connect_client(bl.port, "127.0.0.2")
+    again.sendall(b"slot freed\n")
+    for sock in [*greedy, other, again]:
+        sock.close()
+    wait_for(lambda: bl.stats.written == 2, message="2 lines")
+    assert sorted(stream_lines(redis_client)) == ["from another host", "slot freed"]
+    assert bl.stats.refused == 1
+    wait_for(
+        lambda: published(redis_client).get("refused_per_peer") == "1",
+        message="reason published",
+    )
+
+
+def test_packed_entries_carry_every_line_in_order_with_its_count_and_seq(
+    start_listener: Callable[..., BackgroundListener], redis_client: redis.Redis
+) -> None:
+    # Given a listener always packing up to 50 lines per stream entry (backlog threshold 0)
+    bl = start_listener(tcp_pack_lines=50, tcp_pack_backlog=0)
     sock = connect_client(bl.port)
     # When a client sends 1,000 lines
     sock.sendall(b"".join(f"line {i}\n".encode() for i in range(1000)))
     wait_for(lambda: bl.stats.written == 1000, message="1000 lines")
     sock.close()
-    # Then entries hold at most 50 lines each, and unpacked they are every line in order
+    # Then entries hold at most 50 lines each, each entry's seq is its first line's
     entries = stream_entries(redis_client)
-    assert all(1 <= int(e["count"]) <= 50 for e in entries)
-    assert len(entries) < 1000
-    lines = [line for e in entries for line in e["lines"].split("\n")]
-    assert lines == [f"line {i}" for i in range(1000)]
-    assert sum(int(e["count"]) for e in entries) == 1000
+    assert all(1 <= int(e.get("count", 1)) <= 50 for e in entries)
+    assert len(entries) < 1000 and bl.stats.entries == len(entries)
+    assert [int(e["seq"]) for e in entries] == list(
+        itertools.accumulate([1] + [int(e.get("count", 1)) for e in entries[:-1]])
+    )
+    # And unpacked they are every line in order, numbered 1..1,000, shaped like unpacked ones
+    records = [r for e in entries for r in lines_of(e)]
+    assert [r["line"] for r in records] == [f"line {i}" for i in range(1000)]
+    assert [int(r["seq"]) for r in records] == list(range(1, 1001))
+    assert {tuple(sorted(r)) for r in records} == {
+        ("line", "peer", "received_at", "schema", "seq", "source")
+    }
+
+
+def test_lines_are_one_entry_each_without_backlog_and_packed_under_it(
+    start_listener: Callable[..., BackgroundListener], redis_client: redis.Redis
+) -> None:
+    # Given a listener with the default packing (up to 100 lines, from a 5,000-line backlog)
+    bl = start_listener()
+    assert (bl.listener.settings.tcp_pack_lines, bl.listener.settings.tcp_pack_backlog) == (
+        100,
+        5000,
+    )
+    # When a client sends lines at a gentle pace
+    with connect_client(bl.port) as sock:
+        for i in range(20):
+            sock.sendall(b"gentle %d\n" % i)
+            wait_for(lambda i=i: bl.stats.written == i + 1, message="written")
+    # Then every line is its own entry, with seq and schema
+    entries = stream_entries(redis_client)
+    assert [e["line"] for e in entries] == [f"gentle {i}" for i in range(20)]
+    assert [e["seq"] for e in entries] == [str(i) for i in range(1, 21)]
+    assert {e["schema"] for e in entries} == {SCHEMA}
+    # When the writer falls behind (a 30,000-line queue filled while Redis is slow to answer)
+    bl.stop()
+    slow = start_listener(tcp_queue_lines=30000, tcp_batch_lines=500)
+    redis_client.execute_command("CLIENT", "PAUSE", "1000")
+    with connect_client(slow.port) as sock:
+        sock.sendall(b"".join(b"busy %05d\n" % i for i in range(20000)))
+    wait_for(lambda: slow.stats.written == 20000, message="20,000 written")
+    # Then the backlog is written packed, and unpacked it is every line once, in order
+    after = stream_entries(redis_client)[20:]
+    assert slow.stats.entries == len(after) < 20000
+    assert any("count" in e for e in after)
+    records = list(unpack((str(i), e) for i, e in enumerate(after)))
+    assert [r["line"] for _, r in records] == [f"busy {i:05d}" for i in range(20000)]
+    assert [int(r["seq"]) for _, r in records] == list(range(21, 20021))
+
+
+def test_packed_entries_do_not_let_the_stream_hold_more_lines_than_its_cap(
+    start_listener: Callable[..., BackgroundListener], redis_client: redis.Redis
+) -> None:
+    # Given a logs stream capped at 2,000 and a listener packing up to 50 lines per entry
+    bl = start_listener(max_logs=2000, tcp_pack_lines=50, tcp_pack_backlog=0)
+    # When 40,000 lines arrive (800 packed entries: far fewer than 2,000 entries)
+    with connect_client(bl.port) as sock:
+        sock.sendall(b"".join(b"many %05d\n" % i for i in range(40000)))
+    wait_for(lambda: bl.stats.written == 40000, message="40,000 written")
+    # Then the stream holds about 2,000 lines (whole radix nodes over), the newest ones
+    records = stream_entries(redis_client, unpacked=True)
+    assert 2000 <= len(records) <= 3000
+    assert records[-1]["line"] == "many 39999" and records[-1]["seq"] == "40000"
+    assert [int(r["seq"]) for r in records] == list(range(40001 - len(records), 40001))
+
+
+def test_tcp_entries_share_the_logs_counter_with_other_writers_of_the_stream(
+    start_listener: Callable[..., BackgroundListener], redis_client: redis.Redis, settings: Any
+) -> None:
+    # Given the logs stream already holding two entries from another writer (CappedStream)
+    from workers.core import keys
+    from workers.store.streams import CappedStream
+
+    other = CappedStream(
+        redis_client, STREAM, settings.max_logs, keys.STREAM_SEQ.key(settings, "logs")
+    )
+    other.add_many([{"source": "http", "line": "first"}, {"source": "http", "line": "second"}])
+    # When TCP lines arrive, and then the other writer adds again
+    bl = start_listener()
+    with connect_client(bl.port) as sock:
+        sock.sendall(b"tcp 1\ntcp 2\ntcp 3\n")
+    wait_for(lambda: bl.stats.written == 3, message="3 written")
+    other.add({"source": "http", "line": "last"})
+    # Then seq runs 1..6 across both writers: a reader counts what it missed from seq alone
+    entries = stream_entries(redis_client)
+    assert [(e["line"], e["seq"]) for e in entries] == [
+        ("first", "1"),
+        ("second", "2"),
+        ("tcp 1", "3"),
+        ("tcp 2", "4"),
+        ("tcp 3", "5"),
+        ("last", "6"),
+    ]
+    assert missed(entries[1], entries[4]) == 2
 
 
 def test_overlong_line_is_discarded_logged_and_the_connection_continues(
@@ -551,6 +681,246 @@ def test_redis_killed_and_restarted_mid_stream_loses_no_line(
         client.close()
 
 
+class RedisProxy:
+    """A real TCP proxy between a listener and a private Redis (unix socket) that lets a test
+    act between commands: ``on_command(args)`` runs before each client command is forwarded
+    and may return a callable run right after it. From ``on_command`` (or what it returns),
+    ``hold()`` keeps Redis's replies to that connection back until ``release()``; ``cut()``
+    closes that connection, dropping the held replies — a reply lost after Redis executed
+    the command."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.on_command: Callable[[list[bytes]], Callable[[], None] | None] = lambda a: None
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.lock = threading.Lock()
+        self.current: _ProxyPair | None = None
+        self.pairs: list[_ProxyPair] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def hold(self) -> None:
+        assert self.current is not None
+        self.current.holding = True
+
+    def release(self) -> None:
+        assert self.current is not None
+        self.current.release()
+
+    def cut(self) -> None:
+        assert self.current is not None
+        self.current.close()
+
+    def close(self) -> None:
+        for pair in self.pairs:
+            pair.close()
+        self.server.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.upstream)
+            pair = _ProxyPair(client, upstream)
+            self.pairs.append(pair)
+            threading.Thread(target=self._up, args=(pair,), daemon=True).start()
+            threading.Thread(target=pair.down, daemon=True).start()
+
+    def _up(self, pair: _ProxyPair) -> None:
+        buffer = b""
+        with contextlib.suppress(OSError):
+            while data := pair.client.recv(65536):
+                buffer += data
+                while (parsed := _resp_command(buffer)) is not None:
+                    args, size = parsed
+                    with self.lock:
+                        self.current = pair
+                        after = self.on_command(args)
+                        pair.upstream.sendall(buffer[:size])
+                        buffer = buffer[size:]
+                        if after is not None:
+                            after()
+
+
+class _ProxyPair:
+    """One proxied connection: the client's socket, Redis's, and the replies held back."""
+
+    def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
+        self.client, self.upstream = client, upstream
+        self.lock = threading.Lock()
+        self.holding = False
+        self.held: list[bytes] = []
+
+    def down(self) -> None:
+        with contextlib.suppress(OSError):
+            while data := self.upstream.recv(65536):
+                with self.lock:
+                    if self.holding:
+                        self.held.append(data)
+                    else:
+                        self.client.sendall(data)
+
+    def release(self) -> None:
+        with self.lock:
+            self.holding = False
+            held, self.held = b"".join(self.held), []
+            if held:
+                self.client.sendall(held)
+
+    def close(self) -> None:
+        with self.lock:
+            self.holding, self.held = False, []
+            for sock in (self.client, self.upstream):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+
+def _resp_command(buffer: bytes) -> tuple[list[bytes], int] | None:
+    """The first complete RESP command (an array of bulk strings) and its size, if any."""
+    if not buffer.startswith(b"*") or b"\r\n" not in buffer:
+        return None
+    head, pos = buffer.index(b"\r\n"), 0
+    count, pos = int(buffer[1:head]), head + 2
+    args = []
+    for _ in range(count):
+        end = buffer.find(b"\r\n", pos)
+        if end < 0:
+            return None
+        size = int(buffer[pos + 1 : end])
+        if len(buffer) < end + 2 + size + 2:
+            return None
+        args.append(buffer[end + 2 : end + 2 + size])
+        pos = end + 2 + size + 2
+    return args, pos
+
+
+def batch_number(args: list[bytes]) -> int:
+    """The batch number of a ``write_lines`` call (0 for any other command)."""
+    return int(args[7]) if args[:1] == [b"EVALSHA"] and len(args) > 7 else 0
+
+
+def test_two_listeners_resending_after_a_lost_reply_write_each_line_exactly_once(
+    start_listener: Callable[..., BackgroundListener], tmp_path: Path
+) -> None:
+    with own_redis(tmp_path) as (_stop, _start, url):
+        client = connect(url)
+        proxy = RedisProxy(url.split("://", 1)[1])
+        # Given two listeners on one Redis, A reaching it through a proxy
+        a = start_listener(redis_url=proxy.url)
+        b = start_listener(redis_url=url)
+        with connect_client(a.port) as sock:
+            sock.sendall(b"a1\n")
+            wait_for(lambda: a.stats.written == 1, message="a1")
+
+            # When A's batch 2 is written but its reply is lost, B writes meanwhile,
+            # and A resends batch 2 on a new connection
+            def cut_after_b_wrote() -> None:
+                wait_for(lambda: "a2" in stream_lines(client), message="a2 in Redis")
+                with connect_client(b.port) as other:
+                    other.sendall(b"b1\n")
+                wait_for(lambda: b.stats.written == 1, message="b1")
+                proxy.cut()
+
+            def on_command(args: list[bytes]) -> Callable[[], None] | None:
+                if batch_number(args) == 2 and a.stats.write_errors == 0:
+                    proxy.hold()
+                    return cut_after_b_wrote
+                return None
+
+            proxy.on_command = on_command
+            sock.sendall(b"a2\n")
+            wait_for(lambda: a.stats.written == 2, message="a2 confirmed")
+        # Then every line is in the stream exactly once, numbered without gaps
+        assert a.stats.write_errors == 1 and a.stats.resent_skipped == 1
+        entries = stream_entries(client)
+        assert [(e["line"], e["seq"]) for e in entries] == [("a1", "1"), ("a2", "2"), ("b1", "3")]
+        # And each listener instance has its own marker
+        assert sorted(client.scan_iter(match="wk:tcp:batch:*")) == sorted(
+            f"wk:tcp:batch:{x.listener.instance}" for x in (a, b)
+        )
+        proxy.close()
+        client.close()
+
+
+def test_a_restarted_listener_is_a_new_instance_and_neither_skips_nor_repeats(
+    start_listener: Callable[..., BackgroundListener], redis_client: redis.Redis
+) -> None:
+    # Given a listener that wrote three lines and was stopped
+    first = start_listener()
+    with connect_client(first.port) as sock:
+        sock.sendall(b"before 1\nbefore 2\nbefore 3\n")
+    wait_for(lambda: first.stats.written == 3, message="3 written")
+    assert first.stop() == 0
+    # When it is started again and writes three more
+    again = start_listener()
+    with connect_client(again.port) as sock:
+        sock.sendall(b"after 1\nafter 2\nafter 3\n")
+    wait_for(lambda: again.stats.written == 3, message="3 more written")
+    # Then all six are in the stream once, numbered on; each run has its own ageing marker
+    entries = stream_entries(redis_client)
+    assert [(e["line"], e["seq"]) for e in entries] == [
+        (f"{when} {n}", str(i))
+        for i, (when, n) in enumerate(
+            [(w, n) for w in ("before", "after") for n in (1, 2, 3)], start=1
+        )
+    ]
+    assert again.listener.instance != first.listener.instance
+    for bl in (first, again):
+        assert 0 < redis_client.ttl(f"wk:tcp:batch:{bl.listener.instance}") <= 3600
+
+
+def test_batch_refused_with_an_error_while_the_next_is_accepted_is_written_on_resend(
+    start_listener: Callable[..., BackgroundListener], tmp_path: Path
+) -> None:
+    with own_redis(tmp_path) as (_stop, _start, url):
+        client = connect(url)
+        proxy = RedisProxy(url.split("://", 1)[1])
+        # Given a listener writing one line per batch, several batches in flight
+        bl = start_listener(redis_url=proxy.url, tcp_batch_lines=1)
+        scripts: list[bytes] = []
+
+        def noscript() -> int:
+            return int(client.info("errorstats").get("errorstat_NOSCRIPT", {}).get("count", 0))
+
+        # When batch 2 meets an empty script cache (error reply) and batch 3 finds it loaded
+        def on_command(args: list[bytes]) -> Callable[[], None] | None:
+            if args[:2] == [b"SCRIPT", b"LOAD"]:
+                scripts.append(args[2])
+            if bl.stats.write_errors or bl.stats.script_reloads:
+                return None
+            if batch_number(args) == 2:
+                proxy.hold()
+                client.script_flush()
+            if batch_number(args) == 3:
+                wait_for(lambda: noscript() >= 1, message="batch 2 refused")
+                client.script_load(scripts[-1])
+                return lambda: (
+                    wait_for(lambda: "line 3" in stream_lines(client), message="batch 3"),
+                    proxy.release(),
+                )[-1]
+            return None
+
+        proxy.on_command = on_command
+        with connect_client(bl.port) as sock:
+            sock.sendall(b"".join(b"line %d\n" % i for i in range(1, 7)))
+        wait_for(lambda: bl.stats.written == 6, message="6 lines confirmed")
+        # Then no line is skipped and none is doubled
+        assert bl.stats.script_reloads + bl.stats.write_errors == 1
+        assert bl.stats.resent_skipped >= 1
+        lines = stream_lines(client)
+        assert sorted(lines) == [f"line {i}" for i in range(1, 7)]
+        proxy.close()
+        client.close()
+
+
 def test_shutdown_while_redis_is_down_exits_in_time_and_reports_unwritten_lines(
     start_listener: Callable[..., BackgroundListener],
     tmp_path: Path,
@@ -594,7 +964,8 @@ def test_sigterm_mid_stream_writes_every_line_read_and_exits_cleanly(
     senders = [threading.Thread(target=send, args=(c,), daemon=True) for c in range(3)]
     for t in senders:
         t.start()
-    wait_for(lambda: redis_client.xlen(STREAM) > 20000, message="streaming")
+    seq = "wk:stream:logs:seq"  # advanced by every batch (the published counters: every second)
+    wait_for(lambda: int(redis_client.get(seq) or 0) > 20000, interval=0.01, message="streaming")
     # When it is sent SIGTERM mid-stream
     lp.proc.send_signal(signal.SIGTERM)
     code = lp.proc.wait(make_settings().tcp_shutdown_s + 5)
@@ -638,6 +1009,10 @@ def test_status_section_shows_connections_lines_discards_and_key_sizes(
     assert section["discarded"]["too_long"] == 1 and section["refused"] == 0
     assert section["queue"]["cap_lines"] == 20000 and section["last_write_error"] == ""
     assert section["keys"][STATS]["ttl_s"] > 0
+    marker = section["keys"][f"wk:tcp:batch:{bl.listener.instance}"]
+    assert marker["type"] == "zset" and marker["size"] >= 1 and 0 < marker["ttl_s"] <= 3600
+    assert section["instance"] == bl.listener.instance and section["entries"] == 3
+    assert section["refused_by"] == {"max_connections": 0, "per_peer": 0, "stopping": 0}
     assert section["stream"] == {"key": STREAM, "size": 3, "cap": 100000}
     a.close()
     b.close()

@@ -119,11 +119,13 @@ class Settings:
     tcp_max_line: int
     tcp_max_buffer: int
     tcp_max_connections: int
+    tcp_max_connections_per_peer: int
     tcp_idle_timeout: float
     tcp_queue_lines: int
     tcp_queue_bytes: int
     tcp_batch_lines: int
     tcp_pack_lines: int
+    tcp_pack_backlog: int
     tcp_shutdown_s: float
     metrics_port: int
     metrics_host: str

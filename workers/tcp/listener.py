@@ -6,7 +6,9 @@ Every resource a client can make the listener hold has a bound that a setting na
   counted; the connection goes on and its later lines arrive;
 * a connection never buffers more than ``WATCHKEEPER_TCP_MAX_BUFFER`` bytes (each read is sized
   to the room left), and all readers share one read buffer;
-* beyond ``WATCHKEEPER_TCP_MAX_CONNECTIONS`` new connections are closed at once and counted;
+* beyond ``WATCHKEEPER_TCP_MAX_CONNECTIONS`` new connections are closed at once and counted,
+  and so are those of one IP address beyond ``WATCHKEEPER_TCP_MAX_CONNECTIONS_PER_PEER`` (one
+  host cannot take every slot); each refusal is counted by reason;
 * a connection without a complete line for ``WATCHKEEPER_TCP_IDLE_TIMEOUT`` seconds is closed;
 * lines wait in one queue bounded by lines and bytes; when it is full *every* reader stops
   reading (the kernel then pushes back on senders) until the single Redis writer has drained
@@ -40,7 +42,7 @@ from workers.tcp.stats import (
     now_ms,
     publish,
 )
-from workers.tcp.writer import BatchWriter, Chunk, LineQueue, async_client
+from workers.tcp.writer import BatchWriter, Chunk, LineQueue, Target, async_client, new_instance
 
 log = logging.getLogger("watchkeeper.tcp")
 
@@ -191,6 +193,13 @@ def format_peer(address: Any) -> str:
     return str(address or "unknown")
 
 
+def peer_host(address: Any) -> str:
+    """The address a per-peer cap counts: the IP, whatever the source port."""
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return str(address or "unknown")
+
+
 class _Connection(asyncio.BufferedProtocol):
     """One client. Reads land in the listener's shared buffer; the framer keeps the rest."""
 
@@ -198,6 +207,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.listener = listener
         self.transport: asyncio.Transport | None = None
         self.peer = ""
+        self.host = ""
         self.refused = False
         self.last_line = 0.0
         self.pause_mark = 0.0
@@ -245,6 +255,9 @@ class Listener:
         )
         self.read_view = memoryview(bytearray(READ_SIZE))
         self.conns: set[_Connection] = set()
+        self.per_host: dict[str, int] = {}
+        self.instance = new_instance()
+        self.stats.instance = self.instance
         self.paused = False
         self.paused_at = 0.0
         self.paused_total = 0.0
@@ -262,16 +275,21 @@ class Listener:
         self.queue = LineQueue(self.settings.tcp_queue_lines, self.settings.tcp_queue_bytes)
         self.client = async_client(client_kwargs(self.redis_url), self.redis_url)
         s = self.settings
+        target = Target(
+            keys.STREAM.key(s, "logs"),
+            keys.STREAM_SEQ.key(s, "logs"),
+            keys.TCP_BATCH.key(s, self.instance),
+            s.max_logs,
+        )
         self.writer = BatchWriter(
             self.client,
-            keys.STREAM.key(s, "logs"),
-            keys.TCP_BATCH.key(s),
-            s.max_logs,
+            target,
             s.tcp_batch_lines,
             self.queue,
             self.stats,
             self._maybe_resume,
             pack_lines=s.tcp_pack_lines,
+            pack_backlog=s.tcp_pack_backlog,
         )
         self.server = await loop.create_server(
             lambda: _Connection(self), self.host, self.port, backlog=BACKLOG, reuse_address=True
@@ -287,9 +305,10 @@ class Listener:
         ]
         self._started = True
         log.info(
-            "[tcp] listening on %s (max %d connections, line %d bytes, idle %gs)",
+            "[tcp] listening on %s (max %d connections, %d per peer, line %d bytes, idle %gs)",
             self.stats.listening,
             s.tcp_max_connections,
+            s.tcp_max_connections_per_peer,
             s.tcp_max_line,
             s.tcp_idle_timeout,
         )
@@ -371,21 +390,29 @@ class Listener:
 
     def connected(self, conn: _Connection, transport: asyncio.Transport) -> None:
         conn.transport = transport
-        conn.peer = format_peer(transport.get_extra_info("peername"))
-        if self.stopping or len(self.conns) >= self.settings.tcp_max_connections:
+        address = transport.get_extra_info("peername")
+        conn.peer, conn.host = format_peer(address), peer_host(address)
+        reason = self._refusal(conn.host)
+        if reason:
             conn.refused = True
             self.stats.refused += 1
+            self.stats.refused_by[reason] += 1
+            s = self.settings
             self.say(
                 "refused",
                 logging.WARNING,
-                "[tcp] refused %s (open %d, limit %d)",
+                "[tcp] refused %s (%s: open %d, limit %d; from this peer %d, limit %d)",
                 conn.peer,
+                reason,
                 len(self.conns),
-                self.settings.tcp_max_connections,
+                s.tcp_max_connections,
+                self.per_host.get(conn.host, 0),
+                s.tcp_max_connections_per_peer,
             )
             transport.abort()
             return
         self.conns.add(conn)
+        self.per_host[conn.host] = self.per_host.get(conn.host, 0) + 1
         self.stats.accepted += 1
         self.stats.open = len(self.conns)
         conn.last_line = self.loop.time()
@@ -395,6 +422,16 @@ class Listener:
         self.say(
             "connected", logging.INFO, "[tcp] connected %s (open %d)", conn.peer, len(self.conns)
         )
+
+    def _refusal(self, host: str) -> str:
+        """Why a new connection from ``host`` must be refused ("" when it may stay)."""
+        if self.stopping:
+            return "stopping"
+        if len(self.conns) >= self.settings.tcp_max_connections:
+            return "max_connections"
+        if self.per_host.get(host, 0) >= self.settings.tcp_max_connections_per_peer:
+            return "per_peer"
+        return ""
 
     def enqueue(self, conn: _Connection, chunks: list[tuple[int, bytes]]) -> None:
         at = now_ms()
@@ -446,6 +483,11 @@ class Listener:
         if conn.refused or conn not in self.conns:
             return
         self.conns.discard(conn)
+        left = self.per_host.get(conn.host, 0) - 1
+        if left > 0:
+            self.per_host[conn.host] = left
+        else:
+            self.per_host.pop(conn.host, None)
         partial = conn.framer.drop()
         if partial:
             self.discarded(conn, "incomplete", partial)

@@ -14,6 +14,8 @@ from typing import Any
 from workers.core import clock
 
 DISCARD_REASONS = ("too_long", "invalid_utf8", "buffer_overflow", "incomplete")
+REFUSE_REASONS = ("max_connections", "per_peer", "stopping")
+"""Why a connection was closed at once: the total cap, the per-peer cap, or shutdown."""
 STATS_INTERVAL_S = 1.0
 RUNNING_TTL_S = 15
 COUNTERS = (
@@ -24,8 +26,11 @@ COUNTERS = (
     "bytes",
     "lines",
     "written",
+    "entries",
     "idle_timeouts",
     "write_errors",
+    "script_reloads",
+    "resent_skipped",
     "pauses",
 )
 
@@ -37,6 +42,10 @@ def now_ms() -> str:
 
 def _discards() -> dict[str, int]:
     return dict.fromkeys(DISCARD_REASONS, 0)
+
+
+def _refusals() -> dict[str, int]:
+    return dict.fromkeys(REFUSE_REASONS, 0)
 
 
 @dataclass
@@ -54,10 +63,15 @@ class TcpStats:
     bytes: int = 0
     lines: int = 0
     written: int = 0
+    entries: int = 0
     idle_timeouts: int = 0
     write_errors: int = 0
+    script_reloads: int = 0
+    resent_skipped: int = 0
     pauses: int = 0
     discarded: dict[str, int] = field(default_factory=_discards)
+    refused_by: dict[str, int] = field(default_factory=_refusals)
+    instance: str = ""
     last_write_error: str = ""
     last_write_error_at: str = ""
     queue_lines: int = 0
@@ -70,7 +84,9 @@ class TcpStats:
         """The hash fields: strings, discards flattened as ``discarded_<reason>``."""
         out = {name: str(getattr(self, name)) for name in COUNTERS}
         out.update({f"discarded_{k}": str(v) for k, v in self.discarded.items()})
+        out.update({f"refused_{k}": str(v) for k, v in self.refused_by.items()})
         out.update(
+            instance=self.instance,
             listening=self.listening,
             pid=str(self.pid),
             state=self.state,
@@ -106,6 +122,7 @@ def parse_fields(raw: dict[str, str]) -> dict[str, Any]:
 
     out: dict[str, Any] = {name: number(name) for name in COUNTERS}
     out["discarded"] = {r: number(f"discarded_{r}") for r in DISCARD_REASONS}
+    out["refused_by"] = {r: number(f"refused_{r}") for r in REFUSE_REASONS}
     out["queue"] = {
         "lines": number("queue_lines"),
         "bytes": number("queue_bytes"),
@@ -114,6 +131,7 @@ def parse_fields(raw: dict[str, str]) -> dict[str, Any]:
         "paused": bool(number("paused")),
     }
     for name in (
+        "instance",
         "listening",
         "state",
         "started_at",

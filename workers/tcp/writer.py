@@ -3,27 +3,31 @@
 Throughput: per-command client overhead, not Redis, bounds a Python writer (DESIGN.md: ~60k
 lines/s with one pipelined XADD per line, ~285k with one script per batch). So a reader hands
 over *chunks* — the lines of one read from one peer, joined by ``\\n`` — and the writer sends one
-EVALSHA per batch whose arguments are three per chunk (peer, receive time, lines); the script
-splits them and XADDs each line inside Redis, then trims the stream once (``MAXLEN ~``).
+call of ``lua/write_lines.lua`` per batch whose arguments are three per chunk (peer, receive
+time, lines); the script splits them and XADDs each line inside Redis, then trims the stream
+once (``MAXLEN ~``). Every entry carries ``seq`` and ``schema`` from the stream's counter, as
+every stream entry does (``workers/store/streams.py``).
 
-Redis itself then bounds the rate at one stream entry per line (~2-3 µs of Redis CPU each).
-``WATCHKEEPER_TCP_PACK_LINES`` > 1 trades that for throughput: up to N consecutive lines of one
-read from one peer share an entry (fields ``lines``, newline-joined, and ``count``), so the
-stream cap then counts entries, not lines.
+Redis itself then bounds the rate at one stream entry per line (~3.5 µs of Redis CPU each with
+the append-only file on; bench/bench_tcp.py). So the writer packs *only under backlog*: while
+fewer than ``WATCHKEEPER_TCP_PACK_BACKLOG`` lines wait, every line is its own entry; beyond that
+up to ``WATCHKEEPER_TCP_PACK_LINES`` consecutive lines of one read share an entry (fields
+``lines`` and ``count``), which Redis writes ~20x faster, until the backlog is gone.
+``workers/tcp/entries.py`` turns either shape back into one record per line.
 
 Durability: the writer keeps the batch it holds until Redis accepts it, retrying with backoff
 while the queue fills and the readers pause. A retry after a lost reply must not write the
-batch twice, so every batch carries a token (listener instance + sequence number) that the
-script stores in ``wk:tcp:batch`` in the same atomic step; a batch whose sequence number is not
-above the stored one is acknowledged without writing, so resending every batch in flight after
-a broken connection writes each exactly once.
+batch twice, and a batch that failed must not be skipped because a later one succeeded: every
+batch carries its number, and the script records written numbers in this listener instance's
+own set (``wk:tcp:batch:{instance}``), in the same atomic step as the writes. Resending every
+batch in flight after a broken connection or an error reply therefore writes each exactly once,
+whatever other listeners on the same Redis do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import secrets
@@ -34,7 +38,10 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
+from workers.store.scripts import Script
+from workers.store.streams import SCHEMA
 from workers.tcp.stats import TcpStats, now_ms
 
 log = logging.getLogger("watchkeeper.tcp")
@@ -44,45 +51,15 @@ BACKOFF_MAX_S = 2.0
 MARKER_TTL_S = 3600
 PIPELINE_DEPTH = 4
 
-_WRITE_LINES = """
-local last = redis.call('GET', KEYS[2])
-if last then
-  local instance, seq = string.match(last, '^(.*):(%d+)$')
-  if instance == ARGV[2] and tonumber(seq) >= tonumber(ARGV[3]) then
-    return -1
-  end
-end
-local key = KEYS[1]
-local pack = tonumber(ARGV[5])
-local n = 0
-for i = 6, #ARGV, 3 do
-  local peer, at, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local pos = 1
-  while true do
-    local stop, k, nl = pos, 0, nil
-    repeat
-      nl = string.find(payload, '\\n', stop, true)
-      k = k + 1
-      if nl then stop = nl + 1 end
-    until (not nl) or k >= pack
-    local piece
-    if nl then piece = string.sub(payload, pos, nl - 1) else piece = string.sub(payload, pos) end
-    if pack == 1 then
-      redis.call('XADD', key, '*', 'source', 'tcp', 'peer', peer, 'received_at', at,
-                 'line', piece)
-    else
-      redis.call('XADD', key, '*', 'source', 'tcp', 'peer', peer, 'received_at', at,
-                 'lines', piece, 'count', k)
-    end
-    n = n + k
-    if not nl then break end
-    pos = nl + 1
-  end
-end
-redis.call('XTRIM', key, 'MAXLEN', '~', ARGV[1])
-redis.call('SET', KEYS[2], ARGV[2] .. ':' .. ARGV[3], 'EX', ARGV[4])
-return n
-"""
+MARKER_WINDOW = 64
+"""Batch numbers an instance remembers: far more than the ``PIPELINE_DEPTH`` ever resent."""
+
+_WRITE_LINES = Script("workers.tcp", "write_lines")
+
+
+def new_instance() -> str:
+    """A name no other listener, and no earlier run of this one, has used."""
+    return f"{os.getpid()}-{secrets.token_hex(6)}"
 
 
 @dataclass(frozen=True)
@@ -156,32 +133,42 @@ def async_client(url_kwargs: dict[str, Any], url: str | None) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, **options)
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where a writer writes: the stream, its ``seq`` counter, its cap, and this instance's
+    marker key (``wk:tcp:batch:{instance}``)."""
+
+    stream: str
+    seq_key: str
+    marker: str
+    cap: int
+
+
 class BatchWriter:
     """Drains the queue into the ``logs`` stream, one script call per batch, never dropping.
 
     Up to ``PIPELINE_DEPTH`` batches are in flight on one connection, so Redis has the next
     batch while the event loop is busy reading sockets; one connection keeps them in order.
+    ``pack_lines`` is the most lines one entry may hold under backlog (1: never pack), and
+    ``pack_backlog`` the queued lines from which packing starts (0: always pack).
     """
 
     def __init__(
         self,
         client: aioredis.Redis,
-        stream_key: str,
-        marker_key: str,
-        cap: int,
+        target: Target,
         batch_lines: int,
         queue: LineQueue,
         stats: TcpStats,
         on_taken: Callable[[], None],
         pack_lines: int = 1,
+        pack_backlog: int = 0,
     ) -> None:
         self.client, self.queue, self.stats = client, queue, stats
-        self.pack_lines = pack_lines
-        self.keys = [stream_key, marker_key]
-        self.cap, self.batch_lines, self.on_taken = cap, batch_lines, on_taken
-        self.sha = hashlib.sha1(_WRITE_LINES.encode()).hexdigest()
-        self.instance = f"{os.getpid()}-{secrets.token_hex(4)}"
-        self.seq = 0
+        self.pack_lines, self.pack_backlog = pack_lines, pack_backlog
+        self.keys = [target.stream, target.seq_key, target.marker]
+        self.cap, self.batch_lines, self.on_taken = target.cap, batch_lines, on_taken
+        self.batch = 0
         self.inflight: deque[tuple[list[Any], int]] = deque()
         self.conn: Any = None
         self.stopping = False
@@ -211,6 +198,11 @@ class BatchWriter:
                         delay, failing_since = BACKOFF_FIRST_S, 0.0
                     await self._pump()
                     return
+                except NoScriptError:
+                    # Redis lost its script cache (restart behind a proxy, SCRIPT FLUSH): the
+                    # reconnect loads it and resends; batches already written are skipped.
+                    await self._disconnect()
+                    self.stats.script_reloads += 1
                 except (redis.RedisError, OSError) as exc:
                     await self._disconnect()
                     self.stats.write_errors += 1
@@ -235,10 +227,10 @@ class BatchWriter:
         conn = self.client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
         self.conn = conn
         await conn.connect()
-        await conn.send_command("SCRIPT", "LOAD", _WRITE_LINES)
+        await conn.send_command("SCRIPT", "LOAD", _WRITE_LINES.source)
         await conn.read_response()
         for args, _ in self.inflight:
-            await conn.send_command("EVALSHA", self.sha, 2, *self.keys, *args)
+            await conn.send_command(*self._command(args))
 
     async def _disconnect(self) -> None:
         conn, self.conn = self.conn, None
@@ -256,14 +248,24 @@ class BatchWriter:
                     return
                 await self.queue.ready.wait()
                 continue
-            await self.conn.read_response()
-            _, lines = self.inflight.popleft()
-            self.stats.written += lines
+            lines, entries, again = await self.conn.read_response()
+            self.inflight.popleft()
+            self.stats.written += int(lines)
+            self.stats.entries += int(entries)
+            self.stats.resent_skipped += int(again)
+
+    def _command(self, args: list[Any]) -> list[Any]:
+        return ["EVALSHA", _WRITE_LINES.sha, len(self.keys), *self.keys, *args]
+
+    def pack_for_next(self) -> int:
+        """Lines per entry for the batch being sent: packed only while a backlog waits."""
+        return self.pack_lines if self.queue.lines >= self.pack_backlog else 1
 
     async def _send(self, batch: list[Chunk]) -> None:
-        self.seq += 1
-        args: list[Any] = [self.cap, self.instance, self.seq, MARKER_TTL_S, self.pack_lines]
+        self.batch += 1
+        pack = self.pack_for_next()
+        args: list[Any] = [self.cap, self.batch, MARKER_TTL_S, MARKER_WINDOW, SCHEMA, pack]
         for chunk in batch:
             args += (chunk.peer, chunk.received_at, chunk.payload)
         self.inflight.append((args, sum(c.count for c in batch)))
-        await self.conn.send_command("EVALSHA", self.sha, 2, *self.keys, *args)
+        await self.conn.send_command(*self._command(args))
