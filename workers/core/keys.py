@@ -86,6 +86,7 @@ HOST_NEXT: KeySpec
 STREAM: KeySpec
 STREAM_SEQ: KeySpec
 MEM_NODE: KeySpec
+MEM_SERIES: KeySpec
 TASK_MEMORY: KeySpec
 KILLS: KeySpec
 DEAD_LETTERS: KeySpec
