@@ -78,7 +78,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"a run is already active under {settings.home_path} "
             f"(pid {running['pid']}); stop it first"
         )
-    get_client(settings).close()  # Redis must answer before anything starts
     if settings.web_port:
         from workers.ops.web.serve import BindRefused, check_bind, url
 
@@ -86,6 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             check_bind(settings.web_host, settings.web_token)
         except BindRefused as exc:
             raise UsageError(f"{exc}; or WATCHKEEPER_WEB_PORT=0 to run without it") from None
+    get_client(settings).close()  # Redis must answer before anything starts
     demo = receiver = None
     if args.demo:
         from tasks.notify.receiver import LocalReceiver
