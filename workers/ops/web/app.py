@@ -38,6 +38,8 @@ log = logging.getLogger("watchkeeper.web")
 HERE = Path(__file__).parent
 PANELS = ("locations", "tcp")
 """Status sections shown beside the memory charts (location buffer health, TCP counters)."""
+PANEL_HIDDEN = ("keys.", "limits.")
+"""Rows of those sections left to ``watchkeeper status`` (key names and fixed limits)."""
 DEAD_SHOWN = 50
 
 
@@ -107,7 +109,8 @@ class Dashboard:
             if section is None:
                 continue
             try:
-                panels.append((name, flatten(section.collect(self.rt))))
+                rows = flatten(section.collect(self.rt))
+                panels.append((name, [r for r in rows if not r[0].startswith(PANEL_HIDDEN)]))
             except Exception as exc:  # a failing section shows its error, the page stays
                 panels.append((name, [("error", f"{type(exc).__name__}: {exc}")]))
         return self.page(request, "memory.html", "_panels.html", panels=panels)
