@@ -15,9 +15,8 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -26,8 +25,9 @@ import workers.guard.dead_letters
 import workers.ops.status  # noqa: F401 (declare the tasks box and the runtime's sections)
 from workers.core.dead_letters import BOXES, Dispatch
 from workers.core.runtime import Runtime
+from workers.core.sources_file import ConfigError
 from workers.core.status_sections import SECTIONS
-from workers.ops.web.auth import COOKIE, Access, guarded
+from workers.ops.web.auth import COOKIE, Access, Guard
 from workers.ops.web.items import STREAMS, read_page
 from workers.ops.web.memory import memory_data
 from workers.ops.web.sources import source_rows
@@ -192,5 +192,13 @@ def create_app(
         Route("/dead/{box}/{action}", d.dead_action, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    guard = Middleware(BaseHTTPMiddleware, dispatch=guarded(access, d.login_page))
-    return Starlette(routes=routes, middleware=[guard])
+    guard = Middleware(Guard, access=access, login_page=d.login_page)
+    return Starlette(
+        routes=routes, middleware=[guard], exception_handlers={ConfigError: config_problem}
+    )
+
+
+async def config_problem(request: Request, exc: Exception) -> Response:
+    """A broken sources file (edited while running): its problems, one a line, not a trace."""
+    problems = getattr(exc, "problems", None) or [str(exc)]
+    return PlainTextResponse("\n".join(problems) + "\n", status_code=503)

@@ -15,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 COOKIE = "wk_session"
 CSRF_HEADER = "x-csrf-token"
@@ -64,37 +66,68 @@ class Access:
     async def csrf_ok(self, request: Request) -> bool:
         given = request.headers.get(CSRF_HEADER, "")
         if not given and request.headers.get("content-type", "").startswith(FORM):
-            # the body, not request.form(): Starlette replays a read body to the endpoint
             fields = parse_qs((await request.body()).decode("utf-8", "replace"))
             given = fields.get("csrf", [""])[0]
         return bool(given) and hmac.compare_digest(given, self.csrf)
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+class Guard:
+    """Pure ASGI middleware applying the rules above to every HTTP request (a POST's body is
+    read once, checked for the CSRF field and replayed to the endpoint)."""
 
+    def __init__(
+        self, app: ASGIApp, access: Access, login_page: Callable[[Request, int], Response]
+    ) -> None:
+        self.app, self.access, self.login_page = app, access, login_page
 
-def guarded(
-    access: Access, login_page: Callable[[Request, int], Response]
-) -> Callable[[Request, Handler], Awaitable[Response]]:
-    """Starlette ``http`` middleware applying the rules above to every request."""
-
-    async def middleware(request: Request, call_next: Handler) -> Response:
-        path = request.url.path
-        if not path.startswith(OPEN_PATHS) and not access.signed_in(request):
-            return login_page(request, 401)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        refusal = await self.refusal(request)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
         if request.method == "POST":
-            if not await access.csrf_ok(request):
-                return PlainTextResponse("missing or wrong CSRF token", status_code=403)
-            if access.read_only and path != "/login":
-                return PlainTextResponse("the dashboard is read-only", status_code=403)
-        response = await call_next(request)
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:",
-        )
-        return response
+            body = await request.body()
+            sent = False
 
-    return middleware
+            async def replay() -> Message:
+                nonlocal sent
+                if sent:
+                    return await receive()
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            receive = replay
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+    async def refusal(self, request: Request) -> Response | None:
+        path = request.url.path
+        if not path.startswith(OPEN_PATHS) and not self.access.signed_in(request):
+            return self.login_page(request, 401)
+        if request.method == "POST":
+            if not await self.access.csrf_ok(request):
+                return PlainTextResponse("missing or wrong CSRF token", status_code=403)
+            if self.access.read_only and path != "/login":
+                return PlainTextResponse("the dashboard is read-only", status_code=403)
+        return None
+
+
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": (
+        "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"
+    ),
+}
