@@ -8,6 +8,7 @@ names it on the command line.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, cast
 
 from tasks.notify.config import Sink, notify_config
@@ -76,6 +77,7 @@ def box_letters(rt: Runtime, count: int) -> list[dict[str, Any]]:
             **row,
             "ref": f"{sink.name}/{row.get('ref')}",
             "what": f"{sink.name} → {row.get('destination')}: {row.get('title', '')}",
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(row.get("at") or 0))),
             "why": f"{row.get('attempts')} attempts: {row.get('reason', '')}",
             "retryable": True,
         }

@@ -222,3 +222,35 @@ def test_a_task_dead_letter_is_retried_with_its_arguments_and_leaves_the_list(ru
         )
         assert dropped.ok
     assert len(store.dead_letters()) == 0
+
+
+def test_a_delivery_dead_letter_is_retried_and_another_dropped_from_the_page(runtime):
+    from tasks.notify.tasks import deliver_all
+    from tests.support.notify import add_alerts, alert, fast, pump
+    from tests.support.notify_receivers import JsonReceiver
+    from workers.core.dead_letters import BOXES
+
+    hook = JsonReceiver().start()
+    try:
+        rt = fast(runtime, notify_max_attempts=2)
+        hook.behaviour = lambda n, p: "500"
+        rt.use_config(f'[[notify]]\nname = "ops"\nurls = ["{hook.url()}"]\nstreams = ["alerts"]\n')
+        deliver_all(rt)
+        add_alerts(rt, [alert(1), alert(2)])
+        box = BOXES["deliveries"]
+        pump(lambda: deliver_all(rt), lambda: box.size(rt)["size"] == 2)
+        with dashboard(rt, Sent()) as base:
+            page = requests.get(base + "/dead", timeout=10).text
+            refs = re.findall(r'data-ref="(ops/[^"]+)"', page)
+            assert len(refs) == 2
+            hook.behaviour = lambda n, p: "ok"
+            csrf = csrf_of(page)
+            for action, ref in (("retry", refs[0]), ("drop", refs[1])):
+                done = requests.post(
+                    f"{base}/dead/deliveries/{action}", data={"csrf": csrf, "ref": ref}, timeout=10
+                )
+                assert done.ok, done.text
+        deliver_all(rt)
+        assert len(hook.accepted) == 1 and box.size(rt)["size"] == 0
+    finally:
+        hook.stop()

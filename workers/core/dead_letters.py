@@ -2,9 +2,9 @@
 
 The guard keeps tasks that took their worker down (``wk:dead``); notifications keep messages a
 destination gave up on. The dashboard lists, retries and drops them through this registry
-without importing a stage. A letter is a dict with at least ``ref`` (unique in its box), ``at``
-(when) and ``what`` (one line); ``retry`` and ``drop`` take that ref and return how many
-letters they handled (0: no such letter).
+without importing a stage. A letter is a dict with at least ``ref`` (unique in its box),
+``when`` (UTC text), ``what`` and ``why`` (one line each) and ``retryable``; ``retry`` and
+``drop`` take that ref and return how many letters they handled (0: no such letter).
 """
 
 from __future__ import annotations

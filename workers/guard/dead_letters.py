@@ -38,7 +38,9 @@ def letters(rt: Runtime, count: int) -> list[dict[str, Any]]:
             **row,
             "ref": row.get("id", ""),
             "what": f"{row.get('task')} {row.get('args', '')}",
-            "why": f"took its worker down {row.get('kills')} times ({row.get('reason')})",
+            "when": row.get("at", ""),
+            "why": f"took its worker down {row.get('kills')} times"
+            + (f" ({row['reason']})" if row.get("reason") else ""),
             "retryable": "call" in row,
         }
         for row in rows

@@ -23,6 +23,8 @@ PAGE = 50
 CHUNK = 500
 SCAN_LIMIT = 5000
 TEXT_FIELDS = ("title", "line", "lines", "name", "message", "summary")
+HIDDEN_FIELDS = ("source", "site", "schema", "seq", "location", "location_method", "link", "key")
+"""Shown in their own columns, or only bookkeeping."""
 
 
 @dataclass
@@ -80,13 +82,14 @@ def shown(entry_id: str, fields: dict[str, Any]) -> dict[str, Any]:
     where = ""
     if isinstance(location, dict):
         where = ", ".join(str(location[k]) for k in ("name", "country_code") if location.get(k))
+        if not where and location.get("lat") is not None and location.get("lon") is not None:
+            where = f"{float(location['lat']):.2f}, {float(location['lon']):.2f}"
         if fields.get("location_method"):
             where += f" ({fields['location_method']})"
     details = {
         k: v
         for k, v in fields.items()
-        if k not in (*TEXT_FIELDS, "source", "site", "schema", "seq", "location")
-        and v not in (None, "")
+        if k not in (*TEXT_FIELDS, *HIDDEN_FIELDS) and v not in (None, "", [], {})
     }
     return {
         "id": entry_id,
