@@ -87,6 +87,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"a run is already active under {settings.home_path} "
             f"(pid {running['pid']}); stop it first"
         )
+    if settings.web_port:
+        from workers.ops.web.serve import BindRefused, check_bind, url
+
+        try:
+            check_bind(settings.web_host, settings.web_token)
+        except BindRefused as exc:
+            raise UsageError(f"{exc}; or WATCHKEEPER_WEB_PORT=0 to run without it") from None
     get_client(settings).close()  # Redis must answer before anything starts
     demo = receiver = None
     if args.demo:
@@ -103,6 +110,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(
             f"[demo] sample sources on {demo.base}, TCP listener on 127.0.0.1:{tcp_port}, "
             f"notifications to a local receiver on 127.0.0.1:{receiver.port}"
+            + (
+                f", dashboard on {url(settings.web_host, settings.web_port)}"
+                if settings.web_port
+                else ""
+            )
         )
     else:
         path = find_config(args.config, settings.config)
@@ -248,6 +260,25 @@ def cmd_listen(args: argparse.Namespace) -> int:
     return listen(rt, host, port)
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    from workers.ops.web.serve import BindRefused, check_bind, serve
+
+    settings = Settings.from_env()
+    host = args.host or settings.web_host
+    port = args.port if args.port is not None else settings.web_port
+    try:
+        check_bind(host, settings.web_token)  # before Redis: one line, exit 2
+    except BindRefused as exc:
+        raise UsageError(str(exc)) from None
+    rt = make_runtime(args)
+    from workers import app
+
+    def dispatch(name: str, task_args: list[Any], kwargs: dict[str, Any]) -> Any:
+        return app.send_task(name, args=task_args, kwargs=kwargs)
+
+    return serve(rt, host, port or 9809, dispatch, read_only=args.read_only)
+
+
 def cmd_metrics(args: argparse.Namespace) -> int:
     rt = make_runtime(args)
     from workers.ops.metrics import MetricsUnavailable, serve
@@ -304,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     add_notify_command(sub, make_runtime)
+    p = add("web", cmd_web, "serve the web dashboard (sources, items, dead letters, memory)")
+    p.add_argument("--host", help="address (default WATCHKEEPER_WEB_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default WATCHKEEPER_WEB_PORT, 9809)")
+    p.add_argument("--read-only", action="store_true", help="show everything, offer no actions")
     p = add("metrics", cmd_metrics, "serve Prometheus metrics read from Redis")
     p.add_argument("--host", help="address to bind (default WATCHKEEPER_METRICS_HOST, loopback)")
     p.add_argument("--port", type=int)

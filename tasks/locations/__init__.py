@@ -5,6 +5,7 @@ section.
 """
 
 from tasks.locations import health as health
+from tasks.locations import items as items
 from tasks.locations import tasks as tasks
 from tasks.locations.buffer import coordinates_of, payload
 from tasks.locations.tasks import alerts_handed_over, enqueue_alerts, location_handoff
@@ -14,6 +15,7 @@ __all__ = [
     "coordinates_of",
     "enqueue_alerts",
     "health",
+    "items",
     "location_handoff",
     "payload",
     "tasks",

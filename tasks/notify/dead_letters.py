@@ -8,10 +8,12 @@ names it on the command line.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, cast
 
-from tasks.notify.config import Sink
+from tasks.notify.config import Sink, notify_config
 from tasks.notify.outbox import SinkKeys, sink_keys
+from workers.core.dead_letters import DeadLetterBox, Dispatch, declare_box
 from workers.core.runtime import Runtime
 from workers.store.scripts import Script
 
@@ -53,3 +55,54 @@ def drop(rt: Runtime, sink: Sink, ref: str | None) -> int:
         if json.loads(raw).get("ref") == ref:
             removed += int(rt.redis.lrem(k.dead, 1, raw))
     return removed
+
+
+# --- the dashboard's "deliveries" box (workers.core.dead_letters) ----------------------------
+
+
+def _sinks(rt: Runtime) -> tuple[Sink, ...]:
+    return notify_config(rt.config()).sinks
+
+
+def _split(rt: Runtime, ref: str) -> tuple[Sink, str] | None:
+    name, _, own = ref.partition("/")
+    sink = next((s for s in _sinks(rt) if s.name == name), None)
+    return (sink, own) if sink is not None and own else None
+
+
+def box_letters(rt: Runtime, count: int) -> list[dict[str, Any]]:
+    """Every sink's dead letters, newest first, at most ``count``; refs are ``sink/ref``."""
+    rows = [
+        {
+            **row,
+            "ref": f"{sink.name}/{row.get('ref')}",
+            "what": f"{sink.name} → {row.get('destination')}: {row.get('title', '')}",
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(row.get("at") or 0))),
+            "why": f"{row.get('attempts')} attempts: {row.get('reason', '')}",
+            "retryable": True,
+        }
+        for sink in _sinks(rt)
+        for row in dead_letters(rt, sink, count)
+    ]
+    return sorted(rows, key=lambda r: -float(r.get("at") or 0))[:count]
+
+
+def box_retry(rt: Runtime, ref: str, dispatch: Dispatch) -> int:
+    found = _split(rt, ref)
+    return retry(rt, *found)[0] if found else 0
+
+
+def box_drop(rt: Runtime, ref: str) -> int:
+    found = _split(rt, ref)
+    return drop(rt, *found) if found else 0
+
+
+def box_size(rt: Runtime) -> dict[str, Any]:
+    sinks = _sinks(rt)
+    size = sum(int(rt.redis.llen(sink_keys(rt.settings, s).dead)) for s in sinks)
+    return {"key": "notify:{sink}:dead", "size": size, "cap": rt.settings.notify_max_dead_letters}
+
+
+BOX = declare_box(
+    DeadLetterBox("deliveries", "Deliveries", box_letters, box_retry, box_drop, box_size)
+)

@@ -17,6 +17,7 @@ import re
 import sys
 import tomllib
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Protocol
@@ -36,19 +37,26 @@ class KeySpec:
     bound: str
     group: str
 
-    @property
+    @cached_property
     def fields(self) -> tuple[str, ...]:
         return tuple(re.findall(r"\{(\w+)\}", self.pattern))
 
+    @cached_property
+    def _literals(self) -> tuple[str, ...]:
+        """The text around the ``{field}`` parts (computed once: ``key`` is on hot paths)."""
+        return tuple(re.split(r"\{\w+\}", self.pattern))
+
     def key(self, settings: HasPrefix, *parts: str) -> str:
         """The full key name: ``SEEN.key(settings, "bbc")`` → ``wk:seen:bbc``."""
-        if len(parts) != len(self.fields):
+        literals = self._literals
+        if len(parts) != len(literals) - 1:
             raise ValueError(
-                f"key {self.pattern!r} takes {len(self.fields)} parts, got {len(parts)}"
+                f"key {self.pattern!r} takes {len(literals) - 1} parts, got {len(parts)}"
             )
-        literals = re.split(r"\{\w+\}", self.pattern)
-        filled = [x for pair in zip(literals, parts, strict=False) for x in pair]
-        return settings.prefix + "".join(filled) + literals[-1]
+        out = [settings.prefix, literals[0]]
+        for part, literal in zip(parts, literals[1:], strict=True):
+            out += (part, literal)
+        return "".join(out)
 
     def glob(self, settings: HasPrefix) -> str:
         """A SCAN pattern matching every key of this declaration."""
@@ -86,6 +94,7 @@ HOST_NEXT: KeySpec
 STREAM: KeySpec
 STREAM_SEQ: KeySpec
 MEM_NODE: KeySpec
+MEM_SERIES: KeySpec
 TASK_MEMORY: KeySpec
 KILLS: KeySpec
 DEAD_LETTERS: KeySpec

@@ -116,6 +116,8 @@ class Settings:
     max_worker_kills: int
     memory_guard: int
     memory_check_interval: float
+    memory_series_interval: int
+    memory_series_points: int
     tcp_max_line: int
     tcp_max_buffer: int
     tcp_max_connections: int
@@ -129,6 +131,10 @@ class Settings:
     tcp_shutdown_s: float
     metrics_port: int
     metrics_host: str
+    web_host: str
+    web_port: int
+    web_token: str
+    web_refresh: float
     max_changes: int
     max_health: int
     notify_after_errors: int

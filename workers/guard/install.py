@@ -104,6 +104,7 @@ def _on_task_received(sender: Any = None, request: Any = None, **_: Any) -> None
             args_summary(request.argsrepr, request.kwargsrepr),
             kills,
             node,
+            {"args": request.args, "kwargs": request.kwargs},
         )
     except redis.RedisError as exc:  # without Redis the task runs: losing work is worse
         log.warning(

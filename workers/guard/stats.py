@@ -29,9 +29,12 @@ from workers.core import keys
 from workers.core.settings import Settings
 from workers.store.lists import CappedList
 from workers.store.scripts import Script, execute
+from workers.store.series import queue_point
 
 RECYCLE_REASONS = ("memory", "max_tasks", "hard", "lost")
 ARGS_SUMMARY_CHARS = 200
+CALL_CHARS = 4096
+"""Largest task call (args and kwargs as JSON) a dead letter keeps to send it again."""
 STATUS_SCAN_LIMIT = 1000
 
 _TASK_STATS = Script("workers.guard", "task_stats")
@@ -75,6 +78,17 @@ def args_summary(args: Any, kwargs: Any) -> str:
     """A short, bounded description of a task's arguments for the dead-letter list."""
     text = f"{args!s} {kwargs!s}" if kwargs not in (None, "", "{}", {}) else f"{args!s}"
     return text if len(text) <= ARGS_SUMMARY_CHARS else text[: ARGS_SUMMARY_CHARS - 1] + "…"
+
+
+def call_record(call: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``{"args": [...], "kwargs": {...}}`` if it is JSON within ``CALL_CHARS``, else None."""
+    if call is None:
+        return None
+    try:
+        text = json.dumps({"args": list(call["args"]), "kwargs": dict(call["kwargs"])})
+    except (TypeError, ValueError, KeyError):
+        return None
+    return json.loads(text) if len(text) <= CALL_CHARS else None
 
 
 @dataclass
@@ -127,6 +141,33 @@ class MemoryStore:
             pipe.expire(self.node_key(node), ttl)
         execute(pipe)
 
+    def series_key(self, process: str) -> str:
+        return keys.MEM_SERIES.key(self.settings, process)
+
+    def add_point(self, node: str, record: Mapping[str, Any]) -> None:
+        """One point of the node's memory series: parent and children USS (RSS where USS is
+        unreadable), the recycle counters so far (the chart marks where they grew) and Redis's
+        ``used_memory`` as this node saw it."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.node_key(node))
+        pipe.info("memory")
+        counters, info = pipe.execute()
+
+        def mem(proc: Mapping[str, Any]) -> Any:
+            return proc.get("uss_mb") if proc.get("uss_mb") is not None else proc.get("rss_mb")
+
+        point = {
+            "t": round(time.time(), 1),
+            "parent": mem(record),
+            "children": {str(c["pid"]): mem(c) for c in record.get("children", [])},
+            "recycles": {r: int(counters.get(f"recycles:{r}", 0)) for r in RECYCLE_REASONS},
+            "redis_mb": round(int(info.get("used_memory", 0)) / 1048576, 2),
+        }
+        s = self.settings
+        pipe = self.client.pipeline(transaction=False)
+        queue_point(pipe, self.series_key(node), point, s.memory_series_points, s.state_ttl)
+        pipe.execute()
+
     def count(self, node: str, counter: str, by: int = 1) -> None:
         key = self.node_key(node)
         pipe = self.client.pipeline(transaction=False)
@@ -170,10 +211,18 @@ class MemoryStore:
         return self.client.hgetall(self.kills_key(task_id))  # type: ignore[return-value]
 
     def dead_letter(
-        self, task_id: str, name: str, args: str, kills: Mapping[str, str], node: str
+        self,
+        task_id: str,
+        name: str,
+        args: str,
+        kills: Mapping[str, str],
+        node: str,
+        call: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """Quarantine a task; ``call`` (its args and kwargs) is kept when it is JSON and short,
+        so the task can be sent again (the dashboard's "retry")."""
         mem = kills.get("last_mem_mb")
-        record = {
+        record: dict[str, Any] = {
             "task": name,
             "id": task_id,
             "args": args,
@@ -184,5 +233,8 @@ class MemoryStore:
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "ts": round(time.time(), 3),
         }
+        kept = call_record(call)
+        if kept is not None:
+            record["call"] = kept
         self.dead_letters().push(record)
         return record

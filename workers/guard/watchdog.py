@@ -20,6 +20,7 @@ from workers.core.settings import Settings
 from workers.guard.measure import Reading, _round, over_limit, read_memory
 from workers.guard.stats import args_summary
 from workers.guard.task_guard import PUBLISH_INTERVAL, TaskGuard, _store
+from workers.store.series import Every
 
 log = logging.getLogger("watchkeeper.memory")
 
@@ -49,6 +50,7 @@ class Watchdog:
     last_seen: dict[int, float] = field(default_factory=dict)
     _procs: dict[int, psutil.Process] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _series: Every | None = None
     _thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -163,4 +165,9 @@ class Watchdog:
         }
         if self.task_guard is not None:
             record["tasks"] = self.task_guard.tasks
-        _store().publish_parent(self.node, record, [c["pid"] for c in children])
+        store = _store()
+        store.publish_parent(self.node, record, [c["pid"] for c in children])
+        if self._series is None:
+            self._series = Every(self.settings.memory_series_interval)
+        if self._series.due():
+            store.add_point(self.node, record)

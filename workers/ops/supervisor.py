@@ -89,6 +89,8 @@ class Child:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    optional: bool = False
+    """Exiting too often stops only this child (the dashboard), not the run."""
     _log: IO[bytes] | None = field(default=None, repr=False)
 
     def start(self, env: dict[str, str]) -> None:
@@ -171,6 +173,9 @@ def child_commands(
         children.append(
             Child("listener", [py, "-m", "workers.cli", "listen"], logs / "listener.log")
         )
+    if settings.web_port:
+        web = [py, "-m", "workers.cli", "web"]
+        children.append(Child("web", web, logs / "web.log", optional=True))
     return children
 
 
@@ -241,6 +246,8 @@ class Supervisor:
             for child in self.children:
                 if not child.alive():
                     code = child.proc.returncode if child.proc else None
+                    if child.optional and child.restarts >= 5:
+                        continue  # given up on; reported when it last exited
                     if child.restarts >= 5:
                         print(
                             f"[run] {child.name} exited ({code}) too often; stopping",

@@ -31,10 +31,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import psutil
+
 from workers.core import keys
 from workers.core.connection import client_kwargs, resolve_url
 from workers.core.runtime import Runtime
 from workers.core.settings import Settings
+from workers.store.series import Every, queue_point
 from workers.tcp.stats import (
     RUNNING_TTL_S,
     STATS_INTERVAL_S,
@@ -265,6 +268,7 @@ class Listener:
         self.say = _LogLimiter()
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
+        self._series = Every(settings.memory_series_interval)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -545,6 +549,22 @@ class Listener:
         self.stats.queue_bytes = self.queue.bytes
         self.stats.paused = self.paused
         await publish(self.client, keys.TCP_STATS.key(self.settings), self.stats, ttl)
+        if self._series.due():
+            await self._publish_point()
+
+    async def _publish_point(self) -> None:
+        """One point of the listener's memory series (USS; RSS where USS is unreadable)."""
+        me = psutil.Process()
+        try:
+            mb = me.memory_full_info().uss / 1048576
+        except (psutil.AccessDenied, AttributeError, NotImplementedError):
+            mb = me.memory_info().rss / 1048576
+        s = self.settings
+        pipe = self.client.pipeline(transaction=False)
+        point = {"t": round(time.time(), 1), "listener": round(mb, 2), "lines": self.stats.lines}
+        key = keys.MEM_SERIES.key(s, "listener")
+        queue_point(pipe, key, point, s.memory_series_points, s.state_ttl)
+        await pipe.execute()
 
     async def _publish_loop(self) -> None:
         while True:

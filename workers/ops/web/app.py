@@ -1,0 +1,204 @@
+"""The dashboard's routes: pages, the fragments they refresh live, and the actions.
+
+Every page is server-rendered (Jinja2); htmx swaps in a fresh fragment of each table every
+``WATCHKEEPER_WEB_REFRESH`` seconds, and the memory page redraws its uPlot charts from
+``/api/memory``. Both libraries are vendored under ``static/`` (no CDN: works offline). All
+state is read from Redis per request, as ``watchkeeper status`` reads it: the dashboard holds
+none, so any number of them can run. Actions are POSTs (``auth`` checks login and CSRF).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+import workers.guard.dead_letters
+import workers.ops.status  # noqa: F401 (declare the tasks box and the runtime's sections)
+from workers.core.dead_letters import BOXES, Dispatch
+from workers.core.runtime import Runtime
+from workers.core.sources_file import ConfigError
+from workers.core.status_sections import SECTIONS
+from workers.ops.web.auth import COOKIE, Access, Guard
+from workers.ops.web.items import STREAMS, read_page
+from workers.ops.web.memory import memory_data
+from workers.ops.web.sources import source_rows
+from workers.polling.kinds import KINDS
+from workers.polling.pause import set_paused
+
+log = logging.getLogger("watchkeeper.web")
+HERE = Path(__file__).parent
+PANELS = ("locations", "tcp")
+"""Status sections shown beside the memory charts (location buffer health, TCP counters)."""
+PANEL_HIDDEN = ("keys.", "limits.")
+"""Rows of those sections left to ``watchkeeper status`` (key names and fixed limits)."""
+DEAD_SHOWN = 50
+
+
+def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """A status section as ``(dotted name, value)`` rows, for a generic table."""
+    if isinstance(value, dict):
+        rows: list[tuple[str, Any]] = []
+        for k, v in value.items():
+            rows += flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return rows
+    if isinstance(value, list):
+        return [(prefix, ", ".join(str(v) for v in value[:10]) if value else "-")]
+    return [(prefix, value)]
+
+
+class Dashboard:
+    """The endpoints, sharing the runtime, the access rules and the templates."""
+
+    def __init__(self, rt: Runtime, dispatch: Dispatch, access: Access) -> None:
+        self.rt, self.dispatch, self.access = rt, dispatch, access
+        self.templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+    def render(self, request: Request, name: str, status_code: int = 200, **ctx: Any) -> Response:
+        ctx.update(
+            csrf=self.access.csrf,
+            read_only=self.access.read_only,
+            refresh=self.rt.settings.web_refresh,
+            login=bool(self.access.token),
+            path=request.url.path,
+        )
+        return self.templates.TemplateResponse(request, name, ctx, status_code=status_code)
+
+    def login_page(self, request: Request, status_code: int) -> Response:
+        return self.render(request, "login.html", status_code, error=False)
+
+    def page(self, request: Request, full: str, fragment: str, **ctx: Any) -> Response:
+        """The whole page, or only its live part when htmx asks for it."""
+        return self.render(request, fragment if request.headers.get("hx-request") else full, **ctx)
+
+    # --- pages and their live fragments ---------------------------------------------------
+
+    async def index(self, request: Request) -> Response:
+        return RedirectResponse("/sources", status_code=303)
+
+    async def sources(self, request: Request) -> Response:
+        return self.page(request, "sources.html", "_sources.html", rows=source_rows(self.rt))
+
+    async def items(self, request: Request) -> Response:
+        q = request.query_params
+        stream = q.get("stream", "alerts") if q.get("stream") in STREAMS else "alerts"
+        found = read_page(self.rt, stream, q.get("q", ""), q.get("before", ""))
+        return self.page(request, "items.html", "_items.html", page=found, streams=STREAMS)
+
+    async def dead(self, request: Request) -> Response:
+        boxes = []
+        for box in BOXES:
+            try:
+                boxes.append((box, box.list(self.rt, DEAD_SHOWN), box.size(self.rt), ""))
+            except Exception as exc:  # one broken box never hides the others
+                boxes.append((box, [], {}, f"{type(exc).__name__}: {exc}"))
+        return self.page(request, "dead.html", "_dead.html", boxes=boxes)
+
+    async def memory(self, request: Request) -> Response:
+        panels = []
+        for name in PANELS:
+            section = SECTIONS.get(name)
+            if section is None:
+                continue
+            try:
+                rows = flatten(section.collect(self.rt))
+                panels.append((name, [r for r in rows if not r[0].startswith(PANEL_HIDDEN)]))
+            except Exception as exc:  # a failing section shows its error, the page stays
+                panels.append((name, [("error", f"{type(exc).__name__}: {exc}")]))
+        return self.page(request, "memory.html", "_panels.html", panels=panels)
+
+    async def memory_api(self, request: Request) -> Response:
+        return JSONResponse(memory_data(self.rt))
+
+    # --- actions --------------------------------------------------------------------------
+
+    @staticmethod
+    def done(request: Request, to: str, message: str) -> Response:
+        """htmx: a message and a ``refresh`` event (the tables reload); a plain form: back."""
+        log.info("[web] %s", message)
+        if request.headers.get("hx-request"):
+            return Response(message, headers={"HX-Trigger": "refresh"})
+        return RedirectResponse(to, status_code=303)
+
+    async def source_action(self, request: Request) -> Response:
+        source = self.rt.config().get(request.path_params["name"])
+        action = request.path_params["action"]
+        if source is None or action not in ("pause", "resume", "check"):
+            return Response("no such source or action", status_code=404)
+        if action == "check":
+            self.dispatch(KINDS[source.kind].task, [source.name], {"force": True})
+        else:
+            set_paused(self.rt.redis, self.rt.settings, source, action == "pause")
+        return self.done(request, "/sources", f"{source.name}: {action}")
+
+    async def dead_action(self, request: Request) -> Response:
+        box = BOXES.get(request.path_params["box"])
+        action = request.path_params["action"]
+        ref = str((await request.form()).get("ref", ""))
+        if box is None or not ref or action not in ("retry", "drop"):
+            return Response("no such dead letter", status_code=404)
+        try:
+            handled = (
+                box.retry(self.rt, ref, self.dispatch)
+                if action == "retry"
+                else box.drop(self.rt, ref)
+            )
+        except ValueError as exc:
+            return Response(str(exc), status_code=409)
+        if not handled:
+            return Response("no such dead letter", status_code=404)
+        return self.done(request, "/dead", f"dead letter {box.name} {ref}: {action}")
+
+    async def login(self, request: Request) -> Response:
+        if request.method == "GET":
+            return self.login_page(request, 200)
+        form = await request.form()
+        if not self.access.token_matches(str(form.get("token", ""))):
+            return self.render(request, "login.html", 401, error=True)
+        response = RedirectResponse("/sources", status_code=303)
+        response.set_cookie(
+            COOKIE,
+            self.access.session,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+
+def create_app(
+    rt: Runtime, dispatch: Dispatch, *, token: str = "", read_only: bool = False
+) -> Starlette:
+    """The ASGI app. ``dispatch`` sends a Celery task by name ("check now", retry)."""
+    access = Access(token=token, read_only=read_only)
+    d = Dashboard(rt, dispatch, access)
+    routes = [
+        Route("/", d.index),
+        Route("/sources", d.sources),
+        Route("/items", d.items),
+        Route("/dead", d.dead),
+        Route("/memory", d.memory),
+        Route("/api/memory", d.memory_api),
+        Route("/login", d.login, methods=["GET", "POST"]),
+        Route("/sources/{name}/{action}", d.source_action, methods=["POST"]),
+        Route("/dead/{box}/{action}", d.dead_action, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+    guard = Middleware(Guard, access=access, login_page=d.login_page)
+    return Starlette(
+        routes=routes, middleware=[guard], exception_handlers={ConfigError: config_problem}
+    )
+
+
+async def config_problem(request: Request, exc: Exception) -> Response:
+    """A broken sources file (edited while running): its problems, one a line, not a trace."""
+    problems = getattr(exc, "problems", None) or [str(exc)]
+    return PlainTextResponse("\n".join(problems) + "\n", status_code=503)

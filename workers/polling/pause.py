@@ -1,0 +1,30 @@
+"""Pause and resume a source (the dashboard): ``paused`` = "1" in its state hash.
+
+Scheduled polls skip a paused source at claim (``workers.polling.poll``), so beat's entries
+keep firing but do nothing; "check now" still polls it. While paused the state hash has no
+TTL — a paused source is never polled, so nothing would refresh it and the pause would expire
+with it; cleanup deletes the hash when the source leaves the sources file. Resuming restores
+the TTL and makes the source due at once.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from workers.core import keys
+from workers.core.settings import Settings
+from workers.core.sources_file import Source
+from workers.polling.state import state_ttl
+
+
+def set_paused(client: redis.Redis, settings: Settings, source: Source, paused: bool) -> None:
+    key = keys.SOURCE_STATE.key(settings, source.name)
+    pipe = client.pipeline(transaction=True)
+    if paused:
+        pipe.hset(key, "paused", "1")
+        pipe.persist(key)
+    else:
+        pipe.hdel(key, "paused")
+        pipe.hset(key, "next_check", "0")
+        pipe.expire(key, state_ttl(settings, source))
+    pipe.execute()
