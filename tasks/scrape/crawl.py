@@ -12,6 +12,7 @@ import redis
 from tasks.scrape.extract import Extracted, NotHTML, PageResult, extract_page
 from tasks.scrape.robots import RobotsRules, RobotsUnavailable
 from tasks.scrape.source import SiteSource
+from workers.core.redact import without_credentials
 from workers.core.settings import Settings
 from workers.polling.errors import FetchError, SourceError
 from workers.polling.fetch import FetchResult, fetch
@@ -48,7 +49,7 @@ class Crawl(Extracted):
                 self.duplicates += 1
                 continue
             self._ids.add(listing["id"])
-            self.listings.append({**listing, "page": page.url})
+            self.listings.append({**listing, "page": without_credentials(page.url)})
 
     @property
     def status(self) -> str:

@@ -24,6 +24,7 @@ from urllib.parse import urldefrag, urljoin
 from bs4 import BeautifulSoup, Tag
 
 from tasks.scrape.price import parse_price
+from workers.core.redact import without_credentials
 
 URL_ATTRS = frozenset({"href", "src", "action", "data-href", "data-src", "data-url", "poster"})
 ATTR_RE = re.compile(r"^[A-Za-z_:][-A-Za-z0-9_:.]*$")
@@ -181,7 +182,9 @@ def extract_page(
     check_html(content_type, body)
     soup = BeautifulSoup(body, "lxml", from_encoding=charset_of(content_type))
     try:
-        result = extract_listings(soup, page_url, item, fields, id_field, price_field, max_chars)
+        # Links in listings are data: resolved against the page URL without its credentials.
+        public = without_credentials(page_url)
+        result = extract_listings(soup, public, item, fields, id_field, price_field, max_chars)
         result.next_url = next_page_url(soup, page_url, next_page)
         return result
     finally:

@@ -27,6 +27,7 @@ from tasks.scrape.history import history
 from tasks.scrape.robots import RobotsCache, rules_for_run
 from tasks.scrape.source import SiteSource, read_site
 from workers.core.clock import iso, now_iso
+from workers.core.redact import redact_text
 from workers.core.runtime import Runtime, get_runtime
 from workers.polling.kinds import Collected, Item, SourceKind, declare_kind
 from workers.polling.poll import MAX_MESSAGE, poll_by_name, poll_source
@@ -77,14 +78,14 @@ def collected_from_crawl(
     return Collected(
         crawl.status,
         items,
-        error="; ".join(crawl.errors) or None,
-        warning=crawl.warnings[0] if crawl.warnings else None,
+        error=redact_text("; ".join(crawl.errors)) or None,
+        warning=redact_text(crawl.warnings[0]) if crawl.warnings else None,
         http_status=crawl.http_status,
         retry_after=crawl.retry_after,
         bad=crawl.missing_id,
         extra={
             "pages": crawl.pages,
-            "warnings": [m[:MAX_MESSAGE] for m in crawl.warnings],
+            "warnings": [redact_text(m)[:MAX_MESSAGE] for m in crawl.warnings],
             "missing_id": crawl.missing_id,
             "incomplete": crawl.incomplete,
             "duplicates_on_pages": crawl.duplicates,

@@ -98,3 +98,24 @@ def test_a_url_without_secrets_comes_back_unchanged():
 
     for url in ("redis+socket:///tmp/wk/redis.sock", "unix:///run/redis.sock", "redis://h:1/0"):
         assert redact_url(url) == url
+
+
+def test_site_credentials_stay_out_of_listings_warnings_and_status(runtime, http_server, caplog):
+    # The faults run found them in each listing's `page` and resolved links, and in the
+    # "matched nothing" warning of a later page.
+    from tests.integration.test_scrape import card, html_route, listing_html, site_toml
+
+    html_route(http_server, "/l", listing_html(card("w1"), card("w2"), next_href="/l2?x=1"))
+    html_route(http_server, "/l2", "<!doctype html><html><body>nothing</body></html>")
+    base = http_server.url("/").replace("http://", f"http://watch:{TOKEN}@").rstrip("/")
+    runtime.settings = replace(runtime.settings, host_delay=0.0)
+    rt = runtime.use_config(site_toml("shop", f"{base}/l?api_key={KEY}", max_pages=3))
+    caplog.set_level(logging.DEBUG)
+    result = poll_now(rt, rt.config().get("shop"))
+    entries = [f for _, f in rt.redis.xrange("wk:stream:listings")]
+    assert len(entries) == 2 and "/watch/w1" in json.dumps(entries)
+    shown = _everything_shown(rt) + caplog.text + json.dumps(entries) + json.dumps(result)
+    shown += json.dumps(rt.redis.lrange("wk:history:shop", 0, -1))
+    for secret in (TOKEN, KEY):
+        at = shown.find(secret)
+        assert at < 0, shown[max(0, at - 300) : at + 50]

@@ -44,6 +44,17 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+def without_credentials(url: str) -> str:
+    """``url`` fit to store as data (a listing's page or link): no user info at all, and
+    secret-looking query values masked."""
+    masked = redact_url(url)
+    parts = urlsplit(masked)
+    if "@" not in parts.netloc:
+        return masked
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
 def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
     """Free text (an error message quoting URLs) with URL credentials and given secrets masked."""
     out = re.sub(
