@@ -99,8 +99,8 @@ RUN_ENV = {
     "WATCHKEEPER_HOST_CONCURRENCY": "4",
     "WATCHKEEPER_HTTP_CONNECT_TIMEOUT": "2",
     "WATCHKEEPER_HTTP_READ_TIMEOUT": "5",
-    "WATCHKEEPER_TASK_TIME_LIMIT": "20",
-    "WATCHKEEPER_VISIBILITY_TIMEOUT": "30",
+    "WATCHKEEPER_TASK_TIME_LIMIT": "30",
+    "WATCHKEEPER_VISIBILITY_TIMEOUT": "60",
     "WATCHKEEPER_LOCATION_LEASE": str(LEASE_S),
     "WATCHKEEPER_LOCATION_FLUSH_INTERVAL": "1",
     "MOONSHOT_MAX_ALERT_BATCH_AGE": str(BATCH_AGE_S),
@@ -509,47 +509,46 @@ def status_output(run: Run, cluster: Cluster) -> tuple[str, list[str]]:
 # --- the run ----------------------------------------------------------------------------------
 
 
-def execute(plan: Plan, keep: bool, out_path: Path) -> int:
-    if os.geteuid() != 0:
-        print("faults: needs root (network namespaces)", file=sys.stderr)
-        return 2
-    run_dir = Path(tempfile.mkdtemp(prefix="wk-faults-"))
-    run = Run(plan, run_dir)
-    cluster: Cluster | None = None
-    sources: FaultSources | None = None
-    collector: Collector | None = None
-    sampler: MemorySampler | None = None
-    result: dict[str, Any] = {"ok": False}
-    interrupted = False
+class FaultRun:
+    """One run in phases: set up the hosts, inject, drain, check, tear down (always)."""
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.run_dir = Path(tempfile.mkdtemp(prefix="wk-faults-"))
+        self.run = Run(plan, self.run_dir)
+        self.config = self.run_dir / "sources.toml"
+        self.cluster: Cluster | None = None
+        self.sources: FaultSources | None = None
+        self.collector: Collector | None = None
+        self.sampler: MemorySampler | None = None
+        self.result: dict[str, Any] = {}
 
-    signal.signal(signal.SIGTERM, interrupt)
-    try:
+    # phases ----------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        run = self.run
         run.net.create()
-        config = run_dir / "sources.toml"
         enter(run.net.ns("src"))  # the HTTP server and the TCP sender live on the sources host
-        sources = FaultSources(RATES, run.net.address["src"], run.token, WINDOW_S)
-        config.touch(mode=0o600)
-        config.write_text(
+        self.sources = sources = FaultSources(RATES, run.net.address["src"], run.token, WINDOW_S)
+        self.config.touch(mode=0o600)
+        self.config.write_text(
             sources.config_toml(TCP_PORT).replace(
                 'host = "127.0.0.1"', f'host = "{run.net.address["tcp"]}"'
             )
         )
         sources.start()
         enter(run.net.ns("obs"))  # everything else this process does, it does as the observer
-        env = environment(run, config)
-        settings = Settings.from_env(env)
-        url = env["REDIS_URL"]
-        cluster = Cluster(run.net, env, run_dir, redis_conf(run))
+        self.env = environment(run, self.config)
+        self.settings = Settings.from_env(self.env)
+        self.url = self.env["REDIS_URL"]
+        self.cluster = cluster = Cluster(run.net, self.env, self.run_dir, redis_conf(run))
         cluster.start("redis")
-        wait_for("redis", lambda: redis_up(url), 30)
-        client = redis.Redis.from_url(url, socket_timeout=5, retry_on_timeout=True)
-        base_memory = int(client.info("memory")["used_memory"])
-        stream_keys = {name: keys.STREAM.key(settings, name) for name in STREAMS}
-        collector = Collector(url, stream_keys).start()
-        sampler = MemorySampler(url).start()
+        wait_for("redis", lambda: redis_up(self.url), 30)
+        self.client = redis.Redis.from_url(self.url, socket_timeout=5, retry_on_timeout=True)
+        self.base_memory = int(self.client.info("memory")["used_memory"])
+        stream_keys = {name: keys.STREAM.key(self.settings, name) for name in STREAMS}
+        self.collector = Collector(self.url, stream_keys).start()
+        self.sampler = MemorySampler(self.url).start()
         for host in ("w1", "w2", "beat", "tcp"):
             cluster.start(host)
         for host in ("w1", "w2"):
@@ -558,105 +557,129 @@ def execute(plan: Plan, keep: bool, out_path: Path) -> int:
         enter(run.net.ns("src"))
         sources.send_tcp("listener", run.net.address["tcp"], TCP_PORT)
         enter(run.net.ns("obs"))
-        started_wall = time.time() - run.t()
+        self.started_wall = time.time() - run.t()
         print(
-            f"[faults] run dir {run_dir}; seed {plan.seed}; {plan.faults} faults of each of "
-            f"{len(KINDS)} kinds over {plan.inject_s:.0f} s; hosts "
+            f"[faults] run dir {self.run_dir}; seed {self.plan.seed}; {self.plan.faults} faults "
+            f"of each of {len(KINDS)} kinds over {self.plan.inject_s:.0f} s; hosts "
             + ", ".join(f"{h}={a}" for h, a in run.net.address.items()),
             flush=True,
         )
-        injector = Injector(run, cluster, url)
+
+    def inject(self) -> None:
+        assert self.cluster is not None
+        run, cluster = self.run, self.cluster
+        injector = Injector(run, cluster, self.url)
         injector.start(offset=run.t() + 5)
-        sample_until = run.t() + plan.inject_s + 5
-        while run.t() < sample_until or not injector.join(0):
+        until = run.t() + self.plan.inject_s + 5
+        while run.t() < until or not injector.join(0):
             cluster.note_pool()
             time.sleep(1.0)
-            if run.t() > sample_until + plan.inject_s:  # a lane is stuck: stop waiting for it
+            if run.t() > until + self.plan.inject_s:  # a lane is stuck: stop waiting for it
                 run.errors.append("fault lanes did not finish in twice the planned time")
                 run.stop.set()
                 break
-        # the end: every host up, then no new items, then let it drain
-        for host in ("w1", "w2"):
+        for host in ("w1", "w2"):  # every host up again for the drain
             run.net.link(host, up=True)
             if not cluster.procs[host].alive():
                 cluster.start(host)
         if not cluster.procs["redis"].alive():
             cluster.start("redis")
-        wait_for("redis", lambda: redis_up(url), 30)
-        sources.freeze()
+        wait_for("redis", lambda: redis_up(self.url), 30)
+
+    def drain(self) -> dict[str, set[str]]:
+        """No new items; wait until every served item is written and every alert located."""
+        assert self.sources is not None and self.collector is not None
+        self.sources.freeze()
         time.sleep(1.0)
-        sources.stop_tcp()
-        drain_deadline = time.monotonic() + plan.drain_s
-        expected = expected_items(sources)
-        while time.monotonic() < drain_deadline:
-            expected = expected_items(sources)
+        self.sources.stop_tcp()
+        deadline = time.monotonic() + self.plan.drain_s
+        while time.monotonic() < deadline:
+            expected = expected_items(self.sources)
             with contextlib.suppress(redis.RedisError):
-                if missing_count(collector, expected) == 0 and unlocated(client, settings) == 0:
+                if (
+                    missing_count(self.collector, expected) == 0
+                    and unlocated(self.client, self.settings) == 0
+                ):
                     break
             time.sleep(1.0)
         time.sleep(2.0)  # a last pass of the collector
-        expected = expected_items(sources)
+        return expected_items(self.sources)
+
+    def check(self, expected: dict[str, set[str]]) -> None:
+        assert self.sources is not None and self.collector is not None
+        assert self.cluster is not None and self.sampler is not None
+        run, cluster, sources = self.run, self.cluster, self.sources
         uncertain = {str(n) for a, b in sources.tcp_uncertain for n in range(a, b)}
-        checks = item_checks(collector, expected, uncertain, run, started_wall)
-        # secrets visible while it runs: key names and what `status` prints
-        n_keys, key_findings = scan_keys(client, needles(run.password, run.token))
+        checks = item_checks(self.collector, expected, uncertain, run, self.started_wall)
+        secrets_ = needles(run.password, run.token)
+        n_keys, leaks = scan_keys(self.client, secrets_)
         status_text, status_problems = status_output(run, cluster)
-        status_findings = scan_text(
-            "watchkeeper status", status_text, needles(run.password, run.token)
-        )
-        # stop everything, Redis last
-        stopped_cleanly = {}
-        for host in ("beat", "beat2", "w1", "w2", "tcp"):
-            stopped_cleanly[host] = cluster.procs[host].stop(timeout=30)
-        collector.stop()
-        sampler.stop()
-        stopped_cleanly["redis"] = cluster.procs["redis"].stop(timeout=30)
+        leaks += scan_text("watchkeeper status", status_text, secrets_)
+        stopped = {
+            h: cluster.procs[h].stop(timeout=30) for h in ("beat", "beat2", "w1", "w2", "tcp")
+        }
+        self.collector.stop()
+        self.sampler.stop()
+        stopped["redis"] = cluster.procs["redis"].stop(timeout=30)  # Redis last
         sources.stop()
         time.sleep(1.0)
         left = cluster.left()
         in_netns = {k: v for k, v in run.net.pids().items() if v}
-        file_findings = scan_files(run_dir, needles(run.password, run.token), allowed=[config])
-        budget = memory_budget(settings, base_memory, sources=len(FEEDS) + 2)
-        result = assemble(
-            run, plan, checks, cluster, sources, sampler, budget, left, in_netns,
-            stopped_cleanly, key_findings + status_findings + file_findings, n_keys,
-            status_problems, status_text,
+        leaks += scan_files(self.run_dir, secrets_, allowed=[self.config])
+        budget = memory_budget(self.settings, self.base_memory, sources=len(FEEDS) + 2)
+        self.result = assemble(
+            run, self.plan, checks, cluster, sources, self.sampler, budget, left, in_netns,
+            stopped, leaks, n_keys, status_problems, status_text,
         )  # fmt: skip
-    except KeyboardInterrupt:
-        interrupted = True
-        print("[faults] interrupted; cleaning up", flush=True)
-    except Exception as exc:
-        run.errors.append(f"run aborted: {type(exc).__name__}: {exc}")
-        print(f"[faults] aborted: {exc}", flush=True)
-    finally:
-        run.stop.set()
-        for part in (collector, sampler):
+
+    def teardown(self) -> None:
+        """Whatever happened: every process we started, and every namespace, gone."""
+        self.run.stop.set()
+        for part in (self.collector, self.sampler, self.sources):
             if part is not None:
                 with contextlib.suppress(Exception):
                     part.stop()
-        if sources is not None:
-            with contextlib.suppress(Exception):
-                sources.stop()
-        if cluster is not None:
-            for proc in cluster.procs.values():
+        if self.cluster is not None:
+            for proc in self.cluster.procs.values():
                 with contextlib.suppress(Exception):
                     proc.kill(signal.SIGKILL)
                     proc.reap()
-        killed = run.net.destroy()
-        if killed and result.get("processes") is not None:
-            result["processes"]["killed_at_cleanup"] = killed
-    if interrupted:
+        killed = self.run.net.destroy()
+        if killed and "processes" in self.result:
+            self.result["processes"]["killed_at_cleanup"] = killed
+
+
+def execute(plan: Plan, keep: bool, out_path: Path) -> int:
+    if os.geteuid() != 0:
+        print("faults: needs root (network namespaces)", file=sys.stderr)
+        return 2
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    fr = FaultRun(plan)
+    try:
+        fr.setup()
+        fr.inject()
+        fr.check(fr.drain())
+    except KeyboardInterrupt:
+        fr.teardown()  # (again in finally: idempotent)
+        print("[faults] interrupted; everything started was stopped", flush=True)
         return 130
-    if not result.get("checks_ran"):
-        result = {"ok": False, "errors": run.errors, "faults": run.counts()}
-        print("\n".join(run.errors), file=sys.stderr)
+    except Exception as exc:
+        fr.run.errors.append(f"run aborted: {type(exc).__name__}: {exc}")
+        print(f"[faults] aborted: {exc}", flush=True)
+    finally:
+        fr.teardown()
+    result = fr.result or {"ok": False, "errors": fr.run.errors, "faults": fr.run.counts()}
     report(result)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps({**result, "machine": machine()}, indent=2) + "\n")
     if keep or not result["ok"]:
-        print(f"[faults] run directory kept: {run_dir}")
+        print(f"[faults] run directory kept: {fr.run_dir}")
     else:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(fr.run_dir, ignore_errors=True)
     return 0 if result["ok"] else 1
 
 

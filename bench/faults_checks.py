@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import re
 import threading
 import time
@@ -199,9 +198,22 @@ def scan_files(root: Path, secrets: dict[str, str], allowed: Iterable[Path]) -> 
             if hits and mode & 0o077:
                 found.append(f"{path.relative_to(root)}: holds secrets and is mode {mode:o}")
             continue
+        text = data.decode(errors="replace")
         for name in hits:
-            found.append(f"{path.relative_to(root)}: {name}")
+            found.append(
+                f"{path.relative_to(root)}: {name} ({text.count(secrets[name])}x), first in: "
+                + context(text, secrets[name], secrets)
+            )
     return found
+
+
+def context(text: str, secret: str, secrets: dict[str, str], width: int = 160) -> str:
+    """Where ``secret`` first occurs in ``text``, with every secret masked by its name."""
+    i = text.find(secret)
+    snippet = text[max(0, i - width) : i + len(secret) + 40]
+    for name, s in secrets.items():
+        snippet = snippet.replace(s, f"<{name}>")
+    return repr(snippet)
 
 
 def scan_keys(client: redis.Redis, secrets: dict[str, str]) -> tuple[int, list[str]]:
@@ -218,8 +230,8 @@ def scan_keys(client: redis.Redis, secrets: dict[str, str]) -> tuple[int, list[s
 
 
 def scan_text(label: str, text: str, secrets: dict[str, str]) -> list[str]:
-    return [f"{label}: {what}" for what, s in secrets.items() if s in text]
-
-
-def mode_of(path: Path) -> str:
-    return f"{os.stat(path).st_mode & 0o777:o}"
+    return [
+        f"{label}: {what} ({text.count(s)}x), first in: {context(text, s, secrets)}"
+        for what, s in secrets.items()
+        if s in text
+    ]

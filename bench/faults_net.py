@@ -118,9 +118,11 @@ def netns_exists(name: str) -> bool:
 
 
 def netns_pids(name: str) -> list[int]:
-    """Processes in namespace ``name`` other than this one (the controller lives in one)."""
-    out = ip("netns", "pids", name, check=False)
-    return [int(p) for p in out.split() if p.isdigit() and int(p) != os.getpid()]
+    """Processes in namespace ``name`` but this one (the controller lives in one) and the
+    ``ip`` asking (it runs where the controller is)."""
+    proc = subprocess.Popen(["ip", "netns", "pids", name], stdout=subprocess.PIPE, text=True)
+    out, _ = proc.communicate(timeout=30)
+    return [int(p) for p in out.split() if p.isdigit() and int(p) not in (os.getpid(), proc.pid)]
 
 
 def kill_inside(names: list[str]) -> list[str]:
