@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -68,8 +69,10 @@ from bench.faults_hosts import ROOT, Cluster
 from bench.faults_net import Network, enter
 from bench.faults_sources import FaultSources
 from bench.soak_sources import FEEDS, Rates
+from tasks.locations.buffer import LocKeys
 from workers.core import keys
 from workers.core.settings import Settings
+from workers.store.seen import short_hash
 
 HOSTS = ("redis", "w1", "w2", "beat", "beat2", "tcp", "src", "obs")
 KINDS = (
@@ -85,6 +88,7 @@ TCP_PORT = 5140
 LEASE_S = 2
 BATCH_AGE_S = 4
 WINDOW_S = 120.0
+READY_WAIT_S = 20.0
 RATES = Rates(feed=1.5, log=4.0, listing=1.0, tcp=8.0)
 
 #: Small caps and ages so that they are reached, and faults longer than them fit in minutes.
@@ -151,6 +155,7 @@ class Run:
     token: str = field(default_factory=lambda: "tk" + secrets.token_hex(12))
     events: list[Event] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    unplanned: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -229,6 +234,13 @@ def port_open(host: str, port: int) -> bool:
         return True
 
 
+def live(proc: psutil.Process, killed: set[int]) -> bool:
+    try:
+        return proc.pid not in killed and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 # --- faults -----------------------------------------------------------------------------------
 
 
@@ -239,6 +251,7 @@ class Injector:
     def __init__(self, run: Run, cluster: Cluster, url: str) -> None:
         self.run, self.cluster, self.url = run, cluster, url
         self.threads: list[threading.Thread] = []
+        self.killed: set[int] = set()
 
     def schedule(self, kind: str) -> list[float]:
         rng = random.Random(f"{self.run.plan.seed}-{kind}")
@@ -277,9 +290,13 @@ class Injector:
         for _ in range(40):  # a host may be restarting: wait for one with a pool
             host = rng.choice(("w1", "w2"))
             with self.cluster.locks[host]:
-                pool = self.cluster.procs[host].pool()
+                ready = worker_ready(self.cluster, host)
+                pool = [
+                    p for p in self.cluster.procs[host].pool() if ready and live(p, self.killed)
+                ]
                 if pool:
                     victim = rng.choice(pool)
+                    self.killed.add(victim.pid)
                     self.cluster.pids.add(victim.pid)
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(victim.pid, signal.SIGKILL)
@@ -293,6 +310,13 @@ class Injector:
         self.cluster.procs[host].reap()
         time.sleep(down)
         self.cluster.start(host, skew=skew)
+        self._ready(host)
+
+    def _ready(self, host: str) -> None:
+        """Hold the host until its worker is up again, so the next fault hits a working
+        host (a worker that never came up would be one long outage, not many faults)."""
+        with contextlib.suppress(RuntimeError):
+            wait_for(host, lambda: worker_ready(self.cluster, host), READY_WAIT_S)
 
     def host_kill(self, rng: random.Random) -> None:
         host = rng.choice(("w1", "w2"))
@@ -319,8 +343,9 @@ class Injector:
             t0 = time.monotonic()
             for host in ("w1", "w2"):
                 proc = self.cluster.procs[host]
-                if graceful:
-                    proc.kill(signal.SIGTERM)
+                if graceful and proc.pid is not None:  # warm shutdown: the main process only
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(proc.pid, signal.SIGTERM)
                 else:
                     proc.kill(signal.SIGKILL)
             for host in ("w1", "w2"):
@@ -334,6 +359,8 @@ class Injector:
             time.sleep(max(0.0, down - (time.monotonic() - t0)))
             for host in ("w1", "w2"):
                 self.cluster.start(host)
+            for host in ("w1", "w2"):
+                self._ready(host)
 
     def partition(self, rng: random.Random) -> None:
         host = rng.choice(("w1", "w2"))
@@ -472,6 +499,46 @@ def item_checks(
     return out
 
 
+def diagnose(client: redis.Redis, settings: Settings, checks: dict[str, Any]) -> dict[str, Any]:
+    """Where each lost item is stuck, read from Redis before it stops: a lost item whose key
+    is in its source's seen-set was deduplicated but never written; a lost location, whether
+    its marker, buffer entry, payload or a leased batch still holds it."""
+    out: dict[str, Any] = {"items": [], "locations": []}
+    for kind in ("alerts", "logs", "listings"):
+        for item in checks[kind]["lost_examples"]:
+            source, _, key = str(item).partition("|")
+            score = client.zscore(keys.SEEN.key(settings, source), short_hash(key))
+            out["items"].append(
+                {"stream": kind, "key": item, "in_seen_set": score is not None, "seen_at": score}
+            )
+    loc = LocKeys(settings)
+    leased: dict[str, str] = {}
+    for batch, ids in client.hgetall(loc.batches).items():
+        with contextlib.suppress(ValueError):
+            for alert in json.loads(ids):
+                leased[str(alert)] = batch.decode() if isinstance(batch, bytes) else str(batch)
+    for example in checks["locations"]["lost_examples"]:
+        alert = example["alert"]
+        out["locations"].append(
+            {
+                **example,
+                "marker": client.zscore(loc.queued, alert),
+                "buffered": client.zscore(loc.buffer, alert),
+                "payload": client.hexists(loc.alerts, alert),
+                "leased_in": leased.get(alert),
+            }
+        )
+    dead = [x.decode()[:300] for x in client.lrange(keys.DEAD_LETTERS.key(settings), 0, 19)]
+    out["dead_letters"] = {
+        "count": int(client.llen(keys.DEAD_LETTERS.key(settings))),
+        "first": dead,
+    }
+    out["unlocated_markers"] = int(client.zcard(loc.queued))
+    out["buffer"] = int(client.zcard(loc.buffer))
+    out["leases"] = int(client.zcard(loc.lease))
+    return out
+
+
 def memory_budget(settings: Settings, base: int, sources: int) -> dict[str, int]:
     caps = {
         "alerts": settings.max_alerts,
@@ -573,6 +640,7 @@ class FaultRun:
         until = run.t() + self.plan.inject_s + 5
         while run.t() < until or not injector.join(0):
             cluster.note_pool()
+            self.revive()
             time.sleep(1.0)
             if run.t() > until + self.plan.inject_s:  # a lane is stuck: stop waiting for it
                 run.errors.append("fault lanes did not finish in twice the planned time")
@@ -586,6 +654,31 @@ class FaultRun:
             cluster.start("redis")
         wait_for("redis", lambda: redis_up(self.url), 30)
 
+    def revive(self) -> None:
+        """Restart a process that exited by itself (what systemd would do), and record it:
+        an exit nobody injected is a finding."""
+        assert self.cluster is not None
+        for host in ("w1", "w2", "beat", "tcp"):
+            proc, lock = self.cluster.procs[host], self.cluster.locks[host]
+            if proc.alive() or proc.popen is None or not lock.acquire(blocking=False):
+                continue
+            try:
+                if proc.alive():
+                    continue
+                tail = proc.log.read_text(errors="replace").strip().splitlines()[-1:]
+                reason = f"exit {proc.popen.returncode}: {tail[0][:160] if tail else ''}"
+                self.run.unplanned.append(
+                    {"t": round(self.run.t(), 1), "host": host, "why": reason}
+                )
+                print(
+                    f"[faults] {self.run.t():6.1f}s  {host} exited by itself ({reason}); "
+                    "restarting",
+                    flush=True,
+                )
+                self.cluster.start(host)
+            finally:
+                lock.release()
+
     def drain(self) -> dict[str, set[str]]:
         """No new items; wait until every served item is written and every alert located."""
         assert self.sources is not None and self.collector is not None
@@ -594,6 +687,7 @@ class FaultRun:
         self.sources.stop_tcp()
         deadline = time.monotonic() + self.plan.drain_s
         while time.monotonic() < deadline:
+            self.revive()
             expected = expected_items(self.sources)
             with contextlib.suppress(redis.RedisError):
                 if (
@@ -611,6 +705,10 @@ class FaultRun:
         run, cluster, sources = self.run, self.cluster, self.sources
         uncertain = {str(n) for a, b in sources.tcp_uncertain for n in range(a, b)}
         checks = item_checks(self.collector, expected, uncertain, run, self.started_wall)
+        try:
+            checks["diagnosis"] = diagnose(self.client, self.settings, checks)
+        except redis.RedisError as exc:
+            checks["diagnosis"] = {"error": str(exc)}
         secrets_ = needles(run.password, run.token)
         n_keys, leaks = scan_keys(self.client, secrets_)
         status_text, status_problems = status_output(run, cluster)
@@ -746,7 +844,15 @@ def assemble(
             "uncertain": sum(b - a for a, b in sources.tcp_uncertain),
             "send_errors": sources.tcp_errors,
         },
-        "sources": {"unauthorised_requests": sources.unauthorised, "requests": sources.requests},
+        "sources": {
+            "unauthorised_requests": sources.unauthorised,
+            "requests": sources.requests,
+            "produced": sources.produced(),
+            "note": "items offered = served at least once; produced but never served means no "
+            "poll reached the source while the item was in its window",
+        },
+        "diagnosis": checks["diagnosis"],
+        "unplanned_exits": run.unplanned,
         "memory": {
             "redis_used_memory_peak": sampler.peak,
             "budget": budget,
@@ -806,6 +912,8 @@ def report(result: dict[str, Any]) -> None:
         f"(budget from caps {mem['budget']['total'] / 2**20:.1f} MiB); processes left "
         f"{len(result['processes']['left'])}; secret leaks {len(result['secrets']['leaks'])}"
     )
+    for exit_ in result["unplanned_exits"]:
+        print(f"  exited by itself (restarted): {exit_}")
     for leak in result["secrets"]["leaks"][:20]:
         print(f"  leak: {leak}")
     print("OK" if result["ok"] else "FAILED: " + "; ".join(result["failures"]))
