@@ -87,9 +87,9 @@ KINDS = (
 TCP_PORT = 5140
 LEASE_S = 2
 BATCH_AGE_S = 4
-WINDOW_S = 120.0
-READY_WAIT_S = 20.0
-RATES = Rates(feed=1.5, log=4.0, listing=1.0, tcp=8.0)
+WINDOW_S = 30.0
+LISTING_WINDOW_S = 1200.0
+RATES = Rates(feed=1.5, log=4.0, listing=0.25, tcp=8.0)
 
 #: Small caps and ages so that they are reached, and faults longer than them fit in minutes.
 RUN_ENV = {
@@ -129,6 +129,7 @@ class Plan:
     seed: int
     inject_s: float
     drain_s: float
+    ready_wait_s: float
 
 
 @dataclass
@@ -316,7 +317,7 @@ class Injector:
         """Hold the host until its worker is up again, so the next fault hits a working
         host (a worker that never came up would be one long outage, not many faults)."""
         with contextlib.suppress(RuntimeError):
-            wait_for(host, lambda: worker_ready(self.cluster, host), READY_WAIT_S)
+            wait_for(host, lambda: worker_ready(self.cluster, host), self.run.plan.ready_wait_s)
 
     def host_kill(self, rng: random.Random) -> None:
         host = rng.choice(("w1", "w2"))
@@ -397,19 +398,34 @@ class Injector:
 # --- the checks -------------------------------------------------------------------------------
 
 
+FEED_KEYS = {"soak-rss": "soak-rss|soak-rss-{}", "soak-atom": "soak-atom|urn:soak:atom:{}"}
+
+
 def expected_items(sources: FaultSources) -> dict[str, set[str]]:
-    """What each output must hold, by key, from what the sources served (and sent)."""
-    feeds = {
-        "soak-rss": lambda k: f"soak-rss|soak-rss-{k}",
-        "soak-atom": lambda k: f"soak-atom|urn:soak:atom:{k}",
-    }
-    alerts = {feeds[f](k) for f in FEEDS for k in sources.served[f].items()}
+    """What each output must hold, by key: every item the sources made (they offer each one
+    until it is found), every TCP line whose send completed."""
+    made = sources.made()
     return {
-        "alerts": alerts,
-        "logs": {f"soak-logs|id=log-{k}" for k in sources.served["logs"].items()},
-        "listings": {f"soak-market|w{k}" for k in sources.served["listings"].items()},
+        "alerts": {FEED_KEYS[f].format(k) for f in FEEDS for k in range(made[f])},
+        "logs": {f"soak-logs|id=log-{k}" for k in range(made["logs"])},
+        "listings": {f"soak-market|w{k}" for k in range(made["listings"])},
         "tcp": {str(n) for n in sources.tcp_sent_items()},
     }
+
+
+def capture_hook(sources: FaultSources) -> Callable[[str, str], None]:
+    """Tell the sources which items reached the output, so they stop offering them."""
+    prefixes = {feed: FEED_KEYS[feed].format("") for feed in FEEDS}
+    prefixes["logs"] = "soak-logs|id=log-"
+
+    def hook(kind: str, key: str) -> None:
+        for name, prefix in prefixes.items():
+            if (kind == "alerts" or name == "logs") and key.startswith(prefix):
+                with contextlib.suppress(ValueError):
+                    sources.capture(name, int(key[len(prefix) :]))
+                return
+
+    return hook
 
 
 def missing_count(collector: Collector, expected: dict[str, set[str]]) -> int:
@@ -528,7 +544,8 @@ def diagnose(client: redis.Redis, settings: Settings, checks: dict[str, Any]) ->
                 "leased_in": leased.get(alert),
             }
         )
-    dead = [x.decode()[:300] for x in client.lrange(keys.DEAD_LETTERS.key(settings), 0, 19)]
+    raw = client.lrange(keys.DEAD_LETTERS.key(settings), 0, 19)
+    dead = [(x.decode() if isinstance(x, bytes) else str(x))[:300] for x in raw]
     out["dead_letters"] = {
         "count": int(client.llen(keys.DEAD_LETTERS.key(settings))),
         "first": dead,
@@ -596,7 +613,9 @@ class FaultRun:
         run = self.run
         run.net.create()
         enter(run.net.ns("src"))  # the HTTP server and the TCP sender live on the sources host
-        self.sources = sources = FaultSources(RATES, run.net.address["src"], run.token, WINDOW_S)
+        self.sources = sources = FaultSources(
+            RATES, run.net.address["src"], run.token, WINDOW_S, LISTING_WINDOW_S
+        )
         self.config.touch(mode=0o600)
         self.config.write_text(
             sources.config_toml(TCP_PORT).replace(
@@ -614,7 +633,7 @@ class FaultRun:
         self.client = redis.Redis.from_url(self.url, socket_timeout=5, retry_on_timeout=True)
         self.base_memory = int(self.client.info("memory")["used_memory"])
         stream_keys = {name: keys.STREAM.key(self.settings, name) for name in STREAMS}
-        self.collector = Collector(self.url, stream_keys).start()
+        self.collector = Collector(self.url, stream_keys, capture_hook(sources)).start()
         self.sampler = MemorySampler(self.url).start()
         for host in ("w1", "w2", "beat", "tcp"):
             cluster.start(host)
@@ -642,8 +661,8 @@ class FaultRun:
             cluster.note_pool()
             self.revive()
             time.sleep(1.0)
-            if run.t() > until + self.plan.inject_s:  # a lane is stuck: stop waiting for it
-                run.errors.append("fault lanes did not finish in twice the planned time")
+            if run.t() > until + max(60.0, self.plan.inject_s / 2):  # a lane is stuck
+                run.errors.append("fault lanes did not finish within 1.5x the planned time")
                 run.stop.set()
                 break
         for host in ("w1", "w2"):  # every host up again for the drain
@@ -929,8 +948,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="result file (default bench/results/faults.json)")
     args = parser.parse_args(argv)
     faults = args.faults or (10 if args.quick else 50)
-    inject = args.inject or (95.0 if args.quick else 480.0) * faults / (10 if args.quick else 50)
-    plan = Plan(args.quick, faults, args.seed, inject, drain_s=45.0 if args.quick else 90.0)
+    inject = args.inject or (100.0 if args.quick else 480.0) * faults / (10 if args.quick else 50)
+    plan = Plan(
+        args.quick,
+        faults,
+        args.seed,
+        inject,
+        drain_s=45.0 if args.quick else 90.0,
+        ready_wait_s=3.0 if args.quick else 6.0,
+    )
     out = args.out or RESULTS / ("faults-quick.json" if args.quick else "faults.json")
     return execute(plan, args.keep, out)
 

@@ -16,7 +16,7 @@ import re
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,19 +39,26 @@ class Seen:
     fallbacks: Counter[str] = field(default_factory=Counter)
     entries: Counter[str] = field(default_factory=Counter)
     other: Counter[str] = field(default_factory=Counter)
+    hook: Callable[[str, str], None] = lambda kind, key: None
 
     def note(self, kind: str, key: str, entry_id: str) -> None:
         self.items[kind][key] += 1
+        self.hook(kind, key)
         self.where[kind].setdefault(key, []).append(entry_id)
 
 
 class Collector:
     """Follows the output streams from the start of the run, counting items by key."""
 
-    def __init__(self, url: str, stream_keys: dict[str, str]) -> None:
-        self.url, self.stream_keys = url, stream_keys
+    def __init__(
+        self,
+        url: str,
+        stream_keys: dict[str, str],
+        on_item: Callable[[str, str], None] = lambda kind, key: None,
+    ) -> None:
+        self.url, self.stream_keys, self.on_item = url, stream_keys, on_item
         self.last = {name: "0-0" for name in stream_keys}
-        self.seen = Seen()
+        self.seen = Seen(hook=on_item)
         self.stop_event = threading.Event()
         self.reconnects = 0
         self.read_count: Counter[str] = Counter()

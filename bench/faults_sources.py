@@ -8,9 +8,12 @@ needs on top:
   token — as HTTP basic-auth password (``http://user:TOKEN@host/…``) or as an ``api_key`` /
   ``token`` query value — so the token must really travel in the source URLs, where the run
   then checks it never leaks (robots.txt is public, as on the web);
-* a long window (minutes of items per response), so an item is still offered after the longest
-  outage the run injects: whatever is missing from an output stream was lost by watchkeeper,
-  not rotated out of the source unseen;
+* patience: a feed or the log serves, besides its newest items, every older item the run has
+  not yet found in its output stream (up to ``EXTRA_MAX``), and the listing pages hold every
+  listing of the run. So an item stays offered until watchkeeper writes it, and every item
+  made is expected exactly once: one missing at the end was taken as seen and never written
+  (or never fetched while offered for the whole run) — lost by watchkeeper, not rotated out
+  of the source while faults kept it from polling;
 * ``freeze()`` stops the counters, so the run can drain and compare;
 * which items were served at least once (``served``), the items the run expects to find;
 * its own TCP sender, which never skips or resends: a line counts as offered once ``sendall``
@@ -34,6 +37,8 @@ from workers.ops.demo import LEVELS
 
 PUBLIC_PATHS = frozenset({"/robots.txt"})
 TCP_CHUNK_MAX = 200
+EXTRA_MAX = 300
+"""Older items not yet found in the output that a response carries besides its window."""
 
 
 def tcp_line(n: int) -> str:
@@ -70,8 +75,14 @@ class Served:
 class FaultSources(SoakSources):
     """The soak's sources on ``host``, guarded by ``token``, with served-item bookkeeping."""
 
-    def __init__(self, rates: Rates, host: str, token: str, window_s: float) -> None:
+    def __init__(
+        self, rates: Rates, host: str, token: str, window_s: float, listing_window_s: float
+    ) -> None:
         super().__init__(rates, window_s=window_s)
+        self.listing_window_s = listing_window_s
+        self.captured: dict[str, set[int]] = {kind: set() for kind in (*FEEDS, "logs")}
+        self.low = dict.fromkeys(self.captured, 0)
+        self.rendering = threading.local()
         self.httpd.server_close()  # the soak's loopback server; ours listens on ``host``
         self.token = token
         self.frozen_at: float | None = None
@@ -89,6 +100,49 @@ class FaultSources(SoakSources):
     def latest(self, rate: float) -> int:
         now = time.time() if self.frozen_at is None else self.frozen_at
         return int((now - self.start_time) * rate)
+
+    def window(self, rate: float) -> int:
+        if rate == self.rates.listing:  # every listing of the run stays on the pages
+            return max(20, -(-int(rate * self.listing_window_s) // 1))
+        return super().window(rate)
+
+    def capture(self, kind: str, k: int) -> None:
+        """The run found item ``k`` of ``kind`` in its output: no need to offer it again."""
+        self.captured[kind].add(k)
+
+    def _range(self, rate: float, window: int) -> list[int]:  # type: ignore[override]
+        """The newest ``window`` items, then older ones not found in the output yet."""
+        newest = list(super()._range(rate, window))
+        kind = getattr(self.rendering, "kind", None)
+        if kind is None:
+            return newest
+        seen = self.captured[kind]
+        while self.low[kind] in seen:
+            self.low[kind] += 1
+        floor = newest[-1] if newest else self.latest(rate)
+        extra = [k for k in range(self.low[kind], floor) if k not in seen][:EXTRA_MAX]
+        return newest + sorted(extra, reverse=True)
+
+    def render(self, path: str) -> tuple[int, str, str]:
+        kind = {
+            "/feeds/soak-rss.rss": "soak-rss",
+            "/feeds/soak-atom.atom": "soak-atom",
+            "/logs/app.ndjson": "logs",
+        }.get(urlsplit(path).path)
+        self.rendering.kind = kind
+        try:
+            return super().render(path)
+        finally:
+            self.rendering.kind = None
+
+    def made(self) -> dict[str, int]:
+        """Items made so far per kind (feed name, ``logs``, ``listings``)."""
+        r = self.rates
+        return {
+            **{feed: self.latest(r.feed) for feed in FEEDS},
+            "logs": self.latest(r.log),
+            "listings": self.latest(r.listing),
+        }
 
     def freeze(self) -> None:
         """No new items from now on (the run drains, then compares)."""
