@@ -204,11 +204,16 @@ class Cluster:
         for host in ("w1", "w2"):
             self.pids.update(p.pid for p in self.procs[host].pool())
 
-    def left(self) -> list[int]:
-        """Pids this run started that are still alive (not zombies)."""
+    def left(self, net: Network) -> list[int]:
+        """Pids this run started that are still alive (not zombies) in one of its namespaces
+        (a pid alive elsewhere was reused by the machine for something else)."""
+        ours = net.inodes()
         out = []
         for pid in sorted(self.pids):
-            with contextlib.suppress(psutil.Error):
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            with contextlib.suppress(psutil.Error, OSError):
+                if (
+                    psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                    and os.stat(f"/proc/{pid}/ns/net").st_ino in ours
+                ):
                     out.append(pid)
         return out

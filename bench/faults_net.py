@@ -100,6 +100,14 @@ class Network:
     def names(self) -> list[str]:
         return [self.ns(h) for h in [SWITCH, *self.hosts]]
 
+    def inodes(self) -> set[int]:
+        """Our namespaces' identities (what ``/proc/<pid>/ns/net`` of a process in one is)."""
+        out = set()
+        for name in self.names():
+            with contextlib.suppress(OSError):
+                out.add(os.stat(os.path.join(NETNS_DIR, name)).st_ino)
+        return out
+
     def pids(self) -> dict[str, list[int]]:
         """Processes still inside each of our namespaces."""
         return {name: netns_pids(name) for name in self.names() if netns_exists(name)}
