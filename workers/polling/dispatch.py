@@ -73,9 +73,10 @@ def clear_queued(client: Any, key: str, task_id: str) -> None:
 class Entry:
     """One thing beat dispatches: a source's poll, or a periodic task (cleanup, flushes).
 
-    ``state_key`` holds its due time (``next_check``); ``busy_key``, when set, is a lock that
-    means "running now"; ``advance`` (periodic entries) moves ``next_check`` on at dispatch —
-    a source's poll sets its own (interval, or backoff after errors)."""
+    ``state_key`` holds its due time (``next_check``); ``marker`` its "queued" marker;
+    ``busy_key``, when set, is a lock that means "running now"; ``advance`` (periodic entries)
+    moves ``next_check`` on at dispatch — a source's poll sets its own (interval, or backoff
+    after errors). Key names are built once, when the schedule is (re)built, not every pass."""
 
     name: str
     task: str
@@ -83,6 +84,7 @@ class Entry:
     every: float
     fingerprint: str
     state_key: str
+    marker: str
     busy_key: str | None
     advance: float | None
     ttl: int
@@ -106,6 +108,7 @@ def source_entry(settings: Settings, source: Source, task: str) -> Entry:
         every=source.interval,
         fingerprint=fingerprint(source.kind, task, dataclasses.asdict(source)),
         state_key=keys.SOURCE_STATE.key(settings, source.name),
+        marker=queued_key(settings, source.kind, source.name),
         busy_key=keys.SOURCE_LOCK.key(settings, source.name),
         advance=None,
         ttl=state_ttl(settings, source),
@@ -120,6 +123,7 @@ def periodic_entry(settings: Settings, name: str, task: str, every: float) -> En
         every=float(every),
         fingerprint=fingerprint(task, float(every)),
         state_key=keys.BEAT_ENTRY.key(settings, name),
+        marker=keys.QUEUED.key(settings, name),
         busy_key=None,
         advance=float(every),
         ttl=int(max(settings.state_ttl, 2 * every)),
@@ -146,12 +150,12 @@ def dispatch_pass(
     ones' markers and clear the failed ones' (so the next pass tries them again)."""
     if not entries:
         return PassResult([], [], int(client.llen(queue)))
-    tokens = [uuid.uuid4().hex for _ in entries]
+    base = uuid.uuid4().hex[:24]
+    tokens = [f"{base}{i:08x}" for i in range(len(entries))]  # task ids, unique per pass
     names: list[str] = [queue, keys.BEAT_STATS.key(settings)]
     args: list[Any] = [settings.max_queue_length, PENDING_TTL, settings.state_ttl]
     for entry, token in zip(entries, tokens, strict=True):
-        marker = keys.QUEUED.key(settings, entry.name)
-        names += [entry.state_key, marker, entry.busy_key or marker]
+        names += [entry.state_key, entry.marker, entry.busy_key or entry.marker]
         args += [
             entry.fingerprint,
             token,
@@ -160,6 +164,7 @@ def dispatch_pass(
         ]
     chosen, length, _now = _DISPATCH(client, names, args)
     result = PassResult([], [], int(length))
+    confirm: dict[str, str] = {}
     for index in chosen:
         entry, token = entries[int(index) - 1], tokens[int(index) - 1]
         try:
@@ -167,16 +172,12 @@ def dispatch_pass(
         except Exception as exc:  # one failed publish never stops the others
             log.warning("[beat] %s: could not send %s: %s", entry.name, entry.task, exc)
             result.failed.append(entry)
-            compare_delete(client, keys.QUEUED.key(settings, entry.name), token)
+            compare_delete(client, entry.marker, token)
         else:
             result.sent.append(entry)
-    if result.sent:
-        sent = {e.name: tokens[entries.index(e)] for e in result.sent}
-        _CONFIRM(
-            client,
-            [keys.QUEUED.key(settings, name) for name in sent],
-            [settings.queued_max_age, *sent.values()],
-        )
+            confirm[entry.marker] = token
+    if confirm:
+        _CONFIRM(client, list(confirm), [settings.queued_max_age, *confirm.values()])
     return result
 
 
