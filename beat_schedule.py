@@ -1,40 +1,178 @@
-"""The one place the periodic schedule is built, from the registries: one entry per source
-(its kind's task), plus the periodic entries the stages declare.
+"""The one place the schedule is built, from the registries — one entry per source (its kind's
+task) plus the periodic entries the stages declare — and the beat scheduler that dispatches it.
 
-Every entry expires just under its interval: if workers fall behind, a poll that could not start
-before the next one is due is dropped by the worker rather than piling up in the queue.
+``celery -A workers beat`` runs ``DispatchScheduler`` (set as the app's ``beat_scheduler``):
+every ``WATCHKEEPER_DISPATCH_INTERVAL`` it re-reads the sources file if it changed, takes or
+refreshes the dispatch lock in Redis, and — holding it — runs one dispatch pass
+(``workers.polling.dispatch``): due times come from each source's state in Redis, not from
+this process, so a new or changed source is polled within one pass, a second beat stands by
+instead of dispatching twice, and nothing is kept in a local schedule file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
 from typing import Any
 
+import redis
+from celery.beat import Scheduler
+
+from workers.core.connection import get_client
 from workers.core.maintenance import PERIODIC
 from workers.core.settings import Settings
-from workers.core.sources_file import SourcesConfig
+from workers.core.sources_file import ConfigError, SourcesConfig, load_config
+from workers.polling.dispatch import (
+    Entry,
+    dispatch_pass,
+    hold_lock,
+    periodic_entry,
+    release_lock,
+    source_entry,
+)
 from workers.polling.kinds import kind_of
 
-
-def expires_for(interval: float) -> float:
-    """Just under the interval: a backlog of one poll per source at most."""
-    return max(0.5, interval * 0.9)
+log = logging.getLogger(__name__)
 
 
-def entry(task: str, every: float, args: tuple[Any, ...] = ()) -> dict[str, Any]:
-    return {
-        "task": task,
-        "schedule": float(every),
-        "args": args,
-        "options": {"expires": expires_for(every)},
-    }
+def schedule_entries(settings: Settings, config: SourcesConfig) -> list[Entry]:
+    """What beat dispatches for this sources file and these settings."""
+    entries = [source_entry(settings, s, kind_of(s).task) for s in config.sources]
+    entries += [periodic_entry(settings, p.name, p.task, p.every(settings)) for p in PERIODIC]
+    return entries
 
 
 def build_schedule(settings: Settings, config: SourcesConfig) -> dict[str, dict[str, Any]]:
-    """Beat's ``beat_schedule`` for this sources file and these settings."""
-    schedule = {
-        f"{source.kind}:{source.name}": entry(kind_of(source).task, source.interval, (source.name,))
-        for source in config.sources
+    """The schedule as a Celery ``beat_schedule`` mapping (for reading; beat dispatches the
+    entries themselves): task, period, args and message options of each entry."""
+    return {
+        e.name: {
+            "task": e.task,
+            "schedule": e.every,
+            "args": e.args,
+            "options": e.options(settings),
+        }
+        for e in schedule_entries(settings, config)
     }
-    for periodic in PERIODIC:
-        schedule[periodic.name] = entry(periodic.task, periodic.every(settings))
-    return schedule
+
+
+class SourcesFile:
+    """The sources file as beat sees it: re-read when its size, mtime or inode change; a file
+    that no longer loads is reported once and the last good one kept."""
+
+    def __init__(self, path: Path, config: SourcesConfig | None = None) -> None:
+        self.path = path
+        self.config = config if config is not None else load_config(path)
+        self._seen = self._stamp()
+
+    def _stamp(self) -> tuple[int, int, int]:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return (-1, -1, -1)
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def reload(self) -> bool:
+        """True when a changed file was loaded."""
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return False
+        self._seen = stamp
+        try:
+            self.config = load_config(self.path)
+        except ConfigError as exc:
+            log.error(
+                "[beat] %s is invalid; still dispatching the last good version: %s",
+                self.path,
+                "; ".join(exc.problems),
+            )
+            return False
+        except OSError as exc:
+            log.error("[beat] %s: %s; still dispatching the last good version", self.path, exc)
+            return False
+        return True
+
+
+class DispatchScheduler(Scheduler):  # type: ignore[misc]
+    """Celery's beat loop, with each tick one dispatch pass under the dispatch lock."""
+
+    def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        self.settings: Settings = app.watchkeeper_settings
+        self.sources = SourcesFile(
+            Path(app.watchkeeper_config_path), getattr(app, "watchkeeper_config", None)
+        )
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.held: bool | None = None  # unknown until the first pass
+        self._client: redis.Redis | None = None
+        self._problem = ""
+        self.entries = schedule_entries(self.settings, self.sources.config)
+        kwargs["max_interval"] = self.settings.dispatch_interval
+        super().__init__(app, *args, **kwargs)
+
+    def setup_schedule(self) -> None:
+        """Nothing to load: the schedule is the sources file, the due times are in Redis."""
+
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            self._client = get_client(self.settings)
+        return self._client
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        started = time.monotonic()
+        if self.sources.reload():
+            self.entries = schedule_entries(self.settings, self.sources.config)
+            log.info("[beat] sources file reloaded: %d sources", len(self.sources.config.sources))
+        try:
+            self._pass()
+            self._problem = ""
+        except (redis.RedisError, OSError) as exc:
+            problem = f"[beat] dispatch pass failed (retrying every pass): {exc}"
+            if problem != self._problem:
+                log.error("%s", problem)
+            self._problem = problem
+        return max(0.0, self.settings.dispatch_interval - (time.monotonic() - started))
+
+    def _pass(self) -> None:
+        held, holder = hold_lock(self.client, self.settings, self.holder)
+        if held != self.held:
+            if held:
+                log.info("[beat] %s dispatches (holds the dispatch lock)", self.holder)
+            else:
+                log.info("[beat] standing by: %s holds the dispatch lock", holder)
+        self.held = held
+        if not held:
+            return
+        queue = str(self.app.conf.task_default_queue)
+        result = dispatch_pass(self.client, self.settings, queue, self.entries, self._send)
+        for entry in result.sent:
+            log.info("[beat] sent %s (%s)", entry.name, entry.task)
+
+    def _send(self, entry: Entry, task_id: str) -> None:
+        self.app.send_task(
+            entry.task,
+            args=list(entry.args),
+            task_id=task_id,
+            producer=self.producer,
+            headers={"celery_beat_task": True},
+            **entry.options(self.settings),
+        )
+
+    def close(self) -> None:
+        if self.held and self._client is not None:
+            with contextlib.suppress(redis.RedisError):  # else it expires by itself
+                release_lock(self._client, self.settings, self.holder)
+            self.held = False
+        super().close()
+
+    @property
+    def info(self) -> str:
+        return (
+            f"    . dispatch -> every {self.settings.dispatch_interval:g}s, "
+            f"{len(self.entries)} entries, due times in Redis"
+        )

@@ -19,7 +19,6 @@ from typing import Any, NoReturn
 
 from celery import Celery, signals
 
-from beat_schedule import build_schedule
 from workers import stages
 from workers.core.connection import (
     RedisUnavailable,
@@ -28,15 +27,18 @@ from workers.core.connection import (
     tls_options,
     url_for,
 )
+from workers.core.runtime import get_runtime
 from workers.core.settings import Settings, SettingsError
 from workers.core.sources_file import (
     ConfigError,
+    SourcesConfig,
     find_config,
     is_bundled,
     load_config,
     no_sources_file,
 )
 from workers.guard import install as memory_guard
+from workers.polling import dispatch
 
 
 def _fail(message: str) -> NoReturn:
@@ -73,7 +75,9 @@ def celery_config(settings: Settings, url: str) -> dict[str, object]:
         "worker_max_tasks_per_child": settings.max_tasks_per_child,
         "broker_connection_retry_on_startup": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "beat_schedule_filename": str(settings.home_path / "celerybeat-schedule"),
+        # Beat dispatches from the per-source state in Redis under a Redis lock (see
+        # beat_schedule.py): no local schedule file, no second beat dispatching twice.
+        "beat_scheduler": "beat_schedule:DispatchScheduler",
         "task_serializer": "json",
         "accept_content": ["json"],
         "timezone": "UTC",
@@ -92,6 +96,8 @@ class WatchkeeperCelery(Celery):  # type: ignore[misc]
     """
 
     watchkeeper_settings: Settings
+    watchkeeper_config_path: Path
+    watchkeeper_config: SourcesConfig
 
     def _connection(self, url: Any, *args: Any, **kwargs: Any) -> Any:
         self.ensure_redis()
@@ -131,9 +137,10 @@ def create_app(settings: Settings | None = None, config_path: Path | None = None
         "watchkeeper", include=list(stages.TASK_MODULES), set_as_current=True
     )
     celery.watchkeeper_settings = settings
+    celery.watchkeeper_config_path, celery.watchkeeper_config = path, config
     celery.conf.update(celery_config(settings, url_for(settings)))
-    celery.conf.beat_schedule = build_schedule(settings, config)
     memory_guard.install(celery, settings)
+    dispatch.install(celery, lambda: get_runtime().redis, settings)
     _check_redis_at_start(celery)
     if config_path is None and is_bundled(path):
         celery.refusal = no_sources_file()

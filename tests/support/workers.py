@@ -5,14 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.helpers import ROOT, wait_for
+from tests.support.helpers import wait_for
+from tests.support.processes import start_celery, stop
 
 
 @dataclass
@@ -43,45 +43,17 @@ def subprocess_worker(
     ``include`` (``-I``); ``limits`` become WATCHKEEPER_<NAME> variables."""
     tag = uuid.uuid4().hex[:8]
     queue, node = f"wk-memtest-{tag}", f"memtest-{tag}@localhost"
-    env = dict(
-        os.environ,
-        REDIS_URL=redis_url,
-        WATCHKEEPER_HOME=str(tmp_path / "home"),
-        WATCHKEEPER_CONFIG=os.environ["WATCHKEEPER_CONFIG"],
-        PYTHONPATH=str(ROOT),
-    )
-    env.update({f"WATCHKEEPER_{k.upper()}": str(v) for k, v in limits.items()})
+    env = {
+        "REDIS_URL": redis_url,
+        "WATCHKEEPER_HOME": str(tmp_path / "home"),
+        "WATCHKEEPER_CONFIG": os.environ["WATCHKEEPER_CONFIG"],
+        **{f"WATCHKEEPER_{k.upper()}": str(v) for k, v in limits.items()},
+    }
     log_path = tmp_path / f"worker-{tag}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers",
-                "worker",
-                "--pool",
-                pool,
-                "-c",
-                str(concurrency),
-                "-Q",
-                queue,
-                "-n",
-                node,
-                "-I",
-                include,
-                "--loglevel",
-                "INFO",
-                "--without-heartbeat",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    args = ["worker", "--pool", pool, "-c", str(concurrency), "-Q", queue, "-n", node]
+    args += ["-I", include, "--loglevel", "INFO"]
+    args += ["--without-heartbeat", "--without-gossip", "--without-mingle"]
+    proc = start_celery(args, env, log_path)
     worker = SubprocessWorker(proc, node, queue, log_path)
     try:
         wait_for(
@@ -92,9 +64,4 @@ def subprocess_worker(
         assert proc.poll() is None, worker.log()
         yield worker
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop(proc)

@@ -127,6 +127,10 @@ NOTIFY_DIGEST: KeySpec
 NOTIFY_LOCK: KeySpec
 NOTIFY_KICK: KeySpec
 NOTIFY_HEALTH: KeySpec
+QUEUED: KeySpec
+BEAT_ENTRY: KeySpec
+BEAT_LOCK: KeySpec
+BEAT_STATS: KeySpec
 
 _missing = {n for n in __annotations__ if not n.startswith("_")} ^ set(_DECLARED)
 if _missing:

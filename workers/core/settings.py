@@ -77,6 +77,10 @@ class Settings:
     result_expires: int
     task_time_limit: int
     visibility_timeout: int
+    dispatch_interval: float
+    beat_lock_ttl: int
+    queued_max_age: int
+    max_queue_length: int
     max_seen: int
     seen_max_age: int
     max_history: int
@@ -174,6 +178,12 @@ class Settings:
             raise SettingsError(
                 f"WATCHKEEPER_VISIBILITY_TIMEOUT={self.visibility_timeout}: must exceed "
                 f"WATCHKEEPER_TASK_TIME_LIMIT={self.task_time_limit}"
+            )
+        if self.beat_lock_ttl <= 2 * self.dispatch_interval:
+            raise SettingsError(
+                f"WATCHKEEPER_BEAT_LOCK_TTL={self.beat_lock_ttl}: must exceed twice "
+                f"WATCHKEEPER_DISPATCH_INTERVAL={self.dispatch_interval:g} (the holder refreshes "
+                "it every pass)"
             )
         if self.notify_run_budget + self.notify_timeout >= self.task_time_limit:
             raise SettingsError(

@@ -12,6 +12,7 @@ from collections import Counter
 from typing import Any
 
 import workers.guard.status
+import workers.polling.dispatch_status
 import workers.polling.status
 import workers.tcp.status  # noqa: F401 (these declare the runtime's sections)
 from workers.core import keys

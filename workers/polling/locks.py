@@ -31,7 +31,12 @@ def acquire_lock(client: redis.Redis, settings: Settings, name: str) -> str | No
 
 
 def release_lock(client: redis.Redis, settings: Settings, name: str, token: str) -> None:
-    _RELEASE(client, [keys.SOURCE_LOCK.key(settings, name)], [token])
+    compare_delete(client, keys.SOURCE_LOCK.key(settings, name), token)
+
+
+def compare_delete(client: redis.Redis, key: str, token: str) -> bool:
+    """Delete ``key`` only while it still holds ``token`` (a lock, a queued marker)."""
+    return bool(_RELEASE(client, [key], [token]))
 
 
 def queue_release(pipe: Any, settings: Settings, name: str, token: str) -> None:

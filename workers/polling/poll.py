@@ -20,14 +20,17 @@ import logging
 import time
 from typing import Any
 
+from celery import current_task
+
 from workers.core import keys
 from workers.core.redact import redact_text
 from workers.core.runtime import Runtime
 from workers.core.sources_file import Source
+from workers.polling.dispatch import clear_queued, queued_key
 from workers.polling.errors import SourceError
 from workers.polling.kinds import POLL_HOOKS, Collected, SourceKind, kind_of
 from workers.polling.locks import queue_release
-from workers.polling.state import SUCCESS_RECHECK, SourceState, backoff_delay, claim, queue_save
+from workers.polling.state import SourceState, backoff_delay, claim, queue_save
 from workers.store.scripts import execute
 from workers.store.seen import Added, SeenSet
 from workers.store.streams import CappedStream
@@ -57,11 +60,13 @@ def poll_source(
     *,
     scheduled: bool = True,
     show_items: bool = False,
+    queued: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """One poll of ``source``. ``scheduled=False`` (``watchkeeper poll``, "check now") ignores
-    the due time and a pause, but never the lock."""
-    started = time.time()
-    token, state, now = claim(rt.redis, rt.settings, source.name)
+    the due time and a pause, but never the lock. ``queued``: the dispatched task's marker
+    (key, task id), cleared as the poll claims the source."""
+    started, clock = time.time(), time.monotonic()
+    token, state, now = claim(rt.redis, rt.settings, source.name, queued)
     if token is None:
         if scheduled:
             return result(source, "skipped", started, reason="being polled by another worker")
@@ -74,7 +79,8 @@ def poll_source(
         if scheduled and not state.due(now):
             return result(source, "skipped", started, reason="not due", next_check=state.next_check)
         collected = _collect(rt, source, kind, state)
-        outcome, values, due_in, now_fields = _outcome(rt, source, state, collected, now)
+        elapsed = time.monotonic() - clock
+        outcome, values, due_in, now_fields = _outcome(rt, source, state, collected, now, elapsed)
         values["last_elapsed_s"] = round(time.time() - started, 3)
         added = write(rt, source, kind, values, token, collected, now, due_in, now_fields)
         lock = None
@@ -124,10 +130,16 @@ def _collect(rt: Runtime, source: Source, kind: SourceKind, state: SourceState) 
 
 
 def _outcome(
-    rt: Runtime, source: Source, state: SourceState, collected: Collected, now: float
+    rt: Runtime,
+    source: Source,
+    state: SourceState,
+    collected: Collected,
+    now: float,
+    elapsed: float = 0.0,
 ) -> tuple[dict[str, Any], dict[str, Any], float, tuple[str, ...]]:
     """The poll's result, the state fields to store, when the source is due again (seconds
-    from the write, on Redis's clock) and the fields stamped with that time."""
+    from the write, on Redis's clock: one interval after the poll started, ``elapsed`` ago)
+    and the fields stamped with that time."""
     error = redact_text(collected.error)[:MAX_MESSAGE] if collected.error else None
     values: dict[str, Any] = {
         "last_status": collected.status,
@@ -150,7 +162,7 @@ def _outcome(
     )
     if collected.status != "error":
         values.update(errors=0, last_ok=now, backoff_s=0)
-        return outcome, values, SUCCESS_RECHECK * source.interval, ()
+        return outcome, values, max(0.0, source.interval - elapsed), ()
     errors = state.errors + 1
     delay = backoff_delay(rt.settings, errors, collected.retry_after)
     log.warning(
@@ -234,10 +246,14 @@ def poll_now(rt: Runtime, source: Source, show_items: bool = False) -> dict[str,
 def poll_by_name(rt: Runtime, kind: SourceKind, name: str, force: bool = False) -> dict[str, Any]:
     """The body of every kind's scheduled-poll task: a source no longer in the sources file,
     or of another kind now, is skipped. ``force`` ("check now") ignores the due time."""
+    task_id = getattr(current_task.request, "id", None) if current_task else None
+    queued = (queued_key(rt.settings, kind.name, name), str(task_id)) if task_id else None
     source = rt.config().get(name)
     if source is None or source.kind != kind.name:
         log.info("[poll] %r is no longer a configured %s; skipped", name, kind.name)
+        if queued is not None:
+            clear_queued(rt.redis, *queued)
         return {"source": name, "status": "skipped", "reason": f"not a configured {kind.name}"}
-    outcome = poll_source(rt, source, kind, scheduled=not force)
+    outcome = poll_source(rt, source, kind, scheduled=not force, queued=queued)
     outcome.pop("items", None)
     return outcome

@@ -29,10 +29,6 @@ JITTER = (0.75, 1.0)
 """Backoff is multiplied by a random factor in this range: never below 3/4 of the doubling, so
 the delay still grows with every error while workers that failed together spread out."""
 
-SUCCESS_RECHECK = 0.9
-"""After a success a source is due again after this fraction of its interval, matching the
-schedule's expiry, so beat's next tick is never skipped as "not due"."""
-
 
 @dataclass
 class SourceState:
@@ -80,16 +76,18 @@ def state_ttl(settings: Settings, source: Source) -> int:
 
 
 def claim(
-    client: redis.Redis, settings: Settings, name: str
+    client: redis.Redis, settings: Settings, name: str, queued: tuple[str, str] | None = None
 ) -> tuple[str | None, SourceState, float]:
     """Try the source's lock and read its state in one round trip; also Redis's time now,
-    which is the poll's start on the clock every worker shares."""
+    which is the poll's start on the clock every worker shares. ``queued`` (marker key, task
+    id): a scheduled poll's marker, cleared in the same step if it is still this task's."""
     token = uuid.uuid4().hex
-    locked, now, flat = _CLAIM(
-        client,
-        [keys.SOURCE_LOCK.key(settings, name), keys.SOURCE_STATE.key(settings, name)],
-        [token, lock_ms(settings)],
-    )
+    names = [keys.SOURCE_LOCK.key(settings, name), keys.SOURCE_STATE.key(settings, name)]
+    args: list[Any] = [token, lock_ms(settings)]
+    if queued is not None:
+        names.append(queued[0])
+        args.append(queued[1])
+    locked, now, flat = _CLAIM(client, names, args)
     raw = {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
     return (token if int(locked) else None), SourceState.from_raw(raw), float(now)
 

@@ -16,6 +16,7 @@ from workers.core.runtime import Runtime
 from workers.core.settings import Settings
 from workers.core.status_sections import StatusSection, declare_section
 from workers.core.text import ago, duration, table
+from workers.polling.dispatch import queued_key
 from workers.polling.kinds import KINDS
 from workers.polling.politeness import host_keys
 from workers.polling.state import SourceState, as_float
@@ -32,10 +33,11 @@ def sources_section(rt: Runtime) -> dict[str, Any]:
         pipe.zcard(keys.SEEN.key(s, source.name))
         pipe.exists(keys.SOURCE_LOCK.key(s, source.name))
         pipe.zcount(slots, now * 1000, "+inf")
+        pipe.exists(queued_key(s, source.kind, source.name))
     replies = pipe.execute()
     out: dict[str, Any] = {}
     for i, source in enumerate(sources):
-        raw, seen, locked, in_flight = replies[4 * i : 4 * i + 4]
+        raw, seen, locked, in_flight, queued = replies[5 * i : 5 * i + 5]
         state = SourceState.from_raw(raw)
         out[source.name] = {
             "kind": source.kind,
@@ -44,6 +46,7 @@ def sources_section(rt: Runtime) -> dict[str, Any]:
             "state": raw,
             "seen": seen_size(s, source.name, int(seen), raw),
             "polling": bool(locked),
+            "queued": bool(queued),
             "paused": state.paused,
             "due": state.due(now),
             "next_check_in_s": round(max(0.0, state.next_check - now), 1),

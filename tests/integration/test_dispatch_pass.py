@@ -1,0 +1,74 @@
+"""One dispatch pass, called as a plain function against the real Redis: what it sends, what
+it skips, and what a failed send leaves behind."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from beat_schedule import schedule_entries
+from workers.polling.dispatch import Entry, dispatch_pass, hold_lock, release_lock
+
+QUEUE = "wk-test-dispatch-queue"
+
+
+def sources(*names: str, interval: str = "1h") -> str:
+    return "".join(
+        f'[[http_logs]]\nname = "{n}"\nurl = "http://127.0.0.1:9/{n}"\ninterval = "{interval}"\n'
+        for n in names
+    )
+
+
+def run_pass(rt: Any, fail: tuple[str, ...] = ()) -> list[str]:
+    sent: list[str] = []
+
+    def send(entry: Entry, task_id: str) -> None:
+        if entry.name in fail:
+            raise ConnectionError("broker went away")
+        sent.append(entry.name)
+
+    entries = [e for e in schedule_entries(rt.settings, rt.config()) if e.name.startswith("http")]
+    dispatch_pass(rt.redis, rt.settings, QUEUE, entries, send)
+    return sent
+
+
+def test_a_failed_send_leaves_no_marker_so_the_next_pass_retries_it(runtime: Any) -> None:
+    rt = runtime.use_config(sources("ok", "lost"))
+    # When the broker refuses one message
+    assert run_pass(rt, fail=("http_log:lost",)) == ["http_log:ok"]
+    # Then only the sent one is marked queued, with the full age bound
+    assert rt.redis.exists("wk:queued:http_log:lost") == 0
+    assert rt.redis.ttl("wk:queued:http_log:ok") > 60
+    # And the next pass sends the lost one, not the queued one again
+    assert run_pass(rt) == ["http_log:lost"]
+    assert run_pass(rt) == []
+    stats = rt.redis.hgetall("wk:beat:stats")
+    assert (stats["dispatched"], stats["skipped_queued"]) == ("3", "3")
+
+
+def test_a_backing_off_source_waits_for_its_next_check_and_a_changed_one_does_not(
+    runtime: Any,
+) -> None:
+    rt = runtime.use_config(sources("s"))
+    assert run_pass(rt) == ["http_log:s"]
+    rt.redis.delete("wk:queued:http_log:s")  # the poll started
+    # Given the poll failed and backs off for ten minutes (next_check in Redis)
+    now = float(rt.redis.time()[0])
+    rt.redis.hset("wk:src:s", "next_check", now + 600)
+    # Then the source is not dispatched while it waits
+    assert run_pass(rt) == []
+    # When its definition changes (a fixed URL), Then it is dispatched at once
+    rt = runtime.use_config(sources("s").replace(":9/s", ":9/fixed"))
+    assert run_pass(rt) == ["http_log:s"]
+    assert float(rt.redis.hget("wk:src:s", "next_check") or 0) <= now + 5
+
+
+def test_only_one_beat_holds_the_dispatch_lock_until_it_lets_go(runtime: Any) -> None:
+    settings = replace(runtime.settings, beat_lock_ttl=10)
+    assert hold_lock(runtime.redis, settings, "a") == (True, "a")
+    assert hold_lock(runtime.redis, settings, "b") == (False, "a")
+    assert hold_lock(runtime.redis, settings, "a") == (True, "a")
+    release_lock(runtime.redis, settings, "b")  # not b's to release
+    assert hold_lock(runtime.redis, settings, "b") == (False, "a")
+    release_lock(runtime.redis, settings, "a")
+    assert hold_lock(runtime.redis, settings, "b") == (True, "b")
