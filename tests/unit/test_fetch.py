@@ -278,10 +278,12 @@ def test_host_delay_spaces_requests_across_concurrent_fetchers(
     results = _run_concurrently(
         5, lambda: fetch(http_server.url("/quick"), settings, connect(redis_url))
     )
-    # Then every request started at least the delay after the previous one (5 ms clock slack)
+    # Then the requests were spaced by the delay: slots are granted 0.25 s apart on Redis's
+    # clock; the server sees them after each client's own scheduling delay, so a loaded machine
+    # can bring two arrivals closer — but never all of them (the span is at least 4 delays)
     assert all(getattr(r, "status", None) == 200 for r in results), results
     starts = sorted(log["starts"])
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert len(gaps) == 4 and min(gaps) >= 0.245, gaps
+    assert len(gaps) == 4 and min(gaps) >= 0.1 and starts[-1] - starts[0] >= 0.95, gaps
     for key in redis_client.scan_iter(match="wk:host:*"):
         assert redis_client.pttl(key) > 0
