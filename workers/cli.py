@@ -171,6 +171,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_tail(args: argparse.Namespace) -> int:
     from workers.store.streams import CappedStream
+    from workers.tcp.entries import unpack
 
     if args.stream not in STREAM_NAMES:
         raise UsageError(f"stream {args.stream!r}: expected one of {', '.join(STREAM_NAMES)}")
@@ -178,11 +179,11 @@ def cmd_tail(args: argparse.Namespace) -> int:
     stream = CappedStream(rt.redis, keys.STREAM.key(rt.settings, args.stream), 0)
     entries = stream.latest(args.n)
     last = entries[-1][0] if entries else "$"
-    for entry_id, fields in entries:
+    for entry_id, fields in unpack(entries):  # a packed logs entry: one line each
         _print_entry(entry_id, fields, args.json)
     while args.follow:
         try:
-            for entry_id, fields in stream.after(last, count=100, block_ms=1000):
+            for entry_id, fields in unpack(stream.after(last, count=100, block_ms=1000)):
                 _print_entry(entry_id, fields, args.json)
                 last = entry_id
         except KeyboardInterrupt:
@@ -197,7 +198,6 @@ def _print_entry(entry_id: str, fields: dict[str, Any], as_json: bool) -> None:
     text = (
         fields.get("title")
         or fields.get("line")
-        or fields.get("lines")
         or fields.get("name")
         or json.dumps(fields.get("fields") or fields, ensure_ascii=False, default=str)
     )

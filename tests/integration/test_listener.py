@@ -1020,3 +1020,23 @@ def test_status_section_shows_connections_lines_discards_and_key_sizes(
     stopped = tcp_section(runtime)
     assert stopped["running"] is False and stopped["state"] == "stopped"
     assert stopped["closed"] == 2 and stopped["open"] == 0
+
+
+def test_tail_shows_one_record_per_line_of_a_packed_entry(runtime, redis_url):
+    # Given a packed entry (written under backlog) and an ordinary one
+    key = "wk:stream:logs"
+    runtime.redis.xadd(key, {"peer": "p", "lines": "a\nb\nc", "count": "3", "seq": "7"})
+    runtime.redis.xadd(key, {"peer": "p", "line": "d", "seq": "10"})
+    # When a reader tails the stream
+    env = dict(os.environ, REDIS_URL=redis_url, WATCHKEEPER_CONFIG=str(runtime.config_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "tail", "logs", "-n", "5", "--json"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    # Then it sees four lines numbered on, as if each had been its own entry
+    import json
+
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(r["line"], r["seq"]) for r in records] == [
+        ("a", "7"), ("b", "8"), ("c", "9"), ("d", "10"),
+    ]  # fmt: skip
