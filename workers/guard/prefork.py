@@ -25,4 +25,4 @@ def freeze_before_fork(**_: Any) -> None:
     """Collect the parent's garbage, then freeze what is left (see the module docstring)."""
     gc.collect()
     gc.freeze()
-    log.debug("[memory] froze %d objects before forking the pool", gc.get_freeze_count())
+    log.info("[memory] froze %d objects before forking the pool", gc.get_freeze_count())
