@@ -562,6 +562,19 @@ def plot(samples: list[dict[str, Any]], result: dict[str, Any], path: Path) -> N
     )
     left.plot(
         k,
+        [s.get("workers_pss_mb", 0.0) for s in samples],
+        color="tab:blue",
+        ls="--",
+        label="watchkeeper workers, PSS summed (shared pages counted once)",
+    )
+    left.plot(
+        k,
+        [s.get("pool_child_uss_max_mb", 0.0) for s in samples],
+        color="tab:purple",
+        label=f"largest pool child, USS (goal <= {GOAL_CHILD_USS_MB:.0f} MB)",
+    )
+    left.plot(
+        k,
         [s["worker_parent_rss_mb"] for s in samples],
         color="tab:blue",
         ls=":",
@@ -577,7 +590,7 @@ def plot(samples: list[dict[str, Any]], result: dict[str, Any], path: Path) -> N
     left.plot(
         k, [s["beat_rss_mb"] for s in samples], color="tab:gray", ls="--", label="watchkeeper beat"
     )
-    left.set_title("Process memory (RSS)")
+    left.set_title("Process memory (RSS unless noted)")
     left.set_ylabel("MB")
     right.plot(
         nk,
@@ -772,7 +785,7 @@ def main() -> int:
         },
         "status_at_end": {
             k: soak.status_end.get(k)
-            for k in ("redis", "workers", "locations", "tcp", "dead_letters")
+            for k in ("redis", "workers", "task_memory", "locations", "tcp", "dead_letters")
         },
         "samples": samples,
     }
