@@ -55,7 +55,7 @@ class Place:
 
 
 class CompactIndex:
-    """A read-only view of one built index; open it with ``load()``."""
+    """A read-only view of one built index; ``gazetteer_cache.load()`` opens (and builds) it."""
 
     def __init__(self, directory: Path) -> None:
         names_path, places_path = directory / NAMES_FILE, directory / PLACES_FILE
