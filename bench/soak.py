@@ -53,6 +53,8 @@ MB = 1024 * 1024
 QUICK_ITEMS = 200_000
 WARMUP = 0.2
 GOAL_WORKERS_MB_PER_100K = 0.5
+GOAL_CHILD_USS_MB = 60.0
+MEASURES = ("rss", "pss", "uss")
 NO_RECYCLE = 1_000_000_000
 
 #: Small caps so they are reached within the warm-up; short ages for the same reason.
@@ -125,11 +127,16 @@ def _rss(proc: psutil.Process) -> float:
         return 0.0
 
 
-def _uss(proc: psutil.Process) -> float:
+def _full(proc: psutil.Process | None) -> dict[str, float]:
+    """RSS, USS (pages only this process maps) and PSS (shared pages split among their
+    sharers, so a group's PSS adds up to what it really occupies) in MB; zeros when gone."""
     try:
-        return float(proc.memory_full_info().uss) / MB
+        info = proc.memory_full_info() if proc is not None else None
     except psutil.Error:
-        return 0.0
+        info = None
+    if info is None:
+        return {"rss_mb": 0.0, "uss_mb": 0.0, "pss_mb": 0.0}
+    return {k: round(float(getattr(info, k[:3])) / MB, 2) for k in ("rss_mb", "uss_mb", "pss_mb")}
 
 
 def process_tree(supervisor: int) -> dict[str, Any]:
@@ -161,19 +168,18 @@ def measure_processes(supervisor: int, seen_pids: set[int]) -> dict[str, Any]:
     for proc in [worker, roles["beat"], roles["listener"], *pool]:
         if proc is not None:
             seen_pids.add(proc.pid)
-    children = [
-        {"pid": p.pid, "rss_mb": round(_rss(p), 2), "uss_mb": round(_uss(p), 2)} for p in pool
-    ]
-    parent_rss = _rss(worker) if worker else 0.0
+    children = [{"pid": p.pid, **_full(p)} for p in pool]
+    parent = _full(worker)
     return {
-        "worker_parent_rss_mb": round(parent_rss, 2),
-        "worker_parent_uss_mb": round(_uss(worker), 2) if worker else 0.0,
+        "worker_parent_rss_mb": parent["rss_mb"],
+        "worker_parent_uss_mb": parent["uss_mb"],
+        "worker_parent_pss_mb": parent["pss_mb"],
         "pool_children": children,
         "pool_children_rss_mb": round(sum(c["rss_mb"] for c in children), 2),
-        "workers_rss_mb": round(parent_rss + sum(c["rss_mb"] for c in children), 2),
-        "workers_uss_mb": round(
-            (_uss(worker) if worker else 0.0) + sum(c["uss_mb"] for c in children), 2
-        ),
+        "pool_child_uss_max_mb": max((c["uss_mb"] for c in children), default=0.0),
+        "workers_rss_mb": round(parent["rss_mb"] + sum(c["rss_mb"] for c in children), 2),
+        "workers_uss_mb": round(parent["uss_mb"] + sum(c["uss_mb"] for c in children), 2),
+        "workers_pss_mb": round(parent["pss_mb"] + sum(c["pss_mb"] for c in children), 2),
         "beat_rss_mb": round(_rss(roles["beat"]), 2) if roles["beat"] else 0.0,
         "listener_rss_mb": round(_rss(roles["listener"]), 2) if roles["listener"] else 0.0,
         "supervisor_rss_mb": round(_rss(psutil.Process(supervisor)), 2)
@@ -315,6 +321,8 @@ class Soak:
             print(
                 f"[soak] {sample['t']:6.0f}s  items {sample['items']:>9,} "
                 f"(naive {sample['naive']['items']:,})  workers {sample['workers_rss_mb']:.1f} MB"
+                f" (PSS {sample['workers_pss_mb']:.1f}, child USS max "
+                f"{sample['pool_child_uss_max_mb']:.1f})"
                 f"  redis {sample['redis']['used_memory'] / MB:.1f} MB  |  naive "
                 f"{sample['naive']['rss_mb']:.1f} MB, redis "
                 f"{sample['naive']['redis_used_memory'] / MB:.1f} MB",
@@ -346,7 +354,7 @@ class Soak:
         section = redis_section(runtime)
         rpid = redis_pid(self.home)
         naive_streams = {name: int(naive.xlen(f"naive:stream:{name}")) for name in STREAMS}
-        naive_proc = psutil.Process(self.naive_proc.pid)
+        naive_mem = _full(psutil.Process(self.naive_proc.pid))
         naive_info = naive.info("memory")
         return {
             "t": round(time.monotonic() - started, 1),
@@ -368,7 +376,9 @@ class Soak:
             "naive": {
                 "items": sum(naive_streams.values()),
                 "items_by_stream": naive_streams,
-                "rss_mb": round(_rss(naive_proc), 2),
+                "rss_mb": naive_mem["rss_mb"],
+                "uss_mb": naive_mem["uss_mb"],
+                "pss_mb": naive_mem["pss_mb"],
                 "redis_used_memory": int(naive_info["used_memory"]),
                 "redis_keys": int(naive.dbsize()),
             },
@@ -493,6 +503,40 @@ def slopes(samples: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
     }
 
 
+def memory_goals(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Issue 15: every pool child <= 60 MB USS, and the worker processes together (parent +
+    children) below the naive process at every sample. "Together" is given three ways, each
+    against the naive process measured the same way: RSS summed (counts pages the processes
+    share once per process, so it overstates a prefork group), PSS summed (each shared page
+    split among its sharers: what the group really occupies) and USS summed (private pages only:
+    understates it)."""
+    child_max = max(s["pool_child_uss_max_mb"] for s in samples)
+    totals: dict[str, Any] = {}
+    for m in MEASURES:
+        below = [s[f"workers_{m}_mb"] < s["naive"][f"{m}_mb"] for s in samples]
+        from_index = next((i for i in range(len(below)) if all(below[i:])), None)
+        totals[m] = {
+            "first": {
+                "workers": samples[0][f"workers_{m}_mb"],
+                "naive": samples[0]["naive"][f"{m}_mb"],
+            },
+            "last": {
+                "workers": samples[-1][f"workers_{m}_mb"],
+                "naive": samples[-1]["naive"][f"{m}_mb"],
+            },
+            "samples_below": sum(below),
+            "below_at_every_sample": all(below),
+            "below_from_items": None if from_index is None else samples[from_index]["items"],
+        }
+    return {
+        "pool_child_uss_max_mb": child_max,
+        "pool_child_uss_goal_mb": GOAL_CHILD_USS_MB,
+        "pool_child_uss_met": child_max <= GOAL_CHILD_USS_MB,
+        "samples": len(samples),
+        "workers_vs_naive": totals,
+    }
+
+
 def plot(samples: list[dict[str, Any]], result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -518,6 +562,19 @@ def plot(samples: list[dict[str, Any]], result: dict[str, Any], path: Path) -> N
     )
     left.plot(
         k,
+        [s.get("workers_pss_mb", 0.0) for s in samples],
+        color="tab:blue",
+        ls="--",
+        label="watchkeeper workers, PSS summed (shared pages counted once)",
+    )
+    left.plot(
+        k,
+        [s.get("pool_child_uss_max_mb", 0.0) for s in samples],
+        color="tab:purple",
+        label=f"largest pool child, USS (goal <= {GOAL_CHILD_USS_MB:.0f} MB)",
+    )
+    left.plot(
+        k,
         [s["worker_parent_rss_mb"] for s in samples],
         color="tab:blue",
         ls=":",
@@ -533,7 +590,7 @@ def plot(samples: list[dict[str, Any]], result: dict[str, Any], path: Path) -> N
     left.plot(
         k, [s["beat_rss_mb"] for s in samples], color="tab:gray", ls="--", label="watchkeeper beat"
     )
-    left.set_title("Process memory (RSS)")
+    left.set_title("Process memory (RSS unless noted)")
     left.set_ylabel("MB")
     right.plot(
         nk,
@@ -703,7 +760,12 @@ def main() -> int:
         "memory_total_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "slopes": slopes(samples),
-        "goal": {"workers_mb_per_100k": GOAL_WORKERS_MB_PER_100K, "redis": "flat under caps"},
+        "goal": {
+            "workers_mb_per_100k": GOAL_WORKERS_MB_PER_100K,
+            "redis": "flat under caps",
+            "pool_child_uss_mb": GOAL_CHILD_USS_MB,
+        },
+        "memory": memory_goals(samples),
         "count_may_be_low": [name for name, c in soak.counters.items() if c.overtaken],
         "stop_problems": problems,
         "final": {
@@ -723,7 +785,7 @@ def main() -> int:
         },
         "status_at_end": {
             k: soak.status_end.get(k)
-            for k in ("redis", "workers", "locations", "tcp", "dead_letters")
+            for k in ("redis", "workers", "task_memory", "locations", "tcp", "dead_letters")
         },
         "samples": samples,
     }
@@ -776,6 +838,30 @@ def report(result: dict[str, Any], path: Path, png: Path) -> None:
         f"{first['naive']['redis_used_memory'] / MB:.1f} -> "
         f"{last['naive']['redis_used_memory'] / MB:.1f} MB"
     )
+    mem = result["memory"]
+    print(
+        f"[soak] pool child USS, max over {mem['samples']} samples: "
+        f"{mem['pool_child_uss_max_mb']:.1f} MB (goal <= {GOAL_CHILD_USS_MB:.0f}): "
+        f"{'met' if mem['pool_child_uss_met'] else 'NOT met'}"
+    )
+    print(
+        "| workers (parent + children) vs naive process, MB | first sample | last sample | "
+        "below naive |"
+    )
+    print("|---|---|---|---|")
+    for m, t in mem["workers_vs_naive"].items():
+        since = (
+            "at every sample"
+            if t["below_at_every_sample"]
+            else "never"
+            if t["below_from_items"] is None
+            else f"from {t['below_from_items']:,} items on"
+        )
+        print(
+            f"| {m.upper()} summed | {t['first']['workers']:.1f} vs {t['first']['naive']:.1f} | "
+            f"{t['last']['workers']:.1f} vs {t['last']['naive']:.1f} | {since} "
+            f"({t['samples_below']}/{mem['samples']}) |"
+        )
     print(f"[soak] wrote {path.relative_to(ROOT)} and {png.relative_to(ROOT)}")
 
 

@@ -1,14 +1,31 @@
-"""The offline gazetteer: its rules, and its precision/recall on 125 hand-written headlines."""
+"""The offline gazetteer: its rules, its precision/recall on 125 hand-written headlines, and its
+compact on-disk index (built once, memory-mapped, rebuilt when damaged)."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import unicodedata
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tasks.locations.model import NO_LOCATION
-from tasks.locations.resolvers.gazetteer import GazetteerResolver, get_gazetteer, locate
+from tasks.locations.resolvers.gazetteer import (
+    Gazetteer,
+    GazetteerResolver,
+    get_gazetteer,
+    locate,
+)
+from tasks.locations.resolvers.gazetteer_cache import load, version
+from tasks.locations.resolvers.gazetteer_index import NAMES_FILE, PLACES_FILE
 from tests.support.helpers import DATA
+
+ROOT = Path(__file__).resolve().parents[2]
 
 HEADLINES = DATA / "headlines.json"
 
@@ -87,3 +104,85 @@ def test_the_batch_resolver_answers_for_every_id() -> None:
     result = GazetteerResolver().resolve([("a", "Fire in Lisbon"), ("b", "Nothing here")])
     assert result.located["a"].name == "Lisbon" and result.located["b"] == NO_LOCATION
     assert result.missing == [] and result.malformed == []
+
+
+# --- the compact index (issue 15): files built once, mapped by every process -----------------
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache directory holding one freshly built index."""
+    cache = tmp_path_factory.mktemp("gazetteer-cache")
+    load(cache)
+    return cache
+
+
+def _index_dir(cache: Path) -> Path:
+    return cache / f"gazetteer-{version()}"
+
+
+def test_the_index_is_built_once_into_files_and_reused(built: Path) -> None:
+    # Given an index built into a cache directory
+    names, places = _index_dir(built) / NAMES_FILE, _index_dir(built) / PLACES_FILE
+    before = (names.stat().st_ino, places.stat().st_mtime_ns)
+    # When another process-wide open happens
+    index = load(built)
+    # Then the same files are mapped, not rebuilt, and they answer like the process's gazetteer
+    assert (names.stat().st_ino, places.stat().st_mtime_ns) == before
+    assert Gazetteer(index).locate("Fire in Lisbon") == locate("Fire in Lisbon")
+    assert names.stat().st_size + places.stat().st_size < 8 * 2**20
+
+
+def test_a_damaged_index_is_rebuilt_and_other_versions_removed(built: Path, tmp_path: Path) -> None:
+    # Given a copy of the index with a truncated places file, and an index of an older version
+    cache = tmp_path / "cache"
+    shutil.copytree(built, cache)
+    places = _index_dir(cache) / PLACES_FILE
+    places.write_bytes(places.read_bytes()[:1000])
+    (cache / "gazetteer-000000000000").mkdir()
+    # When it is loaded
+    index = load(cache)
+    # Then it was built again, whole, and the old version is gone
+    assert places.stat().st_size > 1000
+    assert Gazetteer(index).locate("Storm hits New York City").name == "New York City"
+    assert not (cache / "gazetteer-000000000000").exists()
+
+
+def test_a_name_keeps_its_places_in_rank_order(built: Path) -> None:
+    index = load(built)
+    springfields = index.get("springfield")
+    assert len(springfields) > 1 and all(p.kind == "city" for p in springfields)
+    assert springfields[0].population == max(p.population for p in springfields)
+    assert {p.kind for p in index.get("georgia")} == {"state", "country"}
+    # the longest name at the start of the query wins, and only on a word boundary
+    hit = index.longest("new york city hall")
+    assert hit is not None and hit[0] == 3 and hit[1][0].location.name == "New York City"
+    assert index.longest("new yorkers") is None and index.longest("parisian fashion") is None
+    assert index.get("narnia") == [] and len(index) > 40_000
+
+
+_MEASURE_CHILD = """
+import json, sys, psutil
+from tasks.locations.resolvers.gazetteer import locate
+rows = json.loads(open(sys.argv[1]).read())
+before = psutil.Process().memory_full_info().uss
+for row in rows:
+    locate(row["title"] + "\\n" + row["summary"])
+print(psutil.Process().memory_full_info().uss - before)
+"""
+
+
+def test_locating_alerts_costs_a_process_a_few_mb_not_the_whole_index() -> None:
+    # Given the index already built (this process's gazetteer built it under WATCHKEEPER_HOME)
+    get_gazetteer()
+    # When a fresh process opens it and locates 125 headlines
+    out = subprocess.run(
+        [sys.executable, "-c", _MEASURE_CHILD, str(HEADLINES)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    # Then its private memory grew by a few MB (the dict index cost ~80 MB per process)
+    grown_mb = int(out.stdout.strip()) / 2**20
+    assert grown_mb < 10, f"{grown_mb:.1f} MB"

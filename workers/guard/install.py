@@ -15,6 +15,7 @@ from celery import Celery, signals
 from celery.worker.request import Request
 
 from workers.core.settings import Settings
+from workers.guard.prefork import freeze_before_fork
 from workers.guard.stats import args_summary
 from workers.guard.task_guard import TaskGuard, _store
 from workers.guard.watchdog import Watchdog
@@ -238,5 +239,6 @@ def install(celery: Celery, settings: Settings) -> None:
         (signals.task_received, _on_task_received),
         (signals.task_prerun, _on_prerun),
         (signals.task_postrun, _on_postrun),
+        (signals.celeryd_after_setup, freeze_before_fork),
     ):
         signal_.connect(handler, weak=False, dispatch_uid=f"wk-memory-{handler.__name__}")
