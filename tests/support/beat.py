@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -88,12 +89,19 @@ def recorded_dispatches() -> Iterator[Dispatches]:
         signals.task_prerun.disconnect(dispatch_uid=uid)
 
 
-def queued_messages(client: Any, queue: str = "celery") -> list[tuple[str, str]]:
-    """(task name, first argument or "") of every message waiting in a Celery queue (Redis
-    transport, JSON serializer, protocol 2: the body is ``[args, kwargs, embed]``)."""
+def queued_messages(
+    client: Any, queue: str = "celery", live_only: bool = True
+) -> list[tuple[str, str]]:
+    """(task name, first argument or "") of every live message waiting in a Celery queue
+    (Redis transport, JSON serializer, protocol 2: the body is ``[args, kwargs, embed]``); a
+    message past its ``expires`` is dropped unrun by any worker, so it is not counted."""
     out = []
+    now = datetime.now(UTC)
     for raw in client.lrange(queue, 0, -1):
         message = json.loads(raw)
+        expires = message["headers"].get("expires")
+        if live_only and expires and datetime.fromisoformat(expires) <= now:
+            continue
         args = json.loads(base64.b64decode(message["body"]))[0]
         out.append((message["headers"]["task"], str(args[0]) if args else ""))
     return out

@@ -17,8 +17,9 @@ same atomic step. So:
 
 A poll clears its marker when it claims the source (``claim.lua``, atomic with taking the lock);
 a periodic task clears its marker when it starts (``install``). A marker expires after
-``WATCHKEEPER_QUEUED_MAX_AGE``, as does its message, so a lost message delays its entry at
-most that long; until the beat confirms the message was sent, the marker lives only
+two periods of its entry (at most ``WATCHKEEPER_QUEUED_MAX_AGE``), as does its message, so a
+message lost or held by a dead worker delays its entry at most that long and a second live
+message never exists; until the beat confirms the message was sent, the marker lives only
 ``PENDING_TTL`` seconds, so a beat dying between marking and sending delays it only that long.
 """
 
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 _DISPATCH = Script("workers.polling", "dispatch")
 _CONFIRM = Script("workers.polling", "queued_confirm")
 _LOCK = Script("workers.polling", "beat_lock")
+
+MIN_WAIT = 5
+"""Seconds a dispatched message may wait at least, whatever its entry's period."""
 
 PENDING_TTL = 30
 """Seconds a marker lives between the pass that set it and the confirmation that its message
@@ -89,9 +93,17 @@ class Entry:
     advance: float | None
     ttl: int
 
+    def wait(self, settings: Settings) -> int:
+        """Seconds its message may wait in the queue: two periods (at least ``MIN_WAIT``, at
+        most ``WATCHKEEPER_QUEUED_MAX_AGE``). Its marker lives as long and the message expires
+        with it, so there is never more than one live message per entry, and one taken by a
+        worker that died before starting it (waiting out the visibility timeout) holds its
+        entry back two periods, not an hour."""
+        return int(min(settings.queued_max_age, max(MIN_WAIT, 2 * self.every)))
+
     def options(self, settings: Settings) -> dict[str, Any]:
         """The message's options: it expires with its marker."""
-        return {"expires": settings.queued_max_age}
+        return {"expires": self.wait(settings)}
 
 
 def fingerprint(*parts: Any) -> str:
@@ -164,7 +176,7 @@ def dispatch_pass(
         ]
     chosen, length, _now = _DISPATCH(client, names, args)
     result = PassResult([], [], int(length))
-    confirm: dict[str, str] = {}
+    confirm: dict[str, tuple[str, int]] = {}
     for index in chosen:
         entry, token = entries[int(index) - 1], tokens[int(index) - 1]
         try:
@@ -175,9 +187,9 @@ def dispatch_pass(
             compare_delete(client, entry.marker, token)
         else:
             result.sent.append(entry)
-            confirm[entry.marker] = token
+            confirm[entry.marker] = (token, entry.wait(settings))
     if confirm:
-        _CONFIRM(client, list(confirm), [settings.queued_max_age, *confirm.values()])
+        _CONFIRM(client, list(confirm), [v for pair in confirm.values() for v in pair])
     return result
 
 

@@ -5,15 +5,15 @@
 -- in the queue its marker lives as long as the message may wait there. A marker already
 -- cleared (the task started) or replaced is left alone.
 --
--- KEYS[i]    the markers of the messages sent
--- ARGV[1]    TTL (seconds): the messages' `expires`
--- ARGV[1+i]  the task id each marker must still hold
--- Returns    how many markers were extended
+-- KEYS[i]      the markers of the messages sent
+-- ARGV[2i-1]   the task id marker i must still hold
+-- ARGV[2i]     its TTL (seconds): its message's `expires`
+-- Returns      how many markers were extended
 
 local extended = 0
 for i, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1 + i] then
-    redis.call('EXPIRE', key, ARGV[1])
+  if redis.call('GET', key) == ARGV[2 * i - 1] then
+    redis.call('EXPIRE', key, ARGV[2 * i])
     extended = extended + 1
   end
 end
