@@ -141,6 +141,9 @@ class Decider:
     def decide(self, stream: str, entry_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         seq = as_int(fields.get("seq"))
         decision: dict[str, Any] = {"id": entry_id, "seq": seq, "a": "skip", "m": 0}
+        count = as_int(fields.get("count")) if "lines" in fields else None
+        if seq is not None and count is not None and count > 1:
+            decision["last"] = seq + count - 1  # a packed logs entry: one number per line
         if not fields:
             decision["a"] = "gone"
             return decision

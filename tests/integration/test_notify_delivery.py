@@ -158,3 +158,19 @@ def test_digest_mode_sends_one_message_per_period(runtime, worker, hook):
     add_alerts(rt, [alert(9)])
     pump(run_task, lambda: len(hook.accepted) >= 2, message="the next period's digest")
     assert hook.accepted[1]["title"] == "daily: 1 new item"
+
+
+def test_a_packed_logs_entry_is_not_counted_as_missed_lines(runtime, worker, hook):
+    # The TCP listener packs lines under backlog: one entry numbered seq..seq+count-1
+    rt = fast(runtime)
+    rt.use_config(sink_config("ops", [hook.url()], 'streams = ["logs"]'))
+    run_task()
+    stream, counter = "wk:stream:logs", "wk:stream:logs:seq"
+    rt.redis.xadd(
+        stream, {"peer": "p", "lines": "a\nb\nc", "count": "3", "seq": "1", "schema": "1"}
+    )
+    rt.redis.xadd(stream, {"peer": "p", "line": "d", "seq": "4", "schema": "1"})
+    rt.redis.set(counter, 4)
+    pump(run_task, lambda: len(hook.accepted) >= 2, message="both entries")
+    status = status_of(rt)
+    assert status["missed"] == 0 and status["streams"]["logs"]["missed_not_yet_counted"] == 0

@@ -23,8 +23,9 @@
 -- ARGV[4]  outbox cap
 -- ARGV[5]  dead-letter cap
 -- ARGV[6]  digest cap (lines)
--- ARGV[7]  JSON decisions [{s: stream index (1-based), id, seq (or null), a: action,
---          k: message key, r: record JSON (queue) or line (digest), m: missing template fields}]
+-- ARGV[7]  JSON decisions [{s: stream index (1-based), id, seq (or null), last (a packed logs
+--          entry: the last seq it covers), a: action, k: message key, r: record JSON (queue)
+--          or line (digest), m: missing template fields}]
 -- Returns  {queued, skipped, digested, duplicates, missed, evicted}
 
 local t = redis.call('TIME')
@@ -55,7 +56,8 @@ for _, d in ipairs(decisions) do
         missed = missed + gap
         redis.call('HINCRBY', KEYS[1], 'missed:' .. streams[d.s], gap)
       end
-      redis.call('HSET', KEYS[1], field, d.seq)
+      -- a packed logs entry covers `last` - `seq` + 1 numbers (its lines)
+      redis.call('HSET', KEYS[1], field, d.last or d.seq)
     end
   end
   if action == 'queue' then
