@@ -211,7 +211,8 @@ def test_memory_chart_has_points_for_every_child(page, demo):
             """() => Object.entries(window.wkCharts || {})
                  .filter(([id]) => id.startsWith('node-'))
                  .map(([id, u]) => [id, u.series.slice(1).map(s => s.label),
-                                    u.data.slice(1).map(d => d.filter(v => v != null).length)])"""
+                                    u.data.slice(1).map(d => d.filter(v => v != null).length),
+                                    u.scales.x.max > u.scales.x.min])"""
         )
 
     api = demo["base"] + "/api/memory"
@@ -219,11 +220,12 @@ def test_memory_chart_has_points_for_every_child(page, demo):
     def ready() -> Any:
         nodes = requests.get(api, timeout=5).json()["nodes"]
         drawn = children_drawn()
-        return nodes and drawn and all(min(points) >= 2 for _, _, points in drawn) and drawn
+        return nodes and drawn and all(min(points) >= 2 for _, _, points, _ in drawn) and drawn
 
     drawn = wait_for(ready, 60, 1.0, "memory points for every child")
     nodes = requests.get(api, timeout=5).json()["nodes"]
-    for _, labels, points in drawn:
+    for _, labels, points, time_axis_spans in drawn:
+        assert time_axis_spans  # the points are actually plotted along a time axis
         # the parent and every pool child (2 of them, or more after a recycle) have points
         assert labels[0] == "parent"
         assert sum(label.startswith("child ") for label in labels) >= 2, labels

@@ -60,7 +60,10 @@
       width: Math.min(root.clientWidth || 900, 1100),
       height: 240,
       series: [{}].concat(labels.map(function (l, i) {
-        return { label: l, stroke: palette[i % palette.length], width: 1.5, spanGaps: false,
+        // Processes sample at their own moments: a series is null at the others' times, so
+        // lines span those gaps and every point is drawn (a new process has only a few).
+        return { label: l, stroke: palette[i % palette.length], width: 1.5, spanGaps: true,
+          points: { show: true, size: 5 },
           value: function (u, v) { return v == null ? "-" : v.toFixed(1) + " MB"; } };
       })),
       axes: [{}, { label: "MB", size: 60 }],
@@ -70,7 +73,6 @@
     u.wkKey = key;
     u.wkMarks = chart.marks || [];
     u.wkData = chart;
-    u.redraw();
     window.wkCharts[id] = u;
   }
 
