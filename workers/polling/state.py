@@ -20,9 +20,10 @@ from workers.core import keys
 from workers.core.settings import Settings
 from workers.core.sources_file import Source
 from workers.polling.locks import lock_ms
+from workers.polling.politeness import hold_claimed, host_keys, slot_args
 from workers.store.scripts import Script
 
-_CLAIM = Script("workers.polling", "claim")
+_CLAIM = Script("workers.polling", "claim", include=("host_slot",))
 _SAVE = Script("workers.polling", "state_save")
 
 JITTER = (0.75, 1.0)
@@ -80,16 +81,26 @@ def state_ttl(settings: Settings, source: Source) -> int:
 
 
 def claim(
-    client: redis.Redis, settings: Settings, name: str
+    client: redis.Redis,
+    settings: Settings,
+    name: str,
+    host: str | None = None,
+    scheduled: bool = True,
 ) -> tuple[str | None, SourceState, float]:
     """Try the source's lock and read its state in one round trip; also Redis's time now,
-    which is the poll's start on the clock every worker shares."""
+    which is the poll's start on the clock every worker shares. With ``host`` the same call
+    takes the host's request slot for the poll's first request (inside ``poll_slots``) when
+    the lock is taken and the poll will fetch (``scheduled``: not for a paused or not-due
+    source)."""
     token = uuid.uuid4().hex
-    locked, now, flat = _CLAIM(
-        client,
-        [keys.SOURCE_LOCK.key(settings, name), keys.SOURCE_STATE.key(settings, name)],
-        [token, lock_ms(settings)],
-    )
+    names = [keys.SOURCE_LOCK.key(settings, name), keys.SOURCE_STATE.key(settings, name)]
+    args: list[Any] = [token, lock_ms(settings)]
+    if host is not None:
+        names += host_keys(settings, host)
+        args += ["1" if scheduled else "0", *slot_args(settings)]
+    locked, now, flat, slot = _CLAIM(client, names, args)
+    if host is not None and int(slot) == 0:
+        hold_claimed(host, token)
     raw = {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
     return (token if int(locked) else None), SourceState.from_raw(raw), float(now)
 
