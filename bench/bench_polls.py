@@ -90,6 +90,10 @@ WALL_BUCKETS: list[tuple[str, tuple[str, ...]]] = [
 in the stack (``!``: must not be); the first matching rule wins."""
 
 
+IDLE = ("_epoll.poll", "recv_bytes (billiard")
+"""Stacks of a process waiting for work, left out of the hottest functions."""
+
+
 # --- the corpus --------------------------------------------------------------------------
 
 
@@ -288,12 +292,12 @@ def run_watchkeeper(
             for proc in roles["worker_parent"]:
                 profiler.start("parent", proc.pid)
             time.sleep(1)
-        cpu0, counters0 = run.cpu(), redis_counters(client)
+        meter, counters0 = run.meter(), redis_counters(client)
         server0 = cpu_seconds([server])
         t0 = float(".".join(str(x) for x in client.time()))
         _send(app, [feed_name(i) for i in range(len(paths))])
-        checks, polled = _wait_polled(client, state_keys, args.timeout)
-        counters1, cpu1 = redis_counters(client), run.cpu()
+        checks, polled = _wait_polled(client, state_keys, args.timeout, meter.sample)
+        counters1, cpu = redis_counters(client), meter.used()
         server1 = cpu_seconds([server])
         stacks = profiler.stop() if profiler is not None else {}
         ends = [float(p[0]) + float(p[1] or 0) for p in polled if p[0]]
@@ -305,7 +309,6 @@ def run_watchkeeper(
         own_reads = 2 + checks
         delta["calls"]["hmget"] = delta["calls"].get("hmget", 0) - checks * len(state_keys)
         delta["calls"]["info"] = delta["calls"].get("info", 0) - 2
-        cpu = {k: cpu1.get(k, 0.0) - cpu0.get(k, 0.0) for k in cpu1}
         worker_cpu = cpu.get("worker_parent", 0.0) + cpu.get("pool", 0.0)
         errors = _errors(client, state_keys)
         return {
@@ -327,7 +330,7 @@ def run_watchkeeper(
                 role: {
                     "samples": sum(s.values()),
                     "wall_buckets_pct": buckets(s, WALL_BUCKETS),
-                    "top_functions": top_functions(s, 20),
+                    "top_functions": top_functions(s, 25, IDLE),
                 }
                 for role, s in stacks.items()
             },
@@ -352,7 +355,9 @@ def _send(app: Any, names: list[str]) -> None:
             )
 
 
-def _wait_polled(client: Any, state_keys: list[str], timeout: float) -> tuple[int, list[Any]]:
+def _wait_polled(
+    client: Any, state_keys: list[str], timeout: float, tick: Any = None
+) -> tuple[int, list[Any]]:
     """Wait until every source's state records a poll; (checks made, per-source fields)."""
     deadline = time.monotonic() + timeout
     checks = 0
@@ -364,6 +369,8 @@ def _wait_polled(client: Any, state_keys: list[str], timeout: float) -> tuple[in
         checks += 1
         if all(p[0] for p in polled) or time.monotonic() > deadline:
             return checks, polled
+        if tick is not None:
+            tick()
         time.sleep(0.25)
 
 
@@ -473,7 +480,7 @@ def report(result: dict[str, Any], path: Path) -> None:
         print(
             f"\nwhere {role} wall time goes ({prof['samples']} samples): {prof['wall_buckets_pct']}"
         )
-        for f in prof["top_functions"][:12]:
+        for f in prof["top_functions"][:20]:
             print(f"  {f['inclusive_pct']:5.1f}%  (self {f['self_pct']:4.1f}%)  {f['function']}")
     print(f"\nwrote {path}")
 

@@ -96,6 +96,9 @@ class WatchkeeperRun:
         """CPU seconds (user + system) used so far, per role."""
         return {role: cpu_seconds(procs) for role, procs in self.roles().items()}
 
+    def meter(self) -> CpuMeter:
+        return CpuMeter(self)
+
     def stop(self) -> list[str]:
         problems: list[str] = []
         if self.proc is not None and self.proc.poll() is None:
@@ -119,6 +122,33 @@ class WatchkeeperRun:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         return problems
+
+
+class CpuMeter:
+    """CPU seconds per role since it was made, counting processes that start or end meanwhile
+    (pool children replaced after WATCHKEEPER_MAX_TASKS_PER_CHILD): call ``sample`` often; a
+    process that ends loses at most the time since the last sample."""
+
+    def __init__(self, run: WatchkeeperRun) -> None:
+        self.run = run
+        self.start: dict[int, float] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+        self.sample()
+        self.start = {pid: cpu for pid, (_, cpu) in self.last.items()}
+
+    def sample(self) -> None:
+        for role, procs in self.run.roles().items():
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    t = proc.cpu_times()
+                    self.last[proc.pid] = (role, t.user + t.system)
+
+    def used(self) -> dict[str, float]:
+        self.sample()
+        out: dict[str, float] = {}
+        for pid, (role, cpu) in self.last.items():
+            out[role] = out.get(role, 0.0) + cpu - self.start.get(pid, 0.0)
+        return out
 
 
 def _alive(pid: int) -> bool:
@@ -220,17 +250,23 @@ def frame_name(frame: str) -> str:
     return f"{func} ({short})"
 
 
-def top_functions(stacks: Counter[str], n: int = 15) -> list[dict[str, Any]]:
-    """Functions by inclusive share of samples (each counted once per stack)."""
-    total = sum(stacks.values()) or 1
+def top_functions(
+    stacks: Counter[str], n: int = 15, idle: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """Functions by inclusive share of the busy samples (stacks with none of ``idle``), each
+    counted once per stack; frames on (nearly) every stack — the process's entry points — are
+    left out."""
+    busy = Counter({s: c for s, c in stacks.items() if not any(i in s for i in idle)})
+    total = sum(busy.values()) or 1
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
-    for stack, count in stacks.items():
+    for stack, count in busy.items():
         frames = [frame_name(f) for f in stack.split(";") if f]
-        for name in set(frames[1:] if frames and frames[0].startswith("process ") else frames):
+        for name in set(frames):
             inclusive[name] += count
         if frames:
             own[frames[-1]] += count
+    inclusive = Counter({k: v for k, v in inclusive.items() if v < 0.97 * total})
     return [
         {
             "function": name,
