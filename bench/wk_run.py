@@ -187,12 +187,30 @@ def counter_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, An
     }
 
 
-class Profiler:
-    """py-spy sampling processes (wall time, idle included) until stopped; raw collapsed
-    stacks. Needs ptrace rights; without py-spy the profile is simply missing."""
+WAITS = (
+    "Condition.wait (",
+    "_epoll.poll (",
+    "poll (",
+    "select (",
+    "sleep (",
+    "recv_bytes (",
+    "Connection._recv (",
+    "readinto (",
+    "read_from_socket (",
+    "accept (",
+    "_recv_into (",
+)
+"""Leaf frames of a thread blocked in a system call: not CPU time (py-spy's own idle detection
+is not reliable with --nonblocking)."""
 
-    def __init__(self, out_dir: Path, rate: int = 100) -> None:
-        self.out_dir, self.rate = out_dir, rate
+
+class Profiler:
+    """py-spy sampling processes until stopped; raw collapsed stacks. ``idle``: wall time,
+    waiting included (background threads, which only wait, left out); else on-CPU samples
+    only. Needs ptrace rights; without py-spy the profile is simply missing."""
+
+    def __init__(self, out_dir: Path, rate: int = 100, idle: bool = True) -> None:
+        self.out_dir, self.rate, self.idle = out_dir, rate, idle
         self.procs: list[tuple[str, subprocess.Popen[bytes], Path]] = []
 
     def start(self, name: str, pid: int) -> None:
@@ -234,8 +252,11 @@ class Profiler:
             with contextlib.suppress(OSError):
                 for line in path.read_text().splitlines():
                     stack, _, count = line.rpartition(" ")
-                    if stack.startswith("Thread._bootstrap"):
+                    if self.idle and stack.startswith("Thread._bootstrap"):
                         continue  # background threads (memory guard reporters): idle
+                    leaf = stack.rsplit(";", 1)[-1]
+                    if not self.idle and any(leaf.startswith(w) or f".{w}" in leaf for w in WAITS):
+                        continue
                     if count.isdigit():
                         stacks.setdefault(name, Counter())[stack] += int(count)
         return stacks
@@ -266,7 +287,7 @@ def top_functions(
             inclusive[name] += count
         if frames:
             own[frames[-1]] += count
-    inclusive = Counter({k: v for k, v in inclusive.items() if v < 0.97 * total})
+    inclusive = Counter({k: v for k, v in inclusive.items() if v < 0.9 * total})
     return [
         {
             "function": name,
