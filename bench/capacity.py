@@ -115,11 +115,13 @@ class Generator:
     """The stepped sources in a process of their own (so rendering them never competes with
     this process's counting for one interpreter lock), driven over a pipe."""
 
-    def __init__(self, tcp_port: int, first_rate: float) -> None:
+    def __init__(self, tcp_port: int, first_rate: float, site_interval: str) -> None:
         parent, child = mp.get_context("fork").Pipe()
         self.conn = parent
         self.proc = mp.get_context("fork").Process(
-            target=_generate, args=(child, tcp_port, first_rate / BASE), daemon=True
+            target=_generate,
+            args=(child, tcp_port, first_rate / BASE, site_interval),
+            daemon=True,
         )
         self.proc.start()
         self.config_toml: str = self.conn.recv()
@@ -143,11 +145,11 @@ class Generator:
             self.proc.kill()
 
 
-def _generate(conn: Any, tcp_port: int, multiplier: float) -> None:
+def _generate(conn: Any, tcp_port: int, multiplier: float, site_interval: str) -> None:
     sources = SteppedSources(Rates.split(BASE))
     sources.set_multiplier(multiplier)
     sources.start()
-    conn.send(sources.config_toml(tcp_port))
+    conn.send(sources.config_toml(tcp_port, site_interval=site_interval))
     started_tcp = False
     while True:
         message = conn.recv()
@@ -288,6 +290,9 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=10.0, help="seconds before measuring")
     parser.add_argument("--concurrency", type=int, default=0, help="0: the default")
     parser.add_argument("--all", action="store_true", help="run every step even after a miss")
+    parser.add_argument(
+        "--site-interval", default="2s", help="the listing site's interval (the soak's: 2s)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--name", default="capacity", help="bench/results/NAME.json")
     args = parser.parse_args()
@@ -300,7 +305,7 @@ def main() -> int:
     run = WatchkeeperRun(work / "home", config, env)
     steps: list[dict[str, Any]] = []
     load0 = os.getloadavg()
-    sources = Generator(tcp_port, args.steps[0])
+    sources = Generator(tcp_port, args.steps[0], args.site_interval)
     try:
         config.write_text(sources.config_toml)
         client = run.start()
@@ -324,6 +329,7 @@ def main() -> int:
         "goal_items_per_s": GOAL,
         "criterion": f"processed >= {SUSTAINED:.0%} of offered, no TCP lines skipped",
         "mix": "soak: feeds 15 % (two feeds), logs 35 %, listings 10 %, TCP 40 %",
+        "intervals": {"feeds": "1s", "logs": "1s", "site": args.site_interval},
         "env": {k: v for k, v in env.items() if k.startswith(("WATCHKEEPER_", "MOONSHOT_"))},
         "steps": steps,
         "load_before": [round(x, 2) for x in load0],
