@@ -58,6 +58,11 @@ def slot_args(settings: Settings) -> list[int]:
     return [settings.host_concurrency, slot_lease_ms(settings), int(settings.host_delay * 1000)]
 
 
+def in_poll() -> bool:
+    """Inside ``poll_slots``: a slot taken ahead is tracked and released by the poll."""
+    return _HELD.get() is not None
+
+
 def hold_claimed(host: str, token: str) -> None:
     """The poll's claim took ``host``'s slot under ``token``: its first request uses it."""
     held = _HELD.get()

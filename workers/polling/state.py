@@ -20,7 +20,7 @@ from workers.core import keys
 from workers.core.settings import Settings
 from workers.core.sources_file import Source
 from workers.polling.locks import lock_ms
-from workers.polling.politeness import hold_claimed, host_keys, slot_args
+from workers.polling.politeness import hold_claimed, host_keys, in_poll, slot_args
 from workers.store.scripts import Script
 
 _CLAIM = Script("workers.polling", "claim", include=("host_slot",))
@@ -95,11 +95,11 @@ def claim(
     token = uuid.uuid4().hex
     names = [keys.SOURCE_LOCK.key(settings, name), keys.SOURCE_STATE.key(settings, name)]
     args: list[Any] = [token, lock_ms(settings)]
-    if host is not None:
+    if host is not None and in_poll():  # outside a poll nothing would release the slot
         names += host_keys(settings, host)
         args += ["1" if scheduled else "0", *slot_args(settings)]
     locked, now, flat, slot = _CLAIM(client, names, args)
-    if host is not None and int(slot) == 0:
+    if host is not None and int(slot) == 0:  # 0 only when the slot was asked for and taken
         hold_claimed(host, token)
     raw = {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
     return (token if int(locked) else None), SourceState.from_raw(raw), float(now)
