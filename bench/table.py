@@ -28,6 +28,8 @@ BENCHMARKS = [
     "bench_locations.py",
     "bench_scrape.py",
     "bench_notify.py",
+    "bench_polls.py",
+    "capacity.py",
     "soak.py --quick",
 ]
 
@@ -60,7 +62,8 @@ def rows() -> list[Row]:
 
     feeds, tcp, seen = load("feeds"), load("tcp"), load("seen")
     guard, loc, scrape, soak = load("memory_guard"), load("locations"), load("scrape"), load("soak")
-    notify = load("notify")
+    notify, polls, capacity = load("notify"), load("polls"), load("capacity")
+    capacity_site1s = load("capacity-site1s")
     out: list[Row] = []
 
     def add(
@@ -164,6 +167,34 @@ def rows() -> list[Row]:
         None,
         None,
         "flat",
+    )
+    add(
+        "small feeds polled/s (feedparser's test corpus) vs rss2email `r2e run --no-send`",
+        _get(polls, "watchkeeper", "feeds_per_s"),
+        _get(polls, "rss2email", "feeds_per_s"),
+        _get(polls, "ratio_feeds_per_s"),
+        ">= 1.0",
+    )
+    add(
+        "per poll: worker CPU ms (parent + children) / Redis round trips",
+        _get(polls, "watchkeeper", "worker_cpu_ms_per_poll"),
+        _get(polls, "watchkeeper", "redis_round_trips_per_poll"),
+        None,
+        "",
+    )
+    add(
+        "capacity: highest sustained items/s, soak mix and intervals, `watchkeeper run` on 2 cores",
+        _get(capacity, "highest_sustained_items_per_s"),
+        None,
+        None,
+        ">= 4,000",
+    )
+    add(
+        "capacity, the listing site polled every 1 s instead of 2 s",
+        _get(capacity_site1s, "highest_sustained_items_per_s"),
+        None,
+        None,
+        ">= 4,000",
     )
     return out
 

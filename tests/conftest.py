@@ -39,6 +39,9 @@ def test_environment() -> Iterator[dict[str, Any]]:
             del os.environ[name]
     os.environ.pop("REDIS_URL", None)
     os.environ.update(WATCHKEEPER_HOME=str(home), WATCHKEEPER_CONFIG=str(base_config))
+    # The in-thread test worker runs without heartbeats, so its event dispatcher is off and
+    # Flower's remote enable_events cannot reach it: send task events from the start.
+    os.environ["WATCHKEEPER_TASK_EVENTS"] = "1"
     url, embedded = start_test_redis(home)
     os.environ["REDIS_URL"] = url
     try:

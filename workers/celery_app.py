@@ -59,11 +59,17 @@ def celery_config(settings: Settings, url: str) -> dict[str, object]:
         # crash loses nothing (the memory guard quarantines tasks that kill workers repeatedly).
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        # One message per pool process at a time: a long task never hoards others behind it.
-        "worker_prefetch_multiplier": 1,
-        # Events on, so Flower and `celery events` see tasks without extra flags.
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # A few messages reserved per pool process, so a process finishing a task starts the
+        # next at once instead of waiting for an ack and a fetch (polls are short: at 1 the
+        # pool sat half idle). Celery's default "fair" scheduling hands a reserved message
+        # only to an idle process, so a long task never hoards others behind it.
+        "worker_prefetch_multiplier": settings.prefetch_multiplier,
+        # Task events off unless WATCHKEEPER_TASK_EVENTS=1: each is a Redis publish from the
+        # worker's main loop, and they were the largest share of its time per poll. Flower
+        # enables them itself at start (its default `--enable_events`), as does
+        # `celery -A workers control enable_events`.
+        "worker_send_task_events": bool(settings.task_events),
+        "task_send_sent_event": bool(settings.task_events),
         # Unacked messages return after this; it must exceed the longest task time limit or a
         # running task would be delivered a second time.
         "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},

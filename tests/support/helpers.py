@@ -77,6 +77,32 @@ def respond(
         req.wfile.write(data)
 
 
+def recording(
+    server: Any,
+    path: str,
+    hold: float,
+    body: bytes | str = b"ok",
+    headers: dict[str, str] | None = None,
+) -> dict[str, list[float]]:
+    """Route ``path`` to a handler recording each request's arrival time and how many were
+    in flight at most, answering ``body`` after ``hold`` seconds."""
+    lock = threading.Lock()
+    log: dict[str, list[float]] = {"starts": [], "in_flight": [0], "max": [0]}
+
+    def handler(req: BaseHTTPRequestHandler) -> None:
+        with lock:
+            log["starts"].append(time.monotonic())
+            log["in_flight"][0] += 1
+            log["max"][0] = max(log["max"][0], log["in_flight"][0])
+        time.sleep(hold)
+        with lock:
+            log["in_flight"][0] -= 1
+        respond(req, 200, body, headers)
+
+    server.route(path, handler)
+    return log
+
+
 class _QuietServer(ThreadingHTTPServer):
     """Clients that hang up early are part of the tests (caps, timeouts); not worth a trace."""
 

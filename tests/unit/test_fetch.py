@@ -14,7 +14,7 @@ from email.utils import formatdate
 
 import pytest
 
-from tests.support.helpers import respond
+from tests.support.helpers import recording, respond
 from workers.core.connection import connect
 from workers.core.settings import MIB, Settings
 from workers.core.version import VERSION as __version__
@@ -214,22 +214,7 @@ def test_a_refused_connection_is_an_error(fast):
 
 
 def _recording(server, path: str, hold: float):
-    """A handler recording each request's arrival time and how many were in flight."""
-    lock = threading.Lock()
-    log: dict[str, list[float]] = {"starts": [], "in_flight": [0], "max": [0]}
-
-    def handler(req):
-        with lock:
-            log["starts"].append(time.monotonic())
-            log["in_flight"][0] += 1
-            log["max"][0] = max(log["max"][0], log["in_flight"][0])
-        time.sleep(hold)
-        with lock:
-            log["in_flight"][0] -= 1
-        respond(req, 200, b"ok")
-
-    server.route(path, handler)
-    return log
+    return recording(server, path, hold)
 
 
 def _run_concurrently(n: int, target) -> list[object]:

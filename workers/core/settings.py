@@ -117,6 +117,8 @@ class Settings:
     memory_recycle_mb: int
     memory_hard_mb: int
     max_tasks_per_child: int
+    task_events: int
+    prefetch_multiplier: int
     max_worker_kills: int
     memory_guard: int
     memory_check_interval: float

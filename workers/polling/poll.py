@@ -1,6 +1,7 @@
 """The one poll loop every source kind runs: claim, collect, then one round trip that writes.
 
-1. Claim: take the source's lock, read its state and Redis's time in one round trip. A
+1. Claim: take the source's lock, read its state and Redis's time, and take the host's request
+   slot for the first fetch, in one round trip. A
    scheduled poll of a source being polled elsewhere, paused, or not yet due (backing off) is
    skipped — not queued. Due times are on Redis's clock, shared by every worker.
 2. Collect: the kind's work (fetch and parse a feed; crawl a site's pages). Any failure is
@@ -8,7 +9,8 @@
 3. Write, in one round trip and in this order: dedup the items against the source's seen-set,
    append the new ones to the kind's stream and hand them to the kind's hand-off queue, all in
    one atomic call (``workers/store/lua/seen_add.lua``); store the state (validators only with
-   the entries they cover, error streak, next due time); release the lock. A worker dying
+   the entries they cover, error streak, next due time); release the host slot and the lock.
+   A poll therefore costs two round trips when its work is one request. A worker dying
    before this loses nothing: the next poll fetches the same items again; dying after it,
    nothing is written twice and nothing written is left behind.
 4. Call the kind's ``written`` hook (location fallbacks of evicted alerts, session history).
@@ -28,8 +30,10 @@ from workers.core.runtime import Runtime
 from workers.core.sources_file import Source
 from workers.polling.dispatch import clear_queued, queued_key
 from workers.polling.errors import SourceError
+from workers.polling.fetch import host_of
 from workers.polling.kinds import POLL_HOOKS, Collected, SourceKind, kind_of
 from workers.polling.locks import queue_release
+from workers.polling.politeness import poll_slots, queue_release_slots
 from workers.polling.state import SourceState, backoff_delay, claim, queue_save
 from workers.store.scripts import execute
 from workers.store.seen import Added, SeenSet
@@ -65,8 +69,22 @@ def poll_source(
     """One poll of ``source``. ``scheduled=False`` (``watchkeeper poll``, "check now") ignores
     the due time and a pause, but never the lock. ``queued``: the dispatched task's marker
     (key, task id), cleared as the poll claims the source."""
+    with poll_slots():
+        return _poll(rt, source, kind, scheduled, show_items, queued)
+
+
+def _poll(
+    rt: Runtime,
+    source: Source,
+    kind: SourceKind,
+    scheduled: bool,
+    show_items: bool,
+    queued: tuple[str, str] | None,
+) -> dict[str, Any]:
     started, clock = time.time(), time.monotonic()
-    token, state, now = claim(rt.redis, rt.settings, source.name, queued)
+    token, state, now = claim(
+        rt.redis, rt.settings, source.name, host_of(source.url), scheduled=scheduled, queued=queued
+    )
     if token is None:
         if scheduled:
             return result(source, "skipped", started, reason="being polled by another worker")
@@ -100,6 +118,7 @@ def poll_source(
     finally:
         if lock is not None:
             pipe = rt.redis.pipeline(transaction=False)
+            queue_release_slots(pipe, rt.settings)
             queue_release(pipe, rt.settings, source.name, lock)
             execute(pipe)
 
@@ -190,8 +209,9 @@ def write(
     due_in: float | None = None,
     now_fields: tuple[str, ...] = (),
 ) -> Added:
-    """Dedup, append and hand off the items, store the state, release the lock: one round
-    trip. Keys the seen-set touched since ``started`` (this poll) are never trimmed."""
+    """Dedup, append and hand off the items, store the state, release the host slots the poll
+    holds and the lock: one round trip. Keys the seen-set touched since ``started`` (this
+    poll) are never trimmed."""
     pipe = rt.redis.pipeline(transaction=False)
     items = [(item.key, item.fields) for item in collected.items]
     handoff = kind.handoff(rt, source) if kind.handoff is not None else None
@@ -209,6 +229,7 @@ def write(
     else:
         values = {**values, "last_new": 0, "last_duplicate": 0}
     queue_save(pipe, rt.settings, source, values, due_in, now_fields)
+    queue_release_slots(pipe, rt.settings)
     if token is not None:
         queue_release(pipe, rt.settings, source.name, token)
     return SeenSet.parse_add_and_append(execute(pipe)[:calls])

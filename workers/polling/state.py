@@ -20,9 +20,10 @@ from workers.core import keys
 from workers.core.settings import Settings
 from workers.core.sources_file import Source
 from workers.polling.locks import lock_ms
+from workers.polling.politeness import hold_claimed, host_keys, in_poll, slot_args
 from workers.store.scripts import Script
 
-_CLAIM = Script("workers.polling", "claim")
+_CLAIM = Script("workers.polling", "claim", include=("host_slot",))
 _SAVE = Script("workers.polling", "state_save")
 
 JITTER = (0.75, 1.0)
@@ -76,18 +77,31 @@ def state_ttl(settings: Settings, source: Source) -> int:
 
 
 def claim(
-    client: redis.Redis, settings: Settings, name: str, queued: tuple[str, str] | None = None
+    client: redis.Redis,
+    settings: Settings,
+    name: str,
+    host: str | None = None,
+    scheduled: bool = True,
+    queued: tuple[str, str] | None = None,
 ) -> tuple[str | None, SourceState, float]:
     """Try the source's lock and read its state in one round trip; also Redis's time now,
-    which is the poll's start on the clock every worker shares. ``queued`` (marker key, task
-    id): a scheduled poll's marker, cleared in the same step if it is still this task's."""
+    which is the poll's start on the clock every worker shares. With ``host`` the same call
+    takes the host's request slot for the poll's first request (inside ``poll_slots``) when
+    the lock is taken and the poll will fetch (``scheduled``: not for a paused or not-due
+    source). ``queued`` (marker key, task id): a scheduled poll's marker, cleared in the same
+    step if it is still this task's."""
     token = uuid.uuid4().hex
     names = [keys.SOURCE_LOCK.key(settings, name), keys.SOURCE_STATE.key(settings, name)]
-    args: list[Any] = [token, lock_ms(settings)]
+    args: list[Any] = [token, lock_ms(settings), "1" if scheduled else "0", "", "", "", ""]
+    if host is not None and in_poll():  # outside a poll nothing would release the slot
+        names += host_keys(settings, host)
+        args[3:6] = slot_args(settings)
     if queued is not None:
         names.append(queued[0])
-        args.append(queued[1])
-    locked, now, flat = _CLAIM(client, names, args)
+        args[6] = queued[1]
+    locked, now, flat, slot = _CLAIM(client, names, args)
+    if host is not None and int(slot) == 0:  # 0 only when the slot was asked for and taken
+        hold_claimed(host, token)
     raw = {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
     return (token if int(locked) else None), SourceState.from_raw(raw), float(now)
 

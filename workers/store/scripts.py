@@ -7,6 +7,10 @@ forgets loaded scripts when it restarts (the script cache is not persisted), and
 has none: a NOSCRIPT reply loads the script and repeats the call. In a pipeline only the calls
 that failed are repeated, in their order — a NOSCRIPT call did nothing, so nothing runs twice.
 
+A script may start with the functions of shared ``lua/lib/<name>.lua`` files (``include``), so
+two scripts that do one thing the same way (take a host's request slot) share its code and each
+still runs as one call.
+
 redis-py's own ``register_script`` is not used: in a pipeline it asks ``SCRIPT EXISTS`` before
 every execute, one extra round trip on every poll.
 """
@@ -25,13 +29,15 @@ _BY_SHA: dict[str, Script] = {}
 
 
 class Script:
-    """A Lua script from ``<package>/lua/<name>.lua``."""
+    """A Lua script from ``<package>/lua/<name>.lua``, after ``<package>/lua/lib/<x>.lua`` for
+    each ``x`` in ``include``."""
 
-    def __init__(self, package: str, name: str) -> None:
+    def __init__(self, package: str, name: str, include: Sequence[str] = ()) -> None:
         self.name = name
-        self.source = (
-            resources.files(package).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
-        )
+        folder = resources.files(package).joinpath("lua")
+        files = [folder.joinpath("lib", f"{lib}.lua") for lib in include]
+        files.append(folder.joinpath(f"{name}.lua"))
+        self.source = "\n".join(f.read_text(encoding="utf-8") for f in files)
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
         _BY_SHA[self.sha] = self
 
