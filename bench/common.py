@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -47,3 +50,18 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({**data, "machine": machine()}, indent=2) + "\n")
     return path
+
+
+def stop_run_process(proc: subprocess.Popen[Any] | None) -> list[str]:
+    """Ctrl-C for a ``watchkeeper run`` (its warm shutdown); its group killed if it hangs."""
+    problems: list[str] = []
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            problems.append("watchkeeper run did not stop within 90 s; killed its group")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    return problems

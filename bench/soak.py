@@ -40,7 +40,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import RESULTS, write_result
+from bench.common import RESULTS, stop_run_process, write_result
 from bench.soak_sources import Rates, SoakSources
 from workers.core import keys
 from workers.core.connection import EmbeddedRedis, connect
@@ -404,16 +404,7 @@ class Soak:
 
     def stop(self) -> list[str]:
         """Stop everything this run started; return what had to be killed (ideally nothing)."""
-        problems: list[str] = []
-        if self.run_proc is not None and self.run_proc.poll() is None:
-            self.run_proc.send_signal(signal.SIGINT)
-            try:
-                self.run_proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                problems.append("watchkeeper run did not stop within 90 s; killed its group")
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.run_proc.pid, signal.SIGKILL)
-                self.run_proc.wait(timeout=10)
+        problems = stop_run_process(self.run_proc)
         if self.naive_proc is not None and self.naive_proc.poll() is None:
             self.naive_proc.send_signal(signal.SIGTERM)
             try:

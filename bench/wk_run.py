@@ -24,6 +24,7 @@ from typing import Any
 import psutil
 import redis
 
+from bench.common import stop_run_process
 from bench.soak import process_tree, redis_pid
 from workers.core.connection import connect
 
@@ -100,16 +101,7 @@ class WatchkeeperRun:
         return CpuMeter(self)
 
     def stop(self) -> list[str]:
-        problems: list[str] = []
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                problems.append("watchkeeper run did not stop within 90 s; killed its group")
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        problems = stop_run_process(self.proc)
         deadline = time.monotonic() + 15
         left: list[int] = []
         while time.monotonic() < deadline:
