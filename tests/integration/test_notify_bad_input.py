@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,21 +15,6 @@ from tasks.notify.delivery_log import delivery_log
 from tasks.notify.status import notify_status
 from tasks.notify.tasks import deliver_all
 from tests.support.notify import add_alerts, alert, fast, pump
-from tests.support.notify_receivers import JsonReceiver
-
-
-@pytest.fixture
-def hook() -> Iterator[JsonReceiver]:
-    receiver = JsonReceiver().start()
-    yield receiver
-    receiver.stop()
-
-
-@pytest.fixture
-def other() -> Iterator[JsonReceiver]:
-    receiver = JsonReceiver().start()
-    yield receiver
-    receiver.stop()
 
 
 def configure(rt, *sinks: tuple[str, list[str], str]) -> None:

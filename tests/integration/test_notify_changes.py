@@ -4,21 +4,10 @@ the capped ``changes`` stream and notified like any other stream."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-
-import pytest
 
 from tasks.notify.tasks import deliver
 from tasks.scrape.changes import record_changes
 from tests.support.notify import fast, pump
-from tests.support.notify_receivers import JsonReceiver
-
-
-@pytest.fixture
-def hook() -> Iterator[JsonReceiver]:
-    receiver = JsonReceiver().start()
-    yield receiver
-    receiver.stop()
 
 
 def listing(ref: str, price: float | None, currency: str = "EUR") -> dict:

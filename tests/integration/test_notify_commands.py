@@ -5,19 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-import pytest
-
 from tasks.notify.commands import add_notify_command
 from tasks.notify.tasks import deliver_all
 from tests.support.notify import add_alerts, alert, fast, pump
-from tests.support.notify_receivers import JsonReceiver, free_port
-
-
-@pytest.fixture
-def hook():
-    receiver = JsonReceiver().start()
-    yield receiver
-    receiver.stop()
+from tests.support.notify_receivers import free_port
 
 
 def cli(rt, *argv: str) -> int:

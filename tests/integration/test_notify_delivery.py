@@ -2,28 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from tasks.notify.tasks import deliver, deliver_all, notify_new_items
 from tests.support.helpers import wait_for
 from tests.support.notify import add_alerts, alert, fast, pump
-from tests.support.notify_receivers import JsonReceiver, SmtpReceiver
-
-
-@pytest.fixture
-def hook() -> Iterator[JsonReceiver]:
-    receiver = JsonReceiver().start()
-    yield receiver
-    receiver.stop()
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpReceiver]:
-    receiver = SmtpReceiver().start()
-    yield receiver
-    receiver.stop()
 
 
 def sink_config(name: str, urls: list[str], extra: str = "") -> str:

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from tasks.notify.cleanup import notify_cleanup
 from tasks.notify.health import source_health_changed
 from tasks.notify.tasks import deliver, deliver_all
 from tests.support.notify import add_alerts, alert, fast, pump
 from tests.support.notify_receivers import JsonReceiver
-
-
-@pytest.fixture
-def hook() -> Iterator[JsonReceiver]:
-    receiver = JsonReceiver().start()
-    yield receiver
-    receiver.stop()
 
 
 def run() -> None:
