@@ -17,6 +17,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from workers.core.settings import Settings
 from workers.core.sources_file import ConfigError, SourcesConfig, load_config
 from workers.polling.dispatch import (
     Entry,
+    batch_message,
     dispatch_pass,
     hold_lock,
     periodic_entry,
@@ -38,6 +40,15 @@ from workers.polling.dispatch import (
 from workers.polling.kinds import kind_of
 
 log = logging.getLogger(__name__)
+
+
+SHOWN = 10
+"""Entry names a "sent" log line shows at most."""
+
+
+def _names(entries: Sequence[Entry]) -> str:
+    shown = ", ".join(e.name for e in entries[:SHOWN])
+    return shown + (f" and {len(entries) - SHOWN} more" if len(entries) > SHOWN else "")
 
 
 def schedule_entries(settings: Settings, config: SourcesConfig) -> list[Entry]:
@@ -150,17 +161,32 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
             return
         queue = str(self.app.conf.task_default_queue)
         result = dispatch_pass(self.client, self.settings, queue, self.entries, self._send)
-        for entry in result.sent:
-            log.info("[beat] sent %s (%s)", entry.name, entry.task)
+        if result.sent:
+            log.info(
+                "[beat] sent %d entries in %d messages: %s",
+                len(result.sent),
+                result.messages,
+                _names(result.sent),
+            )
 
-    def _send(self, entry: Entry, task_id: str) -> None:
+    def _send(self, entries: Sequence[Entry], task_ids: Sequence[str]) -> None:
+        """One entry's own task, or several due sources' polls as one batch task. Results are
+        never read, so none is subscribed to (Celery's default subscribes the sender to each
+        task's result channel: a Redis subscribe and unsubscribe per message)."""
+        if len(entries) == 1:
+            task, args = entries[0].task, list(entries[0].args)
+            task_id, options = task_ids[0], entries[0].options(self.settings)
+        else:
+            task, args, options = batch_message(self.settings, entries, task_ids)
+            task_id = uuid.uuid4().hex
         self.app.send_task(
-            entry.task,
-            args=list(entry.args),
+            task,
+            args=args,
             task_id=task_id,
             producer=self.producer,
             headers={"celery_beat_task": True},
-            **entry.options(self.settings),
+            ignore_result=True,
+            **options,
         )
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -52,8 +53,10 @@ def main() -> None:
             entries = schedule_entries(settings, config)
             sent: list[Entry] = []
 
-            def send(entry: Entry, task_id: str, sent: list[Entry] = sent) -> None:
-                sent.append(entry)
+            def send(
+                batch: Sequence[Entry], task_ids: Sequence[str], sent: list[Entry] = sent
+            ) -> None:
+                sent.extend(batch)
 
             all_due = []
             for _ in range(max(3, args.passes // 4)):

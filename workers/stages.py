@@ -25,4 +25,4 @@ STAGE_MODULES = (
 )
 
 #: The modules Celery imports in a worker (their ``shared_task``s are registered on import).
-TASK_MODULES = tuple(module.__name__ for module in STAGE_MODULES)
+TASK_MODULES = ("workers.polling.batch", *(module.__name__ for module in STAGE_MODULES))

@@ -3,6 +3,7 @@ it skips, and what a failed send leaves behind."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -22,10 +23,10 @@ def sources(*names: str, interval: str = "1h") -> str:
 def run_pass(rt: Any, fail: tuple[str, ...] = ()) -> list[str]:
     sent: list[str] = []
 
-    def send(entry: Entry, task_id: str) -> None:
-        if entry.name in fail:
+    def send(batch: Sequence[Entry], task_ids: Sequence[str]) -> None:
+        if any(entry.name in fail for entry in batch):
             raise ConnectionError("broker went away")
-        sent.append(entry.name)
+        sent.extend(entry.name for entry in batch)
 
     entries = [e for e in schedule_entries(rt.settings, rt.config()) if e.name.startswith("http")]
     dispatch_pass(rt.redis, rt.settings, QUEUE, entries, send)

@@ -81,6 +81,9 @@ class Settings:
     beat_lock_ttl: int
     queued_max_age: int
     max_queue_length: int
+    poll_batch: int
+    poll_batch_slow: float
+    poll_batch_budget: float
     max_seen: int
     seen_max_age: int
     max_history: int

@@ -13,7 +13,11 @@ same atomic step. So:
   source is being polled (its lock) or is paused is not dispatched, and nothing is dispatched
   while the broker queue holds ``WATCHKEEPER_MAX_QUEUE_LENGTH`` messages; skips are counted;
 * only the beat holding the dispatch lock (``beat:lock``, refreshed every pass) dispatches, and
-  even two beats passing at once cannot both mark one entry.
+  even two beats passing at once cannot both mark one entry;
+* when many sources are due at once, they share tasks (``batch``): one message polls up to
+  ``WATCHKEEPER_POLL_BATCH`` of them one after another, so Celery's fixed cost per task (the
+  send, the worker's bookkeeping and ack, several round trips) is paid once per batch, not once
+  per poll. A source whose last poll failed, was slow or never finished gets a task of its own.
 
 A poll clears its marker when it claims the source (``claim.lua``, atomic with taking the lock);
 a periodic task clears its marker when it starts (``install``). A marker expires after
@@ -84,6 +88,8 @@ class Entry:
 
     name: str
     task: str
+    kind: str
+    """The source's kind ("feed"); empty for a periodic entry."""
     args: tuple[Any, ...]
     every: float
     fingerprint: str
@@ -116,6 +122,7 @@ def source_entry(settings: Settings, source: Source, task: str) -> Entry:
     return Entry(
         name=entry_name(source.kind, source.name),
         task=task,
+        kind=source.kind,
         args=(source.name,),
         every=source.interval,
         fingerprint=fingerprint(source.kind, task, dataclasses.asdict(source)),
@@ -131,6 +138,7 @@ def periodic_entry(settings: Settings, name: str, task: str, every: float) -> En
     return Entry(
         name=name,
         task=task,
+        kind="",
         args=(),
         every=float(every),
         fingerprint=fingerprint(task, float(every)),
@@ -144,28 +152,56 @@ def periodic_entry(settings: Settings, name: str, task: str, every: float) -> En
 
 @dataclass
 class PassResult:
-    """What one dispatch pass did."""
+    """What one dispatch pass did: the entries sent and not sent, the messages sent (a batch
+    of polls is one) and the queue length the pass saw."""
 
     sent: list[Entry]
     failed: list[Entry]
     queue_length: int
+    messages: int = 0
 
 
-Send = Callable[[Entry, str], None]
-"""``send(entry, task_id)``: publish the entry's task with this id (raises on failure)."""
+Send = Callable[[Sequence[Entry], Sequence[str]], None]
+"""``send(entries, task_ids)``: publish one message for these entries (raises on failure) —
+one entry's own task with its id, or several sources' polls as one batch (``batch_message``)."""
+
+BATCH_TASK = "workers.polling.poll_batch"
+
+
+def batch_message(
+    settings: Settings, entries: Sequence[Entry], task_ids: Sequence[str]
+) -> tuple[str, list[Any], dict[str, Any]]:
+    """The batch task's name, args (``[kind, source name, task id]`` per source: each poll clears
+    its own queued marker) and options: it expires with the first of its entries' markers."""
+    polls = [[e.kind, *e.args, token] for e, token in zip(entries, task_ids, strict=True)]
+    return BATCH_TASK, [polls], {"expires": min(e.wait(settings) for e in entries)}
+
+
+def group(settings: Settings, entries: Sequence[Entry], shared: Sequence[bool]) -> list[list[int]]:
+    """Which dispatched entries (indices) go in one message: those that may share a task in
+    batches of at most ``WATCHKEEPER_POLL_BATCH``, but spread over at least twice the pool size
+    so a few due sources still poll in parallel; every other entry alone."""
+    alone = [[i] for i, ok in enumerate(shared) if not ok]
+    together = [i for i, ok in enumerate(shared) if ok]
+    spread = 2 * max(1, settings.concurrency)
+    size = max(1, min(settings.poll_batch, -(-len(together) // spread)))
+    batches = [together[i : i + size] for i in range(0, len(together), size)]
+    return batches + alone
 
 
 def dispatch_pass(
     client: redis.Redis, settings: Settings, queue: str, entries: Sequence[Entry], send: Send
 ) -> PassResult:
-    """Mark the due entries queued (one Lua call), send their tasks, then confirm the sent
-    ones' markers and clear the failed ones' (so the next pass tries them again)."""
+    """Mark the due entries queued (one Lua call), send their tasks — several due sources in one
+    message when they may share a task — then confirm the sent ones' markers and clear the
+    failed ones' (so the next pass tries them again)."""
     if not entries:
         return PassResult([], [], int(client.llen(queue)))
     base = uuid.uuid4().hex[:24]
     tokens = [f"{base}{i:08x}" for i in range(len(entries))]  # task ids, unique per pass
     names: list[str] = [queue, keys.BEAT_STATS.key(settings)]
     args: list[Any] = [settings.max_queue_length, PENDING_TTL, settings.state_ttl]
+    args.append(repr(float(settings.poll_batch_slow)))
     for entry, token in zip(entries, tokens, strict=True):
         names += [entry.state_key, entry.marker, entry.busy_key or entry.marker]
         args += [
@@ -174,20 +210,26 @@ def dispatch_pass(
             "" if entry.advance is None else repr(entry.advance),
             entry.ttl,
         ]
-    chosen, length, _now = _DISPATCH(client, names, args)
+    chosen, length, _now, shared = _DISPATCH(client, names, args)
+    picked = [(entries[int(k) - 1], tokens[int(k) - 1]) for k in chosen]
     result = PassResult([], [], int(length))
     confirm: dict[str, tuple[str, int]] = {}
-    for index in chosen:
-        entry, token = entries[int(index) - 1], tokens[int(index) - 1]
+    for indices in group(settings, [e for e, _ in picked], [int(s) == 1 for s in shared]):
+        batch = [picked[i][0] for i in indices]
+        ids = [picked[i][1] for i in indices]
         try:
-            send(entry, token)
+            send(batch, ids)
         except Exception as exc:  # one failed publish never stops the others
-            log.warning("[beat] %s: could not send %s: %s", entry.name, entry.task, exc)
-            result.failed.append(entry)
-            compare_delete(client, entry.marker, token)
+            label = batch[0].name if len(batch) == 1 else f"{len(batch)} polls"
+            log.warning("[beat] %s: could not send: %s", label, exc)
+            result.failed += batch
+            for entry, token in zip(batch, ids, strict=True):
+                compare_delete(client, entry.marker, token)
         else:
-            result.sent.append(entry)
-            confirm[entry.marker] = (token, entry.wait(settings))
+            result.sent += batch
+            result.messages += 1
+            for entry, token in zip(batch, ids, strict=True):
+                confirm[entry.marker] = (token, entry.wait(settings))
     if confirm:
         _CONFIRM(client, list(confirm), [v for pair in confirm.values() for v in pair])
     return result

@@ -264,10 +264,15 @@ def poll_now(rt: Runtime, source: Source, show_items: bool = False) -> dict[str,
     return poll_source(rt, source, kind_of(source), scheduled=False, show_items=show_items)
 
 
-def poll_by_name(rt: Runtime, kind: SourceKind, name: str, force: bool = False) -> dict[str, Any]:
+def poll_by_name(
+    rt: Runtime, kind: SourceKind, name: str, force: bool = False, task_id: str | None = None
+) -> dict[str, Any]:
     """The body of every kind's scheduled-poll task: a source no longer in the sources file,
-    or of another kind now, is skipped. ``force`` ("check now") ignores the due time."""
-    task_id = getattr(current_task.request, "id", None) if current_task else None
+    or of another kind now, is skipped. ``force`` ("check now") ignores the due time.
+    ``task_id``: the dispatch's id for this poll (its queued marker's value); by default the
+    running task's (a batch passes each poll's own)."""
+    if task_id is None:
+        task_id = getattr(current_task.request, "id", None) if current_task else None
     queued = (queued_key(rt.settings, kind.name, name), str(task_id)) if task_id else None
     source = rt.config().get(name)
     if source is None or source.kind != kind.name:

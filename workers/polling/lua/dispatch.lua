@@ -15,10 +15,17 @@
 -- ARGV[1]  queue cap
 -- ARGV[2]  marker TTL (seconds) until the caller confirms the message was sent
 -- ARGV[3]  counters TTL (seconds)
--- ARGV[4k], ARGV[4k+1], ARGV[4k+2], ARGV[4k+3]  entry k: its fingerprint, its task id,
+-- ARGV[4]  seconds: a source whose last poll took longer may not share a task (batch)
+-- ARGV[4k+1], ARGV[4k+2], ARGV[4k+3], ARGV[4k+4]  entry k: its fingerprint, its task id,
 --          seconds to advance next_check by at dispatch ("" for sources: the poll sets it),
 --          its state's TTL (seconds)
--- Returns  {dispatched entries' indices k, queue length, now as "seconds.micros"}
+-- Returns  {dispatched entries' indices k, queue length, now as "seconds.micros",
+--           for each dispatched entry 1 if it may share a task with others, else 0}
+--
+-- A source may share a task (be polled in a batch, one after another) unless its last poll
+-- failed (`errors`), took longer than ARGV[4] (`last_elapsed_s`) or never finished: it was
+-- dispatched (`dispatched_at`) after its last poll started (`last_poll`) — killed, timed out
+-- or its message lost. Such a source gets a task of its own, so it never holds up others.
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -26,11 +33,13 @@ local stamp = string.format('%.6f', now)
 local length = redis.call('LLEN', KEYS[1])
 local budget = tonumber(ARGV[1]) - length
 local counts = {dispatched = 0, skipped_queued = 0, skipped_queue_full = 0, skipped_polling = 0}
-local chosen = {}
+local slow = tonumber(ARGV[4])
+local chosen, shared = {}, {}
 for k = 1, (#KEYS - 2) / 3 do
   local state, marker, busy = KEYS[3 * k], KEYS[3 * k + 1], KEYS[3 * k + 2]
-  local fp, token, advance, ttl = ARGV[4 * k], ARGV[4 * k + 1], ARGV[4 * k + 2], ARGV[4 * k + 3]
-  local h = redis.call('HMGET', state, 'next_check', 'paused', 'dispatch_fp')
+  local fp, token, advance, ttl = ARGV[4 * k + 1], ARGV[4 * k + 2], ARGV[4 * k + 3], ARGV[4 * k + 4]
+  local h = redis.call('HMGET', state, 'next_check', 'paused', 'dispatch_fp', 'errors',
+    'last_elapsed_s', 'dispatched_at', 'last_poll')
   local changed = h[3] ~= fp
   if h[2] ~= '1' and (changed or (tonumber(h[1]) or 0) <= now) then
     if redis.call('EXISTS', marker) == 1 then
@@ -43,6 +52,9 @@ for k = 1, (#KEYS - 2) / 3 do
       budget = budget - 1
       counts.dispatched = counts.dispatched + 1
       chosen[#chosen + 1] = k
+      local finished = h[6] == false or (tonumber(h[7]) or 0) >= (tonumber(h[6]) or 0)
+      local fine = (tonumber(h[4]) or 0) == 0 and (tonumber(h[5]) or 0) <= slow
+      shared[#shared + 1] = (advance == '' and finished and fine) and 1 or 0
       redis.call('SET', marker, token, 'EX', ARGV[2])
       local fields = {'dispatched_at', stamp, 'dispatch_fp', fp}
       if advance ~= '' then
@@ -64,4 +76,4 @@ for name, count in pairs(counts) do
 end
 redis.call('HSET', KEYS[2], 'last_pass', stamp, 'queue_length', length, 'queue_cap', ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
-return {chosen, length, stamp}
+return {chosen, length, stamp, shared}
