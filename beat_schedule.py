@@ -30,9 +30,9 @@ from workers.core.settings import Settings
 from workers.core.sources_file import ConfigError, SourcesConfig, load_config
 from workers.polling.dispatch import (
     Entry,
-    batch_message,
     dispatch_pass,
     hold_lock,
+    message,
     periodic_entry,
     release_lock,
     source_entry,
@@ -173,12 +173,7 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
         """One entry's own task, or several due sources' polls as one batch task. Results are
         never read, so none is subscribed to (Celery's default subscribes the sender to each
         task's result channel: a Redis subscribe and unsubscribe per message)."""
-        if len(entries) == 1:
-            task, args = entries[0].task, list(entries[0].args)
-            task_id, options = task_ids[0], entries[0].options(self.settings)
-        else:
-            task, args, options = batch_message(self.settings, entries, task_ids)
-            task_id = uuid.uuid4().hex
+        task, args, task_id, options = message(self.settings, entries, task_ids)
         self.app.send_task(
             task,
             args=args,

@@ -163,18 +163,24 @@ class PassResult:
 
 Send = Callable[[Sequence[Entry], Sequence[str]], None]
 """``send(entries, task_ids)``: publish one message for these entries (raises on failure) —
-one entry's own task with its id, or several sources' polls as one batch (``batch_message``)."""
+one entry's own task with its id, or several sources' polls as one batch (``message``)."""
 
 BATCH_TASK = "workers.polling.poll_batch"
 
 
-def batch_message(
+def message(
     settings: Settings, entries: Sequence[Entry], task_ids: Sequence[str]
-) -> tuple[str, list[Any], dict[str, Any]]:
-    """The batch task's name, args (``[kind, source name, task id]`` per source: each poll clears
-    its own queued marker) and options: it expires with the first of its entries' markers."""
+) -> tuple[str, list[Any], str, dict[str, Any]]:
+    """What to publish for these entries: (task name, args, task id, options). One entry: its
+    own task under its id. Several: the batch task, whose args are ``[kind, source name, task
+    id]`` per source (each poll clears its own queued marker) and which expires with the first
+    of its entries' markers."""
+    if len(entries) == 1:
+        entry = entries[0]
+        return entry.task, list(entry.args), task_ids[0], entry.options(settings)
     polls = [[e.kind, *e.args, token] for e, token in zip(entries, task_ids, strict=True)]
-    return BATCH_TASK, [polls], {"expires": min(e.wait(settings) for e in entries)}
+    expires = min(e.wait(settings) for e in entries)
+    return BATCH_TASK, [polls], uuid.uuid4().hex, {"expires": expires}
 
 
 def group(settings: Settings, entries: Sequence[Entry], shared: Sequence[bool]) -> list[list[int]]:
