@@ -47,16 +47,16 @@ def run_pass(rt: Runtime, send: Any = None) -> list[list[Entry]]:
     return messages
 
 
-def test_many_due_sources_share_tasks_spread_over_twice_the_pool(
+def test_many_due_sources_share_tasks_spread_over_four_times_the_pool(
     runtime: Any, http_server: HTTPFixtureServer
 ) -> None:
-    names = [f"s{i:02d}" for i in range(20)]
+    names = [f"s{i:02d}" for i in range(40)]
     rt = runtime.use_config(sources(http_server, *names))
     rt.settings = replace(rt.settings, concurrency=2, poll_batch=16)
-    # When 20 new sources are due at once with a pool of 2
+    # When 40 new sources are due at once with a pool of 2
     messages = run_pass(rt)
-    # Then they go out in 4 messages of 5 (twice the pool), every source in exactly one
-    assert sorted(len(m) for m in messages) == [5, 5, 5, 5]
+    # Then they go out in 8 messages of 5 (four times the pool), every source in exactly one
+    assert sorted(len(m) for m in messages) == [5] * 8
     assert sorted(e.args[0] for m in messages for e in m) == names
     # And a batch is the batch task, carrying each source's kind, name and own task id
     ids = [f"id{i}" for i in range(5)]
@@ -67,13 +67,18 @@ def test_many_due_sources_share_tasks_spread_over_twice_the_pool(
     # And with a batch size of 1 every poll is a task of its own
     rt.redis.delete(*[e.marker for m in messages for e in m])
     rt.settings = replace(rt.settings, poll_batch=1)
-    assert sorted(len(m) for m in run_pass(rt)) == [1] * 20
+    assert sorted(len(m) for m in run_pass(rt)) == [1] * 40
+    # And so does a handful of due sources: fewer than four batches per pool process
+    rt.redis.delete(*[f"wk:queued:http_log:{n}" for n in names])
+    rt = runtime.use_config(sources(http_server, *names[:7]))
+    rt.settings = replace(rt.settings, poll_batch=16)
+    assert sorted(len(m) for m in run_pass(rt)) == [1] * 7
 
 
 def test_a_source_that_failed_was_slow_or_never_finished_polls_alone(
     runtime: Any, http_server: HTTPFixtureServer
 ) -> None:
-    names = ["failing", "slow", "killed", *[f"ok{i}" for i in range(9)]]
+    names = ["failing", "slow", "killed", *[f"ok{i}" for i in range(16)]]
     rt = runtime.use_config(sources(http_server, *names))
     rt.settings = replace(rt.settings, concurrency=1, poll_batch=16, poll_batch_slow=2.0)
     now = float(rt.redis.time()[0])
@@ -106,8 +111,8 @@ def test_a_batch_polls_each_source_once_and_one_failure_stays_its_own(
         task, args, task_id, options = message(rt.settings, batch, task_ids)
         celery_app.send_task(task, args=args, task_id=task_id, ignore_result=True, **options)
 
-    # When the 12 due sources are dispatched (as two batches of 6) to a real worker
-    assert sorted(len(m) for m in run_pass(rt, send)) == [6, 6]
+    # When the 12 due sources are dispatched (as four batches of 3) to a real worker
+    assert sorted(len(m) for m in run_pass(rt, send)) == [3, 3, 3, 3]
     # Then every source is polled once, its queued marker cleared by its own poll
     every = [*names, "broken"]
     wait_for(lambda: all(rt.redis.hget(f"wk:src:{n}", "last_status") for n in every), 20)
@@ -127,7 +132,7 @@ def test_a_batch_past_its_budget_sends_the_rest_on_and_a_redelivered_batch_polls
     serve(http_server, *[f"c{i}" for i in range(12)])
     rt = runtime.use_config(sources(http_server, *[f"c{i}" for i in range(12)]))
     rt.settings = replace(rt.settings, concurrency=1, poll_batch=16)
-    batch = run_pass(rt)[0]  # the first of two batches of 6
+    batch = run_pass(rt)[0]  # the first of four batches of 3
     names = [e.args[0] for e in batch]
     tokens = {e.args[0]: rt.redis.get(e.marker) for e in batch}
     polls = [[e.kind, e.args[0], tokens[e.args[0]]] for e in batch]
@@ -141,13 +146,13 @@ def test_a_batch_past_its_budget_sends_the_rest_on_and_a_redelivered_batch_polls
     # When a batch has used up its budget (0 s) after its first poll
     over = Runtime(replace(rt.settings, poll_batch_budget=0.0), rt.redis, rt.config_path)
     outcomes = poll_batch(over, polls, send_alone)
-    # Then it polled one source and sent the other five on as tasks of their own
-    assert [o["status"] for o in outcomes] == ["ok"] and len(sent_on) == 5
+    # Then it polled one source and sent the other two on as tasks of their own
+    assert [o["status"] for o in outcomes] == ["ok"] and len(sent_on) == 2
     wait_for(lambda: all(rt.redis.hget(f"wk:src:{n}", "last_status") for n in names), 20)
-    assert [http_server.hits(f"/{n}") for n in names] == [1] * 6
+    assert [http_server.hits(f"/{n}") for n in names] == [1] * 3
     assert not rt.redis.exists(*[e.marker for e in batch])
     # When the same batch is delivered again (its worker died before the ack)
     again = poll_batch(rt, polls, send_alone)
     # Then no source is polled twice: each is not due
     assert {o["status"] for o in again} == {"skipped"}
-    assert [http_server.hits(f"/{n}") for n in names] == [1] * 6
+    assert [http_server.hits(f"/{n}") for n in names] == [1] * 3

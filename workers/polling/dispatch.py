@@ -167,6 +167,9 @@ one entry's own task with its id, or several sources' polls as one batch (``mess
 
 BATCH_TASK = "workers.polling.poll_batch"
 
+SPREAD = 4
+"""Batches are made only when each pool process gets at least this many of them."""
+
 
 def message(
     settings: Settings, entries: Sequence[Entry], task_ids: Sequence[str]
@@ -185,12 +188,13 @@ def message(
 
 def group(settings: Settings, entries: Sequence[Entry], shared: Sequence[bool]) -> list[list[int]]:
     """Which dispatched entries (indices) go in one message: those that may share a task in
-    batches of at most ``WATCHKEEPER_POLL_BATCH``, but spread over at least twice the pool size
-    so a few due sources still poll in parallel; every other entry alone."""
+    batches of at most ``WATCHKEEPER_POLL_BATCH``, but spread over at least four times the pool
+    (a few due sources still poll in parallel, one per task, and no pool process gets much
+    more than its share); every other entry alone."""
     alone = [[i] for i, ok in enumerate(shared) if not ok]
     together = [i for i, ok in enumerate(shared) if ok]
-    spread = 2 * max(1, settings.concurrency)
-    size = max(1, min(settings.poll_batch, -(-len(together) // spread)))
+    spread = SPREAD * max(1, settings.concurrency)
+    size = max(1, min(settings.poll_batch, len(together) // spread))
     batches = [together[i : i + size] for i in range(0, len(together), size)]
     return batches + alone
 
