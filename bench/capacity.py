@@ -1,6 +1,6 @@
 """Capacity: the highest item rate the whole system sustains on this machine.
 
-    python bench/capacity.py                      # steps 500 ... 8000 items/s
+    python bench/capacity.py                      # steps 500 ... 24000 items/s, until one falls behind
     python bench/capacity.py --steps 1000 4000 --step-seconds 60
 
 Runs ``watchkeeper run`` (default concurrency, embedded Redis, fresh home) against the soak's
@@ -56,7 +56,7 @@ from bench.wk_run import (
 from workers.core import keys
 from workers.core.settings import Settings
 
-STEPS = (500, 1000, 2000, 4000, 6000, 8000)
+STEPS = (500, 1000, 2000, 4000, 6000, 8000, 12000, 16000, 24000)
 SUSTAINED = 0.97
 GOAL = 4000
 BASE = 1000.0
