@@ -1,6 +1,6 @@
 """Capacity: the highest item rate the whole system sustains on this machine.
 
-    python bench/capacity.py                      # steps 500 ... 24000 items/s, until one falls behind
+    python bench/capacity.py          # steps 500 ... 24000 items/s, until one falls behind
     python bench/capacity.py --steps 1000 4000 --step-seconds 60
 
 Runs ``watchkeeper run`` (default concurrency, embedded Redis, fresh home) against the soak's
