@@ -4,12 +4,19 @@ its own claim and write, and a source that failed, was slow or never finished po
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import psutil
+
 from beat_schedule import schedule_entries
-from tests.support.helpers import HTTPFixtureServer, wait_for
+from tests.support.helpers import HTTPFixtureServer, respond, wait_for
+from tests.support.workers import subprocess_worker
 from workers.core.runtime import Runtime
 from workers.polling.batch import poll_batch
 from workers.polling.dispatch import BATCH_TASK, Entry, dispatch_pass, message
@@ -156,3 +163,59 @@ def test_a_batch_past_its_budget_sends_the_rest_on_and_a_redelivered_batch_polls
     # Then no source is polled twice: each is not due
     assert {o["status"] for o in again} == {"skipped"}
     assert [http_server.hits(f"/{n}") for n in names] == [1] * 3
+
+
+def test_a_pool_process_killed_mid_batch_loses_no_poll_and_doubles_none(
+    runtime: Any, redis_url: str, celery_app: Any, http_server: HTTPFixtureServer, tmp_path: Path
+) -> None:
+    names = [f"k{i}" for i in range(6)]
+    serve(http_server, *names)
+    release = threading.Event()
+
+    def hang_once(req: Any) -> None:  # the third source's first request never finishes
+        if http_server.hits("/k2") == 1:
+            release.wait(60)
+        respond(req, 200, json.dumps({"key": "k2"}) + "\n")
+
+    http_server.route("/k2", hang_once)
+    rt = runtime.use_config(sources(http_server, *names))
+    picked: list[tuple[Entry, str]] = []
+    run_pass(rt, lambda batch, ids: picked.extend(zip(batch, ids, strict=True)))
+    limits = {"task_time_limit": 10, "notify_run_budget": 3, "notify_timeout": 3}
+    with subprocess_worker(
+        redis_url, rt.redis, tmp_path, max_worker_kills=3, config=str(rt.config_path), **limits
+    ) as worker:
+        # Given the six due sources in one batch, polled by a prefork worker
+        task, args, task_id, options = message(
+            rt.settings, [e for e, _ in picked], [i for _, i in picked]
+        )
+        celery_app.send_task(task, args=args, task_id=task_id, queue=worker.queue, **options)
+        # When its pool process is killed (as the OOM killer would) in the third poll
+        wait_for(lambda: http_server.hits("/k2") == 1, 30, message="third poll started")
+        [child] = psutil.Process(worker.proc.pid).children()
+        os.kill(child.pid, signal.SIGKILL)
+        release.set()
+        # Then the redelivered batch polls the three it had not reached
+        polled = ("k0", "k1", "k3", "k4", "k5")
+        wait_for(lambda: all(rt.redis.hget(f"wk:src:{n}", "last_status") for n in polled), 60)
+
+        # And the killed poll's source, once its lock has expired, is dispatched alone
+        def k2_dispatched() -> bool:
+            for batch in run_pass(rt, lambda b, ids: _send_to(celery_app, worker, rt, b, ids)):
+                assert [e.args[0] for e in batch] == ["k2"]
+                return True
+            return False
+
+        wait_for(k2_dispatched, 30, interval=0.5, message="the killed poll's source dispatched")
+        wait_for(lambda: rt.redis.hget("wk:src:k2", "last_status") == "ok", 30)
+    # So every source's line was written exactly once; only the killed request was repeated
+    lines = [f["line"] for _, f in rt.redis.xrange("wk:stream:logs")]
+    assert sorted(json.loads(line)["key"] for line in lines) == names
+    assert [http_server.hits(f"/{n}") for n in names] == [1, 1, 2, 1, 1, 1]
+
+
+def _send_to(
+    app: Any, worker: Any, rt: Runtime, batch: Sequence[Entry], task_ids: Sequence[str]
+) -> None:
+    task, args, task_id, options = message(rt.settings, batch, task_ids)
+    app.send_task(task, args=args, task_id=task_id, queue=worker.queue, **options)
