@@ -219,3 +219,25 @@ def _send_to(
 ) -> None:
     task, args, task_id, options = message(rt.settings, batch, task_ids)
     app.send_task(task, args=args, task_id=task_id, queue=worker.queue, **options)
+
+
+def test_one_poll_failing_unexpectedly_does_not_stop_the_rest_of_its_batch(
+    runtime: Any, http_server: HTTPFixtureServer, monkeypatch: Any
+) -> None:
+    import workers.polling.batch as batch_module
+
+    names = [f"u{i}" for i in range(4)]
+    serve(http_server, *names)
+    rt = runtime.use_config(sources(http_server, *names))
+    real = batch_module.poll_by_name
+
+    def poll_by_name(rt: Runtime, kind: SourceKind, name: str, **kw: Any) -> dict[str, Any]:
+        if name == "u1":  # a bug in a stage, not a source error
+            raise RuntimeError("boom")
+        return real(rt, kind, name, **kw)
+
+    monkeypatch.setattr(batch_module, "poll_by_name", poll_by_name)
+    polls = [["http_log", n, f"t{n}"] for n in names]
+    outcomes = poll_batch(rt, polls, lambda *a: None)
+    assert [o["status"] for o in outcomes] == ["ok", "error", "ok", "ok"]
+    assert [http_server.hits(f"/{n}") for n in names] == [1, 0, 1, 1]

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import redis
 from celery import shared_task
 
 from workers.core.runtime import Runtime, get_runtime
@@ -49,7 +50,13 @@ def poll_batch(
             clear_queued(rt.redis, queued_key(rt.settings, kind_name, name), task_id)
             outcomes.append({"source": name, "status": "skipped", "reason": "unknown kind"})
             continue
-        outcomes.append(poll_by_name(rt, kind, name, task_id=task_id))
+        try:
+            outcomes.append(poll_by_name(rt, kind, name, task_id=task_id))
+        except redis.ConnectionError:  # Redis is gone: the rest would fail too; markers expire
+            raise
+        except Exception as exc:  # one source's fault never stops the others in its batch
+            log.exception("[poll] %r: poll failed", name)
+            outcomes.append({"source": name, "status": "error", "error": type(exc).__name__})
     return outcomes
 
 
