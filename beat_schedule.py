@@ -31,6 +31,7 @@ from workers.core.sources_file import ConfigError, SourcesConfig, load_config
 from workers.polling.dispatch import (
     Entry,
     dispatch_pass,
+    due_entries,
     hold_lock,
     message,
     periodic_entry,
@@ -41,6 +42,11 @@ from workers.polling.kinds import kind_of
 
 log = logging.getLogger(__name__)
 
+
+FULL_PASS_EVERY = 60.0
+"""Seconds between full passes (every entry's state read, the due set rebuilt); the passes in
+between read only the entries the due set says are due. A full pass also follows a changed
+sources file and the taking of the dispatch lock."""
 
 SHOWN = 10
 """Entry names a "sent" log line shows at most."""
@@ -121,9 +127,16 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
         self.held: bool | None = None  # unknown until the first pass
         self._client: redis.Redis | None = None
         self._problem = ""
-        self.entries = schedule_entries(self.settings, self.sources.config)
+        self._use(schedule_entries(self.settings, self.sources.config))
         kwargs["max_interval"] = self.settings.dispatch_interval
         super().__init__(app, *args, **kwargs)
+
+    def _use(self, entries: list[Entry]) -> None:
+        """A new schedule: the next pass is a full one (new and changed entries are found by
+        reading every entry's state, and the due set is rebuilt without removed ones)."""
+        self.entries = entries
+        self._by_name = {e.name: e for e in entries}
+        self._full_due = 0.0
 
     def setup_schedule(self) -> None:
         """Nothing to load: the schedule is the sources file, the due times are in Redis."""
@@ -137,7 +150,7 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
     def tick(self, *args: Any, **kwargs: Any) -> float:
         started = time.monotonic()
         if self.sources.reload():
-            self.entries = schedule_entries(self.settings, self.sources.config)
+            self._use(schedule_entries(self.settings, self.sources.config))
             log.info("[beat] sources file reloaded: %d sources", len(self.sources.config.sources))
         try:
             self._pass()
@@ -156,11 +169,23 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
                 log.info("[beat] %s dispatches (holds the dispatch lock)", self.holder)
             else:
                 log.info("[beat] standing by: %s holds the dispatch lock", holder)
+        if held and not self.held:
+            self._full_due = 0.0  # taking over: start from every entry's state
         self.held = held
         if not held:
             return
         queue = str(self.app.conf.task_default_queue)
-        result = dispatch_pass(self.client, self.settings, queue, self.entries, self._send)
+        due = (
+            None if self._full_due <= time.monotonic() else due_entries(self.client, self.settings)
+        )
+        full = due is None
+        if due is None:
+            entries = self.entries
+        else:  # only what the due set says is due: a pass costs what is due
+            entries = [self._by_name[n] for n in due if n in self._by_name]
+        result = dispatch_pass(self.client, self.settings, queue, entries, self._send, full)
+        if full:
+            self._full_due = time.monotonic() + FULL_PASS_EVERY
         if result.sent:
             log.info(
                 "[beat] sent %d entries in %d messages: %s",

@@ -8,7 +8,10 @@ from dataclasses import replace
 from typing import Any
 
 from beat_schedule import schedule_entries
-from workers.polling.dispatch import Entry, dispatch_pass, hold_lock, release_lock
+from workers.polling.dispatch import Entry, dispatch_pass, due_entries, hold_lock, release_lock
+from workers.polling.pause import set_paused
+from workers.polling.state import queue_save
+from workers.store.scripts import execute
 
 QUEUE = "wk-test-dispatch-queue"
 
@@ -20,7 +23,9 @@ def sources(*names: str, interval: str = "1h") -> str:
     )
 
 
-def run_pass(rt: Any, fail: tuple[str, ...] = ()) -> list[str]:
+def run_pass(rt: Any, fail: tuple[str, ...] = (), full: bool = True) -> list[str]:
+    """One pass over the log sources: a full one, or one over what the due set says is due
+    (as beat makes between full passes). The entries sent."""
     sent: list[str] = []
 
     def send(batch: Sequence[Entry], task_ids: Sequence[str]) -> None:
@@ -29,8 +34,11 @@ def run_pass(rt: Any, fail: tuple[str, ...] = ()) -> list[str]:
         sent.extend(entry.name for entry in batch)
 
     entries = [e for e in schedule_entries(rt.settings, rt.config()) if e.name.startswith("http")]
-    dispatch_pass(rt.redis, rt.settings, QUEUE, entries, send)
-    return sent
+    if not full:
+        due = set(due_entries(rt.redis, rt.settings) or ())
+        entries = [e for e in entries if e.name in due]
+    dispatch_pass(rt.redis, rt.settings, QUEUE, entries, send, full)
+    return sorted(sent)
 
 
 def test_a_failed_send_leaves_no_marker_so_the_next_pass_retries_it(runtime: Any) -> None:
@@ -73,3 +81,47 @@ def test_only_one_beat_holds_the_dispatch_lock_until_it_lets_go(runtime: Any) ->
     assert hold_lock(runtime.redis, settings, "b") == (False, "a")
     release_lock(runtime.redis, settings, "a")
     assert hold_lock(runtime.redis, settings, "b") == (True, "b")
+
+
+def test_between_full_passes_a_pass_reads_only_what_the_due_set_says_is_due(
+    runtime: Any,
+) -> None:
+    rt = runtime.use_config(sources("a", "b", "c", "gone"))
+    due = "wk:beat:due"
+    # Given a full pass that dispatched four new hourly sources
+    assert run_pass(rt) == ["http_log:a", "http_log:b", "http_log:c", "http_log:gone"]
+    # Then none is due until its marker (and message) would expire: an idle pass reads nothing
+    assert due_entries(rt.redis, rt.settings) == []
+    assert run_pass(rt, full=False) == []
+    assert rt.redis.ttl(due) > 0 and rt.redis.zcard(due) == 4
+    # When polls store their next due times (a, in the past: its backoff is over; b, in an hour)
+    for name, due_in in (("a", -1.0), ("b", 3600.0)):
+        source = rt.config().get(name)
+        pipe = rt.redis.pipeline(transaction=False)
+        queue_save(pipe, rt.settings, source, {"last_status": "ok"}, due_in)
+        execute(pipe)  # as the poll's write does (loading the script when Redis lacks it)
+        rt.redis.delete(f"wk:queued:http_log:{name}")
+    # Then only a is read and dispatched by the next pass
+    assert due_entries(rt.redis, rt.settings) == ["http_log:a"]
+    assert run_pass(rt, full=False) == ["http_log:a"]
+    # When a paused source is resumed, Then it is due at once
+    c = rt.config().get("c")
+    set_paused(rt.redis, rt.settings, c, True)
+    rt.redis.delete("wk:queued:http_log:c")
+    set_paused(rt.redis, rt.settings, c, False)
+    assert run_pass(rt, full=False) == ["http_log:c"]
+    # When a send fails, Then the entry is due again at the next pass
+    rt.redis.delete("wk:queued:http_log:b")
+    rt.redis.hset("wk:src:b", "next_check", 0)  # due now
+    rt.redis.zadd(due, {"http_log:b": 0})
+    assert run_pass(rt, fail=("http_log:b",), full=False) == []
+    assert run_pass(rt, full=False) == ["http_log:b"]
+    # When Redis loses the due set, Then beat is told only a full pass knows what is due
+    rt.redis.delete(due)
+    assert due_entries(rt.redis, rt.settings) is None
+    run_pass(rt)
+    assert rt.redis.zcard(due) == 4
+    # When a source leaves the sources file, Then the next full pass drops it from the due set
+    rt = runtime.use_config(sources("a", "b", "c"))
+    run_pass(rt)
+    assert sorted(rt.redis.zrange(due, 0, -1)) == ["http_log:a", "http_log:b", "http_log:c"]

@@ -131,6 +131,7 @@ QUEUED: KeySpec
 BEAT_ENTRY: KeySpec
 BEAT_LOCK: KeySpec
 BEAT_STATS: KeySpec
+BEAT_DUE: KeySpec
 
 _missing = {n for n in __annotations__ if not n.startswith("_")} ^ set(_DECLARED)
 if _missing:

@@ -46,7 +46,7 @@ from workers.core.maintenance import PERIODIC
 from workers.core.settings import Settings
 from workers.core.sources_file import Source
 from workers.polling.locks import compare_delete
-from workers.polling.state import state_ttl
+from workers.polling.state import entry_name, state_ttl
 from workers.store.scripts import Script
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 _DISPATCH = Script("workers.polling", "dispatch")
 _CONFIRM = Script("workers.polling", "queued_confirm")
 _LOCK = Script("workers.polling", "beat_lock")
+_DUE = Script("workers.polling", "due")
 
 MIN_WAIT = 5
 """Seconds a dispatched message may wait at least, whatever its entry's period."""
@@ -61,11 +62,6 @@ MIN_WAIT = 5
 PENDING_TTL = 30
 """Seconds a marker lives between the pass that set it and the confirmation that its message
 was sent: the longest a beat killed in between can hold its entry back."""
-
-
-def entry_name(kind: str, name: str) -> str:
-    """A source's schedule entry: ``feed:bbc`` (its kind, its name)."""
-    return f"{kind}:{name}"
 
 
 def queued_key(settings: Settings, kind: str, name: str) -> str:
@@ -199,19 +195,32 @@ def group(settings: Settings, entries: Sequence[Entry], shared: Sequence[bool]) 
     return batches + alone
 
 
+def due_entries(client: redis.Redis, settings: Settings) -> list[str] | None:
+    """The names of the schedule entries due now, from the due set, on Redis's clock; None
+    when there is no due set (Redis lost its data): then only a full pass knows."""
+    exists, names = _DUE(client, [keys.BEAT_DUE.key(settings)], [])
+    return [str(name) for name in names] if int(exists) else None
+
+
 def dispatch_pass(
-    client: redis.Redis, settings: Settings, queue: str, entries: Sequence[Entry], send: Send
+    client: redis.Redis,
+    settings: Settings,
+    queue: str,
+    entries: Sequence[Entry],
+    send: Send,
+    full: bool = True,
 ) -> PassResult:
     """Mark the due entries queued (one Lua call), send their tasks — several due sources in one
     message when they may share a task — then confirm the sent ones' markers and clear the
-    failed ones' (so the next pass tries them again)."""
-    if not entries:
-        return PassResult([], [], int(client.llen(queue)))
+    failed ones' (so the next pass tries them again). ``full``: ``entries`` are all there are,
+    and the due set is rebuilt from their states; otherwise they are the ones it says are due
+    (``due_entries``), and a pass costs what is due, not what is configured."""
     base = uuid.uuid4().hex[:24]
     tokens = [f"{base}{i:08x}" for i in range(len(entries))]  # task ids, unique per pass
-    names: list[str] = [queue, keys.BEAT_STATS.key(settings)]
+    due_set = keys.BEAT_DUE.key(settings)
+    names: list[str] = [queue, keys.BEAT_STATS.key(settings), due_set]
     args: list[Any] = [settings.max_queue_length, PENDING_TTL, settings.state_ttl]
-    args.append(repr(float(settings.poll_batch_slow)))
+    args += [repr(float(settings.poll_batch_slow)), "1" if full else "0"]
     for entry, token in zip(entries, tokens, strict=True):
         names += [entry.state_key, entry.marker, entry.busy_key or entry.marker]
         args += [
@@ -219,6 +228,8 @@ def dispatch_pass(
             token,
             "" if entry.advance is None else repr(entry.advance),
             entry.ttl,
+            entry.name,
+            entry.wait(settings),
         ]
     chosen, length, _now, shared = _DISPATCH(client, names, args)
     picked = [(entries[int(k) - 1], tokens[int(k) - 1]) for k in chosen]
@@ -235,6 +246,7 @@ def dispatch_pass(
             result.failed += batch
             for entry, token in zip(batch, ids, strict=True):
                 compare_delete(client, entry.marker, token)
+            client.zadd(due_set, {entry.name: 0 for entry in batch})  # due again next pass
         else:
             result.sent += batch
             result.messages += 1

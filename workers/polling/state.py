@@ -71,6 +71,11 @@ def as_float(value: str | None) -> float:
         return 0.0
 
 
+def entry_name(kind: str, name: str) -> str:
+    """A source's schedule entry: ``feed:bbc`` (its kind, its name)."""
+    return f"{kind}:{name}"
+
+
 def state_ttl(settings: Settings, source: Source) -> int:
     """Long enough to outlive any backoff and several intervals; removed sources age out."""
     return int(max(settings.state_ttl, 2 * settings.backoff_max, 3 * source.interval))
@@ -115,17 +120,19 @@ def queue_save(
     now_fields: tuple[str, ...] = (),
 ) -> None:
     """Add the state write (and its TTL refresh) to a pipeline; ``due_in`` seconds from now on
-    Redis's clock sets ``next_check``, ``now_fields`` are set to that now."""
+    Redis's clock sets ``next_check`` (and the source's time in beat's due set),
+    ``now_fields`` are set to that now."""
     if not values and due_in is None and not now_fields:
         return
     _SAVE.queue(
         pipe,
-        [keys.SOURCE_STATE.key(settings, source.name)],
+        [keys.SOURCE_STATE.key(settings, source.name), keys.BEAT_DUE.key(settings)],
         [
             state_ttl(settings, source),
             "" if due_in is None else repr(float(due_in)),
             json.dumps({k: "" if v is None else str(v) for k, v in values.items()}),
             json.dumps(list(now_fields)),
+            entry_name(source.kind, source.name),
         ],
     )
 

@@ -1,6 +1,7 @@
 -- dispatch: choose the schedule entries beat dispatches now and mark each queued, on Redis's clock.
 --
--- One call per dispatch pass, with every schedule entry. An entry is due when its state's
+-- One call per dispatch pass, with the entries to decide: all of them in a full pass, else
+-- those the due set (KEYS[3], due.lua) says are due. An entry is due when its state's
 -- `next_check` has passed (written by each poll, state_save.lua, for sources; by this script
 -- for periodic entries) or when its definition changed since its last dispatch (`dispatch_fp`;
 -- a new source has none): then `next_check` is reset to now, so the worker agrees it is due.
@@ -8,17 +9,25 @@
 -- marker), while it is being polled (its lock), or while the broker queue holds the cap.
 -- Check and mark are one atomic step: two beats can never both dispatch one entry.
 --
+-- The due set holds each entry's next due time. A full pass rebuilds it from every entry's
+-- state (dropping removed entries); any pass moves a dispatched entry to when it is due next
+-- (a periodic entry: its next period; a source: when its marker, and its message, expire — its
+-- poll sets the real time, state_save.lua), and an entry skipped because its task is queued or
+-- its source being polled to when that marker or lock expires. Other skipped entries stay due.
+--
 -- KEYS[1]  the broker queue (Celery's LIST)
 -- KEYS[2]  dispatch counters (HASH)
--- KEYS[3k], KEYS[3k+1], KEYS[3k+2]  entry k = 1..n: its state (HASH), its queued marker
+-- KEYS[3]  the due set (ZSET entry name → due time)
+-- KEYS[3k+1], KEYS[3k+2], KEYS[3k+3]  entry k = 1..n: its state (HASH), its queued marker
 --          (STRING task id), what makes it busy (the source's poll lock; the marker when none)
 -- ARGV[1]  queue cap
 -- ARGV[2]  marker TTL (seconds) until the caller confirms the message was sent
--- ARGV[3]  counters TTL (seconds)
+-- ARGV[3]  counters and due set TTL (seconds)
 -- ARGV[4]  seconds: a source whose last poll took longer may not share a task (batch)
--- ARGV[4k+1], ARGV[4k+2], ARGV[4k+3], ARGV[4k+4]  entry k: its fingerprint, its task id,
---          seconds to advance next_check by at dispatch ("" for sources: the poll sets it),
---          its state's TTL (seconds)
+-- ARGV[5]  "1": a full pass (the entries are all there are)
+-- ARGV[6k+0..6k+5]  entry k: its fingerprint, its task id, seconds to advance next_check by at
+--          dispatch ("" for sources: the poll sets it), its state's TTL (seconds), its name,
+--          seconds its marker lives once sent
 -- Returns  {dispatched entries' indices k, queue length, now as "seconds.micros",
 --           for each dispatched entry 1 if it may share a task with others, else 0}
 --
@@ -32,20 +41,37 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local stamp = string.format('%.6f', now)
 local length = redis.call('LLEN', KEYS[1])
 local budget = tonumber(ARGV[1]) - length
-local counts = {dispatched = 0, skipped_queued = 0, skipped_queue_full = 0, skipped_polling = 0}
 local slow = tonumber(ARGV[4])
+local full = ARGV[5] == '1'
+local due_set = KEYS[3]
+if full then
+  redis.call('DEL', due_set)
+end
+local counts = {dispatched = 0, skipped_queued = 0, skipped_queue_full = 0, skipped_polling = 0}
 local chosen, shared = {}, {}
-for k = 1, (#KEYS - 2) / 3 do
-  local state, marker, busy = KEYS[3 * k], KEYS[3 * k + 1], KEYS[3 * k + 2]
-  local fp, token, advance, ttl = ARGV[4 * k + 1], ARGV[4 * k + 2], ARGV[4 * k + 3], ARGV[4 * k + 4]
+for k = 1, (#KEYS - 3) / 3 do
+  local state, marker, busy = KEYS[3 * k + 1], KEYS[3 * k + 2], KEYS[3 * k + 3]
+  local fp, token, advance, ttl = ARGV[6 * k], ARGV[6 * k + 1], ARGV[6 * k + 2], ARGV[6 * k + 3]
+  local name, wait = ARGV[6 * k + 4], tonumber(ARGV[6 * k + 5])
   local h = redis.call('HMGET', state, 'next_check', 'paused', 'dispatch_fp', 'errors',
     'last_elapsed_s', 'dispatched_at', 'last_poll')
   local changed = h[3] ~= fp
-  if h[2] ~= '1' and (changed or (tonumber(h[1]) or 0) <= now) then
-    if redis.call('EXISTS', marker) == 1 then
+  local next_check = tonumber(h[1]) or 0
+  local due_at = changed and 0 or next_check
+  local moved = false
+  if h[2] ~= '1' and (changed or next_check <= now) then
+    local queued_ms = redis.call('PTTL', marker)
+    local busy_ms = busy ~= marker and redis.call('PTTL', busy) or -2
+    if queued_ms ~= -2 then
       counts.skipped_queued = counts.skipped_queued + 1
-    elseif busy ~= marker and redis.call('EXISTS', busy) == 1 then
+      if queued_ms > 0 then  -- not worth reading again before its marker expires
+        due_at, moved = now + queued_ms / 1000, true
+      end
+    elseif busy_ms ~= -2 then
       counts.skipped_polling = counts.skipped_polling + 1
+      if busy_ms > 0 then  -- its poll will set its due time; else its lock expires
+        due_at, moved = now + busy_ms / 1000, true
+      end
     elseif budget <= 0 then
       counts.skipped_queue_full = counts.skipped_queue_full + 1
     else
@@ -58,15 +84,23 @@ for k = 1, (#KEYS - 2) / 3 do
       redis.call('SET', marker, token, 'EX', ARGV[2])
       local fields = {'dispatched_at', stamp, 'dispatch_fp', fp}
       if advance ~= '' then
-        fields[5], fields[6] = 'next_check', string.format('%.6f', now + tonumber(advance))
-      elseif changed then
-        fields[5], fields[6] = 'next_check', stamp
+        due_at = now + tonumber(advance)
+        fields[5], fields[6] = 'next_check', string.format('%.6f', due_at)
+      else
+        due_at = now + wait
+        if changed then
+          fields[5], fields[6] = 'next_check', stamp
+        end
       end
       redis.call('HSET', state, unpack(fields))
       if advance ~= '' or redis.call('TTL', state) < 0 then
         redis.call('EXPIRE', state, ttl)
       end
+      moved = true
     end
+  end
+  if full or moved then
+    redis.call('ZADD', due_set, due_at, name)
   end
 end
 for name, count in pairs(counts) do
@@ -76,4 +110,5 @@ for name, count in pairs(counts) do
 end
 redis.call('HSET', KEYS[2], 'last_pass', stamp, 'queue_length', length, 'queue_cap', ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('EXPIRE', due_set, ARGV[3])
 return {chosen, length, stamp, shared}
