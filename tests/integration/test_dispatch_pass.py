@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from beat_schedule import schedule_entries
+from workers.ops.status import collect_status
 from workers.polling.dispatch import Entry, dispatch_pass, due_entries, hold_lock, release_lock
 from workers.polling.pause import set_paused
 from workers.polling.state import queue_save
@@ -125,3 +126,5 @@ def test_between_full_passes_a_pass_reads_only_what_the_due_set_says_is_due(
     rt = runtime.use_config(sources("a", "b", "c"))
     run_pass(rt)
     assert sorted(rt.redis.zrange(due, 0, -1)) == ["http_log:a", "http_log:b", "http_log:c"]
+    # And status reports its size
+    assert collect_status(rt)["beat"]["due_set_entries"] == 3

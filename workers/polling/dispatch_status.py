@@ -1,6 +1,7 @@
-"""The ``beat`` status section: which beat dispatches, the broker queue against its cap, and
-how many dispatches were made or skipped (previous task still queued, source being polled,
-queue full) — read from the lock and the counters each dispatch pass leaves in Redis."""
+"""The ``beat`` status section: which beat dispatches, the broker queue against its cap, how
+many dispatches were made or skipped (previous task still queued, source being polled, queue
+full) and the size of the due set — read from the lock, the counters each dispatch pass leaves
+in Redis and the due set itself."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def beat_section(rt: Runtime) -> dict[str, Any]:
     pipe.get(keys.BEAT_LOCK.key(s))
     pipe.pttl(keys.BEAT_LOCK.key(s))
     pipe.hgetall(keys.BEAT_STATS.key(s))
-    holder, pttl, stats = pipe.execute()
+    pipe.zcard(keys.BEAT_DUE.key(s))
+    holder, pttl, stats, due_set = pipe.execute()
     last_pass = as_float(stats.get("last_pass"))
     return {
         "holder": holder or None,
@@ -35,6 +37,7 @@ def beat_section(rt: Runtime) -> dict[str, Any]:
         "max_queue_length": int(as_float(stats.get("queue_cap"))) or s.max_queue_length,
         "dispatched": int(as_float(stats.get("dispatched"))),
         "skipped": {reason: int(as_float(stats.get(f"skipped_{reason}"))) for reason in SKIPS},
+        "due_set_entries": int(due_set),
     }
 
 
@@ -44,6 +47,7 @@ def render(section: dict[str, Any]) -> list[str]:
         f"  dispatching beat: {holder}; last pass {ago(section.get('last_pass'))}",
         f"  broker queue {section.get('queue_length')}/{section.get('max_queue_length')}; "
         f"dispatched {section.get('dispatched')}; skipped: {pairs(section.get('skipped', {}))}",
+        f"  due set {section.get('due_set_entries', 0)} entries",
     ]
 
 
