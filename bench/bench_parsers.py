@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_polls import CACHE, feedparser_corpus
 from bench.common import write_result
-from tasks.feeds.parse import alert_fields, entry_key
+from tasks.feeds.parse import alerts_of
 from tasks.feeds.parsers import Options, Parsed, parse_document
 from tasks.feeds.source import FeedSource
 
@@ -145,12 +145,10 @@ def _iso(value: str) -> time.struct_time | None:
         return None
 
 
-def signature(parsed: Parsed) -> list[dict[str, str]]:
-    out = []
-    for entry in parsed.entries:
-        fields = alert_fields(SOURCE, entry, "", entry_key(entry))
-        out.append({name: fields[name] for name in FIELDS})
-    return out
+def signature(parsed: Parsed, headers: dict[str, str]) -> list[dict[str, str]]:
+    """The alert fields compared, as ``parse_feed`` writes them (links made absolute)."""
+    items = alerts_of(SOURCE, parsed, SOURCE.url, headers, "")
+    return [{name: item.fields[name] for name in FIELDS} for item in items]
 
 
 def run_parser(
@@ -199,8 +197,8 @@ def compare(
                 stats["missed_documents"] += 1
             if got is not None and got.fallback:
                 stats["fallbacks"][got.fallback] = stats["fallbacks"].get(got.fallback, 0) + 1
-            mine = signature(got) if got is not None else []
-            theirs = signature(ref) if ref is not None else []
+            mine = signature(got, headers) if got is not None else []
+            theirs = signature(ref, headers) if ref is not None else []
             for a, b in zip(mine, theirs, strict=False):
                 stats["compared"] += 1
                 for field in FIELDS:

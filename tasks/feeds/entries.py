@@ -9,6 +9,7 @@ as lon, lat), ``geo_lat``, ``geo_long`` (W3C geo).
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,6 +45,21 @@ def from_feedparser(entry: Any) -> Entry:
     return out
 
 
+HTML_TYPES = ("", "text/html", "application/xhtml+xml")
+AMP = re.compile(r"&#(?:38|x26);")
+
+
+def _alternate(links: Any) -> str | None:
+    """feedparser's link among several: the last ``alternate`` of an HTML type (or none)."""
+    chosen = None
+    for link in links:
+        if (link.get("rel") or "alternate") == "alternate" and (
+            link.get("type") or ""
+        ) in HTML_TYPES:
+            chosen = link.get("href") or chosen
+    return chosen
+
+
 def from_fast(entry: Any) -> Entry:
     """A feedparser-rs entry: its fields read one by one (each read builds a Python object)."""
     get = entry.get
@@ -53,13 +69,19 @@ def from_fast(entry: Any) -> Entry:
         if value is not None:
             out[name] = value
     out["tags"] = _terms(get("tags"))
+    links = get("links") or ()
+    if len(links) > 1:
+        out["link"] = _alternate(links) or out.get("link")
+    title = out.get("title")
+    if title and "&#" in title and "<" in title:  # XHTML re-serialized: feedparser's "&amp;"
+        out["title"] = AMP.sub("&amp;", title)
     for name in ("published", "updated"):
         if name in out and name + "_parsed" not in out:
             parsed = _parse_date(str(out[name]))  # "12 August 2012", "EST"
             if parsed is not None:
                 out[name + "_parsed"] = parsed
     link = out.get("link")
-    if not link and any(not (x.get("href") or "") for x in get("links") or ()):
+    if not link and any(not (x.get("href") or "") for x in links):
         out["link_blanked"] = True  # it drops links to private addresses: a doubt
     elif link and get("guidislink"):
         try:  # a guid taken as the link must be a URL (feedparser drops one that is not)

@@ -18,7 +18,7 @@ from tasks.feeds.entries import Entry, from_fast
 
 ENTRY_LIMIT = "Entry limit exceeded"
 """feedparser-rs's bozo message when it stopped at ``max_entries``: the entries are kept."""
-DATE_FORMAT = re.compile(r"Invalid \w+ format")
+DATE_FORMAT = re.compile(r"Invalid \w*(?:[Dd]ate|published|updated|modified)\w* format")
 """Its bozo message for a date it could not parse: not a malformed document."""
 TOO_DEEP = "nesting depth exceeds"
 """Its bozo message for a document nested deeper than 100 elements: hostile, refused."""

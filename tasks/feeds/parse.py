@@ -95,7 +95,13 @@ def parse_feed(
         raise SourceProblem(f"{url}: {exc}") from None
     if not parsed.entries:
         raise SourceProblem(f"{url}: no feed entries ({_why_empty(parsed, body, headers)})")
-    fetched_at = now_iso()
+    return alerts_of(source, parsed, url, headers, now_iso()), parsed
+
+
+def alerts_of(
+    source: FeedSource, parsed: Parsed, url: str, headers: dict[str, str], fetched_at: str
+) -> list[Item]:
+    """One item per entry: its key and alert fields, relative links made absolute."""
     base = _base(url, headers)
     items = []
     for entry in parsed.entries:
@@ -104,7 +110,7 @@ def parse_feed(
         if fields["link"] and not fields["link"].startswith(("https://", "http://")):
             fields["link"] = _joined(base, fields["link"])
         items.append(Item(key, fields))
-    return items, parsed
+    return items
 
 
 def _base(url: str, headers: dict[str, str]) -> str:
