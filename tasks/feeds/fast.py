@@ -46,6 +46,9 @@ def parse(
     limits = feedparser_rs.ParserLimits(max_entries=max_entries, max_feed_size_bytes=max_bytes)
     if SELF_CLOSED.search(body):
         body = SELF_CLOSED.sub(_written_out, body)
+    masked = PRIVATE.search(body) is not None
+    if masked:
+        body = PRIVATE.sub(rb"://wk-private-\1.invalid", body)
     parsed = feedparser_rs.parse_with_limits(
         bytes(body),
         limits=limits,
@@ -55,8 +58,11 @@ def parse(
     message = ""
     if parsed.bozo:
         message = " ".join(str(parsed.get("bozo_exception") or "malformed").split())
+    entries = [from_fast(entry) for entry in parsed.entries]
+    if masked:
+        _unmask(entries)
     result = FastResult(
-        [from_fast(entry) for entry in parsed.entries],
+        entries,
         version=str(parsed.version or ""),
         encoding=str(parsed.encoding or ""),
     )
@@ -109,6 +115,24 @@ and ``atom:link`` are read right.)"""
 LINK_HREF = re.compile(rb"<link\s[^>]*\bhref\s*=")
 """In RSS, an Atom-style ``<link href=".."/>`` without its namespace: feedparser takes the
 href, feedparser-rs the (empty) text."""
+
+
+PRIVATE = re.compile(
+    rb"://(localhost|127\.[\d.]+|10\.[\d.]+|192\.168\.[\d.]+|172\.(?:1[6-9]|2\d|3[01])\.[\d.]+"
+    rb"|169\.254\.[\d.]+|0\.0\.0\.0)(?=[:/\"'<\s?#]|$)"
+)
+"""A URL to a loopback or private IPv4 host (or localhost), whose links feedparser-rs blanks.
+An alert's link is data, not a request: such hosts are masked as a name before it parses
+(``wk-private-<host>.invalid``) and unmasked in the entries after."""
+MASKED = re.compile(r"wk-private-([\w.]+?)\.invalid")
+
+
+def _unmask(entries: list[Entry]) -> None:
+    for entry in entries:
+        for name in ("link", "id", "title", "summary"):
+            value = entry.get(name)
+            if isinstance(value, str) and "wk-private-" in value:
+                entry[name] = MASKED.sub(r"\1", value)
 
 
 def _written_out(found: re.Match[bytes]) -> bytes:
