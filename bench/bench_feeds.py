@@ -140,6 +140,7 @@ def run(rt: Any, bodies: dict[str, bytes], per_feed: int, rounds: int) -> dict[s
     import feedparser
 
     from tasks.feeds.parse import parse_feed
+    from tasks.feeds.parsers import Options
     from tasks.feeds.tasks import FEEDS
     from workers.core import keys
     from workers.polling.kinds import Collected
@@ -149,8 +150,11 @@ def run(rt: Any, bodies: dict[str, bytes], per_feed: int, rounds: int) -> dict[s
     total = len(bodies) * per_feed
 
     def prefetched(rt: Any, source: Any, state: Any) -> Collected:
-        """The feed kind's work with the fetch already done: parse only."""
-        return Collected("ok", parse_feed(source, bodies[source.name], HEADERS, source.url))
+        """The feed kind's work with the fetch already done: parse only (with feedparser, the
+        parser the bare side runs; ``bench/bench_parsers.py`` compares the parsers)."""
+        options = Options(choice="feedparser")
+        items, _ = parse_feed(source, bodies[source.name], HEADERS, source.url, options)
+        return Collected("ok", items)
 
     kind = replace(FEEDS, collect=prefetched)
 

@@ -68,6 +68,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("fetch", ("workers/polling/fetch.py",)),
     ("fetch", ("scrape/robots",)),
     ("parse", ("tasks/feeds/parse.py",)),
+    ("parse", ("tasks/feeds/parsers.py",)),
     ("parse", ("tasks/http_logs/",)),
     ("parse", ("tasks/scrape/extract",)),
     ("parse", ("bs4/",)),

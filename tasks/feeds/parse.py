@@ -1,32 +1,32 @@
-"""Parsing RSS 0.9x/1.0/2.0 and Atom into alerts.
+"""RSS 0.9x/1.0/2.0, Atom and JSON Feed entries into alerts.
 
-Feeds are parsed by feedparser from the fetched bytes (never from a URL: feedparser must not do
-its own unbounded fetch) with the response headers for the encoding. HTML sanitizing and
-relative-URI resolution cost ~1.5x and are off unless the source asks; a relative entry link is
-made absolute against the feed's URL here, once per entry, rather than by handing feedparser a
-``Content-Location`` base, which makes it resolve every element (~25% of the parse).
-A malformed feed that still has entries yields them; a body with no entries at all — an HTML
-page, an empty 200, broken XML — is an error for that source.
+The parser layer (``tasks/feeds/parsers.py``) reads the fetched bytes (never a URL: a parser
+must not do its own unbounded fetch) with the response headers for the encoding; every parser's
+entries have one shape (``tasks/feeds/entries.py``), so an alert and its key do not depend on
+which parser read it. HTML sanitizing and relative-URI resolution cost ~1.5x in feedparser and
+are off unless the source asks; a relative entry link is made absolute against the feed's URL
+here, once per entry, rather than by handing the parser a base, which makes feedparser resolve
+every element (~25% of its parse). A malformed feed that still has entries yields them; a body
+with no entries at all — an HTML page, an empty 200, broken XML — is an error for that source.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import time
 from typing import Any
 from urllib.parse import urljoin
 
-import feedparser
-
+from tasks.feeds.parsers import Options, Parsed, content_type, parse_document
 from tasks.feeds.source import FeedSource
 from workers.core.clock import now_iso
 from workers.polling.errors import SourceProblem
 from workers.polling.kinds import Item
 
 ACCEPT = (
-    "application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, "
-    "application/xml;q=0.8, text/xml;q=0.8, */*;q=0.1"
+    "application/rss+xml, application/atom+xml, application/feed+json, "
+    "application/rdf+xml;q=0.9, application/xml;q=0.8, text/xml;q=0.8, "
+    "application/json;q=0.8, */*;q=0.1"
 )
 
 
@@ -76,7 +76,7 @@ def alert_fields(source: FeedSource, entry: Any, fetched_at: str, key: str) -> d
         "summary": str(entry.get("summary", "")),
         "published": published(entry),
         "author": str(entry.get("author", "")),
-        "tags": [str(t["term"]) for t in entry.get("tags", []) if t.get("term")],
+        "tags": list(entry.get("tags", ())),
         "key": key,
     }
     point = coordinates(entry)
@@ -85,39 +85,58 @@ def alert_fields(source: FeedSource, entry: Any, fetched_at: str, key: str) -> d
     return fields
 
 
-def parse_feed(source: FeedSource, body: bytes, headers: dict[str, str], url: str) -> list[Item]:
-    """Entries of a fetched feed; ``SourceProblem`` when the body holds none."""
-    parsed = feedparser.parse(
-        io.BytesIO(body),
-        response_headers=headers,
-        sanitize_html=source.sanitize_html,
-        resolve_relative_uris=source.resolve_relative_uris,
-    )
+def parse_feed(
+    source: FeedSource, body: bytes, headers: dict[str, str], url: str, options: Options
+) -> tuple[list[Item], Parsed]:
+    """Alerts of a fetched feed and how it was parsed; ``SourceProblem`` when it holds none."""
+    try:
+        parsed = parse_document(body, headers, options)
+    except SourceProblem as exc:
+        raise SourceProblem(f"{url}: {exc}") from None
     if not parsed.entries:
         raise SourceProblem(f"{url}: no feed entries ({_why_empty(parsed, body, headers)})")
-    fetched_at = now_iso()
+    return alerts_of(source, parsed, url, headers, now_iso()), parsed
+
+
+def alerts_of(
+    source: FeedSource, parsed: Parsed, url: str, headers: dict[str, str], fetched_at: str
+) -> list[Item]:
+    """One item per entry: its key and alert fields, relative links made absolute."""
+    base = _base(url, headers)
     items = []
-    for parsed_entry in parsed.entries:
-        entry = dict(parsed_entry)  # plain lookups: FeedParserDict.get's alias logic is slow
+    for entry in parsed.entries:
         key = entry_key(entry)
         fields = alert_fields(source, entry, fetched_at, key)
         if fields["link"] and not fields["link"].startswith(("https://", "http://")):
-            fields["link"] = urljoin(url, fields["link"])
+            fields["link"] = _joined(base, fields["link"])
         items.append(Item(key, fields))
     return items
 
 
-def _why_empty(parsed: Any, body: bytes, headers: dict[str, str]) -> str:
+def _base(url: str, headers: dict[str, str]) -> str:
+    """What relative links are resolved against: the response's Content-Location, as feedparser
+    does (RFC 2616), else the feed's URL."""
+    location = headers.get("content-location", "")
+    return _joined(url, location) if location else url
+
+
+def _joined(base: str, link: str) -> str:
+    try:
+        return urljoin(base, link)
+    except ValueError:  # not a URL ("http://[::1"): kept as the feed wrote it
+        return link
+
+
+def _why_empty(parsed: Parsed, body: bytes, headers: dict[str, str]) -> str:
     if not body.strip():
         return "empty body"
-    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type in ("text/html", "application/xhtml+xml") or body.lstrip()[
-        :14
-    ].lower().startswith((b"<!doctype html", b"<html")):
-        return f"an HTML page ({content_type or 'no content type'}), not an RSS/Atom feed"
-    if parsed.get("bozo") and parsed.get("bozo_exception") is not None:
-        first = str(parsed["bozo_exception"]).strip().splitlines()
-        return f"not a valid feed: {first[0] if first else type(parsed['bozo_exception'])}"
-    if not parsed.get("version"):
-        return f"not an RSS/Atom feed ({content_type or 'no content type'})"
-    return f"{parsed['version']} feed without entries"
+    media, _ = content_type(headers)
+    if media in ("text/html", "application/xhtml+xml") or body.lstrip()[:14].lower().startswith(
+        (b"<!doctype html", b"<html")
+    ):
+        return f"an HTML page ({media or 'no content type'}), not an RSS/Atom feed"
+    if parsed.detail:
+        return parsed.detail
+    if parsed.parser == "json":
+        return f"{parsed.format} feed without items"
+    return f"not an RSS/Atom feed ({media or 'no content type'})"

@@ -1,10 +1,12 @@
-"""A ``[[feeds]]`` table: an RSS/Atom feed, and whether its alerts are located."""
+"""A ``[[feeds]]`` table: an RSS/Atom/JSON feed, whether its alerts are located, and which
+parser reads it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
+from workers.core.settings import FEED_PARSERS
 from workers.core.sources_file import FieldReader, Source
 
 
@@ -14,6 +16,8 @@ class FeedSource(Source):
     sanitize_html: bool = False
     resolve_relative_uris: bool = False
     tags: tuple[str, ...] = ()
+    parser: str = ""
+    """"auto", "fast" or "feedparser"; empty: WATCHKEEPER_FEED_PARSER."""
 
     kind: ClassVar[str] = "feed"
 
@@ -27,7 +31,16 @@ def read_feed(f: FieldReader, name: str) -> FeedSource:
         sanitize_html=f.get("sanitize_html", bool, False),
         resolve_relative_uris=f.get("resolve_relative_uris", bool, False),
         tags=_tags(f),
+        parser=_parser(f),
     )
+
+
+def _parser(f: FieldReader) -> str:
+    value = f.get("parser", str, "")
+    if value and value not in FEED_PARSERS:
+        f.problem("parser", f"expected one of {', '.join(FEED_PARSERS)}, got {value!r}")
+        return ""
+    return str(value)
 
 
 def _tags(f: FieldReader) -> tuple[str, ...]:

@@ -63,6 +63,9 @@ def specs() -> tuple[SettingSpec, ...]:
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+socket")
 
+FEED_PARSERS = ("auto", "fast", "feedparser")
+"""WATCHKEEPER_FEED_PARSER and a feed's ``parser``: see ``tasks/feeds/parsers.py``."""
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -115,6 +118,9 @@ class Settings:
     host_delay: float
     robots_ttl: int
     robots_max_hosts: int
+    feed_parser: str
+    feed_max_entries: int
+    feedparser_max_elements: int
     scrape_max_field_chars: int
     memory_warn_mb: int
     memory_recycle_mb: int
@@ -179,6 +185,11 @@ class Settings:
     def validate(self) -> None:
         """Cross-field checks that a single value cannot express."""
         self._check_redis_url()
+        if self.feed_parser not in FEED_PARSERS:
+            raise SettingsError(
+                f"WATCHKEEPER_FEED_PARSER={self.feed_parser!r}: expected one of "
+                + ", ".join(FEED_PARSERS)
+            )
         if self.visibility_timeout <= self.task_time_limit:
             raise SettingsError(
                 f"WATCHKEEPER_VISIBILITY_TIMEOUT={self.visibility_timeout}: must exceed "
