@@ -9,6 +9,7 @@ from typing import Any
 
 from celery import shared_task
 
+from tasks.feeds.freshness import feed_freshness
 from tasks.feeds.parse import ACCEPT, parse_feed
 from tasks.feeds.source import FeedSource, read_feed
 from tasks.locations import alerts_handed_over, coordinates_of, location_handoff, payload
@@ -31,7 +32,7 @@ def _parse(source: FeedSource, result: FetchResult) -> tuple[list[Item], int]:
 
 
 def collect(rt: Runtime, source: FeedSource, state: SourceState) -> Collected:
-    return collect_one(rt, source, state, ACCEPT, _parse)
+    return collect_one(rt, source, state, ACCEPT, _parse, hints=feed_freshness)
 
 
 def handoff(rt: Runtime, source: FeedSource) -> Handoff | None:

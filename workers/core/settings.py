@@ -113,6 +113,7 @@ class Settings:
     backoff_max: float
     host_concurrency: int
     host_delay: float
+    interval_max_factor: float
     robots_ttl: int
     robots_max_hosts: int
     scrape_max_field_chars: int
