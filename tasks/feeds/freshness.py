@@ -18,6 +18,8 @@ from workers.polling.freshness import Freshness
 
 ITEM_START = re.compile(rb"<(?:[A-Za-z_][\w.-]{0,30}:)?(?:item|entry)[\s>/]")
 ITEM_ENDS = (b"</item>", b"</entry>")
+ANY = re.compile(rb"<(?:ttl|skip|[\w.-]{1,30}:update)", re.I)
+"""One search for all of them: most feeds say none, and pay only this."""
 TTL = re.compile(rb"<ttl(?:\s[^>]{0,200})?>\s*(\d{1,9})\s*</ttl>", re.I)
 SKIP = {
     "hours": re.compile(rb"<skipHours(?:\s[^>]{0,200})?>(.{0,2000}?)</skipHours>", re.I | re.S),
@@ -52,6 +54,8 @@ def channel_text(body: bytes) -> bytes:
 def feed_freshness(body: bytes) -> Freshness | None:
     """The feed's ttl / syndication period and skip hours and days; None when it says none."""
     channel = channel_text(body)
+    if ANY.search(channel) is None:
+        return None
     signals: list[tuple[float, str]] = []
     if m := TTL.search(channel):
         signals.append((int(m.group(1)) * 60.0, f"ttl {int(m.group(1))}"))

@@ -109,6 +109,7 @@ def test_a_secret_written_inline_is_one_line_naming_source_and_field_not_the_val
         ({"ca_bundle": "ca.pem"}, "ca_bundle: 'ca.pem' must be an absolute path"),
         ({"verify": "no"}, "verify: expected bool"),
         ({"user_agent": "a\tb"}, "user_agent: must be one line"),
+        ({"headers": {"X-A": "naïve"}}, "headers.X-A: must be one line of printable ASCII"),
         ({"interval": "5m", "interval_min": "10m"}, "interval_min: 600s is longer than the"),
         ({"interval": "5m", "interval_max": "1m"}, "interval_max: 60s is shorter than the"),
         ({"interval_max": "soon"}, "interval_max: 'soon' is not a duration"),
@@ -185,6 +186,7 @@ def resolved(env: dict[str, str], **fields: object):  # type: ignore[no-untyped-
         ("user:pa:ss", "Basic " + base64.b64encode(b"user:pa:ss").decode()),
         ("Token xyz123", "Token xyz123"),
         ("Basic dXNlcjpwYXNz", "Basic dXNlcjpwYXNz"),
+        ("usér:pässword", "Basic " + base64.b64encode("usér:pässword".encode()).decode()),
     ],
 )
 def test_auth_value_formats(value, header):
@@ -197,7 +199,7 @@ def test_an_auth_value_in_no_known_format_is_one_line_without_the_value():
         resolved({"A": PLANTED}, auth="env:A")
     assert str(err.value) == (
         "source 'f': auth: env:A must hold 'Bearer TOKEN', 'Basic USER:PASSWORD' or "
-        "'USER:PASSWORD' (the value is not shown)"
+        "'USER:PASSWORD', a token in ASCII (the value is not shown)"
     )
 
 
@@ -212,6 +214,8 @@ def test_an_auth_value_in_no_known_format_is_one_line_without_the_value():
         ({"P": f"ftp://u:{PLANTED}@h"}, {"proxy": "env:P"}, "env:P does not hold a proxy URL"),
         ({}, {"ca_bundle": "/nonexistent/ca.pem"}, "ca_bundle: /nonexistent/ca.pem: not a read"),
         ({"K": "v" * 9000}, {"headers": {"X-K": "env:K"}}, "headers: headers and cookies exceed"),
+        ({"K": f"{PLANTED}é"}, {"headers": {"X-K": "env:K"}}, "K holds a non-ASCII character"),
+        ({"A": f"Bearer {PLANTED}é"}, {"auth": "env:A"}, "a token in ASCII"),
     ],
 )
 def test_what_the_environment_holds_is_checked_at_poll_time(env, fields, line):

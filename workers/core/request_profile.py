@@ -203,7 +203,7 @@ class ProfileReader:
         if is_secret_header(name) or is_env(value):
             return self._env_only(where, value, "a credential")
         if not _printable(value):
-            self.f.problem(where, "must be one line of printable characters")
+            self.f.problem(where, "must be one line of printable ASCII")
             return False
         return True
 
@@ -256,4 +256,5 @@ def proxy_problem(url: str) -> str | None:
 
 
 def _printable(value: str) -> bool:
-    return value.isprintable() and value == value.strip()
+    """One line of printable ASCII without surrounding space: what a header value may be."""
+    return value.isascii() and value.isprintable() and value == value.strip()

@@ -93,8 +93,9 @@ class _Resolver:
     def fail(self, where: str, text: str) -> SourceProblem:
         return SourceProblem(f"source '{self.source.name}': {where}: {text}")
 
-    def value(self, where: str, raw: str) -> str:
-        """A literal, or the variable's value (recorded as a secret)."""
+    def value(self, where: str, raw: str, ascii_only: bool = True) -> str:
+        """A literal, or the variable's value (recorded as a secret): one line of printable
+        characters, ASCII unless it is encoded before it is sent (a basic-auth password)."""
         if not raw.startswith(ENV_PREFIX):
             return raw
         var = raw[len(ENV_PREFIX) :]
@@ -106,6 +107,10 @@ class _Resolver:
                 where,
                 f"environment variable {var} holds a control character, line break or "
                 "surrounding space (the value is not shown)",
+            )
+        if ascii_only and not value.isascii():
+            raise self.fail(
+                where, f"environment variable {var} holds a non-ASCII character (not shown)"
             )
         self.secret(value)
         return value
@@ -162,19 +167,20 @@ class _Resolver:
         return "; ".join(pairs)
 
     def authorization(self, raw: str) -> str:
-        value = self.value("auth", raw)
+        value = self.value("auth", raw, ascii_only=False)
         scheme, space, rest = value.partition(" ")
         if space and rest and ":" not in scheme:
             if scheme.lower() == "basic" and ":" in rest:
                 return self.basic(rest)
-            self.secret(rest.strip())
-            return f"{scheme} {rest.strip()}"
-        if ":" in value:
+            if value.isascii():
+                self.secret(rest.strip())
+                return f"{scheme} {rest.strip()}"
+        elif ":" in value:
             return self.basic(value)
         raise self.fail(
             "auth",
-            f"{raw} must hold 'Bearer TOKEN', 'Basic USER:PASSWORD' or 'USER:PASSWORD' "
-            "(the value is not shown)",
+            f"{raw} must hold 'Bearer TOKEN', 'Basic USER:PASSWORD' or 'USER:PASSWORD', "
+            "a token in ASCII (the value is not shown)",
         )
 
     def basic(self, user_password: str) -> str:
