@@ -208,8 +208,11 @@ def test_an_unset_variable_fails_the_poll_naming_source_and_variable_and_sends_n
     source = rt.config().get("private")  # the file is valid without the secret
     result = poll_now(rt, source)
     assert result["status"] == "error"
-    assert result["error"] == (
-        "source 'private': headers.X-Api-Key: environment variable WK_T_KEY is not set"
+    assert result["error"] == "headers.X-Api-Key: environment variable WK_T_KEY is not set"
+    logged = [r.getMessage() for r in caplog.records if r.name == "workers.polling.poll"]
+    assert len(logged) == 1 and logged[0].startswith(
+        "[poll] source 'private': headers.X-Api-Key: environment variable WK_T_KEY is not set "
+        "(error 1, next try in "
     )
     assert not seen and not proxy.log.accepted and not proxy.log.refused
     assert rt.redis.hget("wk:src:private", "next_check_reason") == "backoff (error 1)"

@@ -198,7 +198,7 @@ def test_an_auth_value_in_no_known_format_is_one_line_without_the_value():
     with pytest.raises(SourceProblem) as err:
         resolved({"A": PLANTED}, auth="env:A")
     assert str(err.value) == (
-        "source 'f': auth: env:A must hold 'Bearer TOKEN', 'Basic USER:PASSWORD' or "
+        "auth: env:A must hold 'Bearer TOKEN', 'Basic USER:PASSWORD' or "
         "'USER:PASSWORD', a token in ASCII (the value is not shown)"
     )
 
@@ -206,7 +206,7 @@ def test_an_auth_value_in_no_known_format_is_one_line_without_the_value():
 @pytest.mark.parametrize(
     ("env", "fields", "line"),
     [
-        ({}, {"auth": "env:A"}, "source 'f': auth: environment variable A is not set"),
+        ({}, {"auth": "env:A"}, "auth: environment variable A is not set"),
         ({}, {"cookies": {"s": "env:S"}}, "cookies.s: environment variable S is not set"),
         ({"P": ""}, {"proxy": "env:P"}, "proxy: environment variable P is not set"),
         ({"K": f"{PLANTED}\r\nX: y"}, {"headers": {"X-K": "env:K"}}, "holds a control char"),

@@ -75,8 +75,8 @@ NO_PROFILE = Resolved()
 
 def resolve(source: Source, environ: Mapping[str, str] | None = None) -> Resolved:
     """The profile of ``source`` with its variables read now; ``SourceProblem`` (one line
-    naming the source, the field and the variable, never a value) when one is unset or holds
-    something unusable."""
+    naming the field and the variable, never a value; the poll loop logs it with the source's
+    name) when one is unset or holds something unusable."""
     profile: RequestProfile = source.request
     if profile.empty:
         return NO_PROFILE
@@ -91,7 +91,8 @@ class _Resolver:
         self.size = 0
 
     def fail(self, where: str, text: str) -> SourceProblem:
-        return SourceProblem(f"source '{self.source.name}': {where}: {text}")
+        """``field: problem`` — the poll's log line and every view name the source."""
+        return SourceProblem(f"{where}: {text}")
 
     def value(self, where: str, raw: str, ascii_only: bool = True) -> str:
         """A literal, or the variable's value (recorded as a secret): one line of printable
