@@ -17,6 +17,7 @@ from tests.integration.test_secrets import _everything_shown
 from tests.support.helpers import HTTPFixtureServer, respond
 from tests.support.proxies import HttpProxy, Socks5Proxy, self_signed, serve_tls
 from workers.ops.web.sources import source_rows
+from workers.polling.politeness import host_keys
 from workers.polling.poll import poll_now
 
 TOKEN = "b3arer-planted-7f1"
@@ -113,6 +114,7 @@ def test_headers_credentials_and_proxy_reach_the_server_and_no_secret_shows(
     monkeypatch.setenv("WK_T_PROXY", proxy.url())
     rt.use_config(profile_toml(http_server.url("/private.rss")))
     caplog.set_level(logging.DEBUG)
+    rt.settings = replace(rt.settings, host_delay=60.0)
 
     # When it is polled
     result = poll_now(rt, rt.config().get("private"))
@@ -121,6 +123,10 @@ def test_headers_credentials_and_proxy_reach_the_server_and_no_secret_shows(
     assert result["status"] == "ok" and result["new"] == 1, result
     assert proxy.log.accepted == [http_server.url("/private.rss")] and not proxy.log.refused
     assert seen and seen[-1]["authorization"] == f"Bearer {TOKEN}"
+    # and the politeness slot taken was the target host's, not the proxy's
+    target = host_keys(rt.settings, f"127.0.0.1:{http_server.port}")[1]
+    assert rt.redis.exists(target)
+    assert not [k for k in rt.redis.scan_iter("wk:*") if str(proxy.port) in str(k)]
     # and status names the profile without a value
     status = rt.redis.hgetall("wk:src:private")
     assert status["last_status"] == "ok"
