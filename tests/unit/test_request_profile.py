@@ -168,6 +168,12 @@ def test_a_changed_profile_or_clamp_makes_the_source_due_again():
         for c in changes
     }
     assert first not in prints and len(prints) == len(changes)
+    # a source without the new fields keeps the fingerprint it had before they existed
+    from workers.polling.dispatch import fingerprint
+
+    old = {"name": "f", "url": base.url, "interval": base.interval, "locate": True}
+    old |= {"sanitize_html": False, "resolve_relative_uris": False, "tags": ()}
+    assert first == fingerprint("feed", "t", old)
 
 
 # --- resolving at poll time -------------------------------------------------------------------
