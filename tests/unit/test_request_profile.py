@@ -238,7 +238,7 @@ def test_credentials_only_to_the_sources_host_and_never_downgraded_to_http():
         headers={"X-Key": "env:K", "X-Plain": "p"},
         user_agent="UA",
     )
-    own = profile.headers_for("https://FEEDS.example.org/other?page=2")
+    own = profile.headers_for("https://FEEDS.example.org:443/other?page=2")
     assert own == {
         "User-Agent": "UA",
         "X-Plain": "p",

@@ -59,7 +59,7 @@ class Resolved:
         if not self.credentials:
             return self.headers
         parts = urlsplit(url)
-        if _host(parts.hostname, parts.port) != self.host or (
+        if _host(parts.scheme, parts.hostname, parts.port) != self.host or (
             self.https and parts.scheme != "https"
         ):
             return self.headers
@@ -150,7 +150,7 @@ class _Resolver:
             credentials=credentials,
             proxies=proxies,
             verify=verify,
-            host=_host(parts.hostname, parts.port),
+            host=_host(parts.scheme, parts.hostname, parts.port),
             https=parts.scheme == "https",
             secrets=tuple(sorted(set(self.secrets), key=len, reverse=True)),
         )
@@ -208,9 +208,13 @@ class _Resolver:
         return {"http": url, "https": url}
 
 
-def _host(hostname: str | None, port: int | None) -> str:
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _host(scheme: str, hostname: str | None, port: int | None) -> str:
+    """``host[:port]``, the scheme's default port left out (``h:443`` is ``h`` for https)."""
     host = (hostname or "").lower()
-    return f"{host}:{port}" if port else host
+    return f"{host}:{port}" if port and port != DEFAULT_PORTS.get(scheme) else host
 
 
 _insecure_quiet = False
