@@ -19,6 +19,7 @@ from tasks.notify.commands import add_notify_command
 from workers import stages  # noqa: F401 (registers the stages' kinds, sections, sinks)
 from workers.core import keys
 from workers.core.connection import RedisUnavailable, get_client
+from workers.core.request_profile import unset_variables
 from workers.core.runtime import Runtime, set_runtime
 from workers.core.settings import Settings, SettingsError
 from workers.core.sources_file import (
@@ -70,6 +71,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     kinds = sorted(KINDS, key=lambda kind: kind.section)
     counts = ", ".join(f"{len(config.of_kind(kind.name))} {kind.section}" for kind in kinds)
     print(f"{path}: ok — {counts}, {tcp}")
+    for source in config.sources:  # a secret this machine lacks: only its polls need it
+        for line in unset_variables(source.request, os.environ):
+            print(
+                f"warning: source '{source.name}': {line} here (its polls fail until it is)",
+                file=sys.stderr,
+            )
     return 0
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from celery import shared_task
 
+from tasks.feeds.freshness import feed_freshness
 from tasks.feeds.parse import ACCEPT, parse_feed
 from tasks.feeds.parsers import Options, Parsed
 from tasks.feeds.source import FeedSource, read_feed
@@ -44,7 +45,7 @@ def collect(rt: Runtime, source: FeedSource, state: SourceState) -> Collected:
             items = [replace(item, handoff=payload(item.fields)) for item in items]
         return items, parsed.bad
 
-    collected = collect_one(rt, source, state, ACCEPT, parse)
+    collected = collect_one(rt, source, state, ACCEPT, parse, hints=feed_freshness)
     if seen:
         collected.values.update(parser_values(state.raw, seen[0]))
         if seen[0].cut:

@@ -1,5 +1,6 @@
 """Crawling one site: up to ``max_pages`` pages, each fetched, checked against robots.txt,
-extracted and released before the next; only plain values leave a page."""
+extracted and released before the next; only plain values leave a page. Every page goes with
+the site's request profile; the first page's caching headers say when to come back."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from workers.core.redact import without_credentials
 from workers.core.settings import Settings
 from workers.polling.errors import FetchError, SourceError
 from workers.polling.fetch import FetchResult, fetch
+from workers.polling.freshness import Freshness, from_headers
+from workers.polling.profile import NO_PROFILE, Resolved
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ class Crawl(Extracted):
     errors: list[str] = field(default_factory=list)
     http_status: int | None = None
     retry_after: float | None = None
+    freshness: Freshness | None = None
     _ids: set[str] = field(default_factory=set, repr=False)
 
     def add_page(self, page: PageResult) -> None:
@@ -64,12 +68,13 @@ def crawl_site(
     site: SiteSource,
     fetcher: Fetcher = fetch,
     robots: RobotsRules | None = None,
+    profile: Resolved = NO_PROFILE,
 ) -> Crawl:
     """Fetch and extract up to ``max_pages`` pages, stopping at the first failing page.
 
     Pagination stops at the last page, an empty page, ``max_pages``, or a link back to a page
     already read (a loop, reported as a warning). ``robots=None`` skips robots.txt (the site
-    opted out with ``robots = false``).
+    opted out with ``robots = false``). ``profile``: the site's request profile, resolved.
     """
     crawl = Crawl(site.name)
     url: str | None = site.url
@@ -77,7 +82,7 @@ def crawl_site(
     for number in range(1, site.max_pages + 1):
         assert url is not None
         visited.add(url)
-        page = _read_page(settings, client, site, url, number, crawl, fetcher, robots)
+        page = _read_page(settings, client, site, url, number, crawl, fetcher, robots, profile)
         if page is None:
             break
         crawl.add_page(page)
@@ -107,14 +112,17 @@ def _read_page(
     crawl: Crawl,
     fetcher: Fetcher,
     robots: RobotsRules | None,
+    profile: Resolved,
 ) -> PageResult | None:
     """One page extracted, or None with the reason appended to ``crawl.errors``."""
     try:
         if robots is not None and not robots.allowed(url):
             crawl.errors.append(f"page {number}: robots.txt disallows {url}")
             return None
-        result = fetcher(url, settings, client, accept=ACCEPT)
+        result = fetcher(url, settings, client, accept=ACCEPT, profile=profile)
         crawl.http_status = result.status
+        if number == 1:
+            crawl.freshness = from_headers(result.headers)
         return extract_page(
             result.body,
             result.url,

@@ -22,6 +22,7 @@ from workers.core import keys
 from workers.core.settings import Settings
 from workers.polling.errors import FetchError
 from workers.polling.fetch import fetch
+from workers.polling.profile import NO_PROFILE, Resolved
 from workers.store.scripts import Script
 from workers.store.size import Size
 
@@ -129,13 +130,22 @@ class RobotsRules:
         return text
 
 
-def http_fetcher(client: redis.Redis, settings: Settings) -> RobotsFetcher:
-    """A fetcher through the shared fetch layer (timeouts, byte cap, host politeness)."""
+def http_fetcher(
+    client: redis.Redis, settings: Settings, profile: Resolved = NO_PROFILE
+) -> RobotsFetcher:
+    """A fetcher through the shared fetch layer (timeouts, byte cap, host politeness) with the
+    site's request profile (a site that answers only a browser's user agent, a cookie or a
+    proxy answers its robots.txt only so too)."""
 
     def get(url: str) -> RobotsResponse:
         try:
             result = fetch(
-                url, settings, client, max_bytes=ROBOTS_MAX_BYTES * 4, accept="text/plain"
+                url,
+                settings,
+                client,
+                max_bytes=ROBOTS_MAX_BYTES * 4,
+                accept="text/plain",
+                profile=profile,
             )
         except FetchError as exc:
             if exc.status is not None and 400 <= exc.status < 500:
@@ -146,5 +156,7 @@ def http_fetcher(client: redis.Redis, settings: Settings) -> RobotsFetcher:
     return get
 
 
-def rules_for_run(client: redis.Redis, settings: Settings) -> RobotsRules:
-    return RobotsRules(RobotsCache(client, settings), http_fetcher(client, settings))
+def rules_for_run(
+    client: redis.Redis, settings: Settings, profile: Resolved = NO_PROFILE
+) -> RobotsRules:
+    return RobotsRules(RobotsCache(client, settings), http_fetcher(client, settings, profile))

@@ -59,7 +59,6 @@ def read_site(f: FieldReader, name: str) -> SiteSource:
     price = f.get("price", str, None)
     if price is not None and site_fields and price not in site_fields:
         f.problem("price", f"{price!r} is not one of the fields ({', '.join(site_fields)})")
-    thresholds = {name: _percent(f, name) for name in ("price_drop_pct", "price_rise_pct")}
     return SiteSource(
         name=name,
         url=f.url(),
@@ -71,7 +70,8 @@ def read_site(f: FieldReader, name: str) -> SiteSource:
         max_pages=max_pages,
         price=price,
         robots=f.get("robots", bool, True),
-        **thresholds,
+        price_drop_pct=_percent(f, "price_drop_pct"),
+        price_rise_pct=_percent(f, "price_rise_pct"),
     )
 
 

@@ -31,6 +31,7 @@ from workers.core.redact import redact_text
 from workers.core.runtime import Runtime, get_runtime
 from workers.polling.kinds import Collected, Item, SourceKind, declare_kind
 from workers.polling.poll import MAX_MESSAGE, poll_by_name, poll_source
+from workers.polling.profile import resolve
 from workers.polling.state import SourceState
 from workers.store.seen import Added
 
@@ -51,8 +52,9 @@ class RunContext:
 def collect(rt: Runtime, site: SiteSource, state: SourceState) -> Collected:
     """Robots.txt, then the pages: their listings as items and the run's counts."""
     started, memory_start = time.time(), rss_mb()
-    robots = rules_for_run(rt.redis, rt.settings) if site.robots else None
-    crawl = crawl_site(rt.settings, rt.redis, site, robots=robots)
+    profile = resolve(site)
+    robots = rules_for_run(rt.redis, rt.settings, profile) if site.robots else None
+    crawl = crawl_site(rt.settings, rt.redis, site, robots=robots, profile=profile)
     return collected_from_crawl(site, crawl, started, memory_start)
 
 
@@ -82,6 +84,7 @@ def collected_from_crawl(
         warning=redact_text(crawl.warnings[0]) if crawl.warnings else None,
         http_status=crawl.http_status,
         retry_after=crawl.retry_after,
+        freshness=crawl.freshness,
         bad=crawl.missing_id,
         extra={
             "pages": crawl.pages,

@@ -116,6 +116,7 @@ class Settings:
     backoff_max: float
     host_concurrency: int
     host_delay: float
+    interval_max_factor: float
     robots_ttl: int
     robots_max_hosts: int
     feed_parser: str

@@ -5,11 +5,13 @@ TOML (stdlib ``tomllib``), found as: ``--config``, else ``WATCHKEEPER_CONFIG``, 
 ``source '<name>': <field>: <problem>`` so a user fixes a file in one pass; an invalid file
 raises ``ConfigError`` and never starts workers.
 
-This module knows what every polled source has (a unique name, an http(s) URL, an interval)
-and the ``[tcp]`` table. Everything else is declared by the stages: a source kind declares its
-``[[section]]`` and how to read one table (``declare_source_section``, done for it by
-``workers.polling.kinds.declare_kind``), other stages declare further top-level sections
-(``declare_section``). A section nobody declared is an error naming the known ones.
+This module knows what every polled source has (a unique name, an http(s) URL, an interval,
+the bounds within which the source's own word may move its next check, and its request
+profile — ``read_common``, for every kind) and the ``[tcp]`` table. Everything else is
+declared by the stages: a source kind declares its ``[[section]]`` and how to read one table
+(``declare_source_section``, done for it by ``workers.polling.kinds.declare_kind``), other
+stages declare further top-level sections (``declare_section``). A section nobody declared is
+an error naming the known ones.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +27,7 @@ from urllib.parse import urlsplit
 
 from workers.core.redact import redact_url
 from workers.core.registry import Registry
+from workers.core.request_profile import EMPTY_PROFILE, ProfileReader, RequestProfile
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 INTERVAL_RE = re.compile(
@@ -49,6 +52,15 @@ class Source:
     name: str
     url: str
     interval: float
+    interval_min: float | None = None
+    """Shortest wait the source's own word (Cache-Control, Expires, ttl) may set; None: the
+    interval (the source can only slow polling down)."""
+    interval_max: float | None = None
+    """Longest wait it may set; None: the interval times WATCHKEEPER_INTERVAL_MAX_FACTOR."""
+    honour_cache: bool = True
+    """False: the source's word is ignored, every poll is one interval after the last."""
+    request: RequestProfile = EMPTY_PROFILE
+    """Headers, cookies, credentials, proxy and TLS settings of its requests."""
 
     kind: ClassVar[str] = "source"
 
@@ -125,6 +137,17 @@ class FieldReader:
         except ValueError as exc:
             self.problem("interval", str(exc))
             return 300.0
+
+    def duration(self, name: str) -> float | None:
+        """An optional duration field (seconds, or "30s", "5m", "1h")."""
+        value = self.get(name, (int, float, str), None)
+        if value is None:
+            return None
+        try:
+            return parse_interval(value)
+        except ValueError as exc:
+            self.problem(name, str(exc))
+            return None
 
     def finish(self) -> None:
         for key in self.table:
@@ -251,11 +274,30 @@ def _sources(
         if name and not NAME_RE.match(name):
             f.problem("name", f"{name!r} must be 1-64 of letters, digits, '_', '.', '-'")
         before = len(problems)
-        source = read(f, name)
+        source = read_common(f, read(f, name))
         f.finish()
         if len(problems) == before:
             built.append(source)
     return built
+
+
+def read_common(f: FieldReader, source: Source) -> Source:
+    """The fields every kind has beyond name, URL and interval: the clamps of its next check
+    (``interval_min`` <= ``interval`` <= ``interval_max``), ``honour_cache`` and the request
+    profile (``headers``, ``cookies``, ``user_agent``, ``auth``, ``proxy``, ``verify``,
+    ``ca_bundle``)."""
+    low, high = f.duration("interval_min"), f.duration("interval_max")
+    if low is not None and low > source.interval:
+        f.problem("interval_min", f"{low:g}s is longer than the interval ({source.interval:g}s)")
+    if high is not None and high < source.interval:
+        f.problem("interval_max", f"{high:g}s is shorter than the interval ({source.interval:g}s)")
+    return replace(
+        source,
+        interval_min=low,
+        interval_max=high,
+        honour_cache=f.get("honour_cache", bool, True),
+        request=ProfileReader(f).read(),
+    )
 
 
 def _tcp(table: Any, problems: list[str]) -> TcpConfig | None:

@@ -114,6 +114,27 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+COMMON_DEFAULTS = {
+    "interval_min": None,
+    "interval_max": None,
+    "honour_cache": True,
+    "parser": "",  # a feed's parser choice; empty: the global setting
+}
+
+
+def definition(source: Source) -> dict[str, Any]:
+    """What a source's fingerprint covers: every field, the profile and clamps included — but
+    a common field left at its default is left out, so adding such fields never makes every
+    configured source due at once."""
+    fields = dataclasses.asdict(source)
+    for name, default in COMMON_DEFAULTS.items():
+        if fields.get(name, default) == default:
+            fields.pop(name, None)
+    if source.request.empty:
+        fields.pop("request", None)
+    return fields
+
+
 def source_entry(settings: Settings, source: Source, task: str) -> Entry:
     return Entry(
         name=entry_name(source.kind, source.name),
@@ -121,7 +142,7 @@ def source_entry(settings: Settings, source: Source, task: str) -> Entry:
         kind=source.kind,
         args=(source.name,),
         every=source.interval,
-        fingerprint=fingerprint(source.kind, task, dataclasses.asdict(source)),
+        fingerprint=fingerprint(source.kind, task, definition(source)),
         state_key=keys.SOURCE_STATE.key(settings, source.name),
         marker=queued_key(settings, source.kind, source.name),
         busy_key=keys.SOURCE_LOCK.key(settings, source.name),

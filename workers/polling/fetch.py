@@ -6,7 +6,11 @@ byte a second forever is cut off), and the byte cap applies to the *decompressed
 streams in — a gzip bomb is stopped at the cap, never inflated whole. Redirects are followed by
 hand so a loop or a long chain is a clear error, and each hop takes the host's politeness slot
 (``workers.polling.politeness.host_slot``) when a Redis client is given, so every worker shares one
-per-host limit.
+per-host limit — the target host's slot, whatever proxy the request goes through.
+
+A source's request profile (``workers.polling.profile.Resolved``: headers, credentials only to
+the source's own host, proxy, TLS verification) applies to every hop; any message a failure
+produces has the profile's secrets masked before it leaves this module.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from workers.core.settings import Settings
 from workers.core.version import VERSION as __version__
 from workers.polling.errors import FetchError, HostBusy
 from workers.polling.politeness import host_slot
+from workers.polling.profile import NO_PROFILE, Resolved
 from workers.polling.retry_after import parse_retry_after
 
 USER_AGENT = f"watchkeeper/{__version__} (+https://github.com/watchkeeper)"
@@ -34,7 +39,9 @@ READ_SIZE = 64 * 1024
 """Bytes read from the socket per step of a streamed body."""
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
-redact_library_logs("urllib3.connectionpool")  # request lines carry query-string tokens
+redact_library_logs(  # request lines carry query-string tokens, proxy URLs their credentials
+    "urllib3.connectionpool", "urllib3.poolmanager", "urllib3.connection", "urllib3.util.retry"
+)
 
 
 @dataclass(frozen=True)
@@ -103,11 +110,31 @@ def fetch(
     last_modified: str | None = None,
     max_bytes: int | None = None,
     accept: str | None = None,
+    profile: Resolved = NO_PROFILE,
 ) -> FetchResult:
     """GET ``url`` within every bound; a 2xx or 304 is a result, anything else ``FetchError``.
 
-    ``etag``/``last_modified`` make it conditional (a 304 is a result with ``not_modified``).
+    ``etag``/``last_modified`` make it conditional (a 304 is a result with ``not_modified``);
+    ``profile`` is the source's request profile, resolved for this poll.
     """
+    try:
+        return _fetch(url, settings, redis, etag, last_modified, max_bytes, accept, profile)
+    except FetchError as exc:
+        if not profile.secrets:
+            raise
+        raise FetchError(profile.redact(str(exc)), exc.status, exc.retry_after) from None
+
+
+def _fetch(
+    url: str,
+    settings: Settings,
+    redis: redis.Redis | None,
+    etag: str | None,
+    last_modified: str | None,
+    max_bytes: int | None,
+    accept: str | None,
+    profile: Resolved,
+) -> FetchResult:
     started = time.monotonic()
     headers: dict[str, str] = {}
     if etag:
@@ -121,14 +148,15 @@ def fetch(
     current = url
     for _hop in range(settings.http_max_redirects + 1):
         host = host_of(current)
+        hop = {**headers, **profile.headers_for(current)} if profile is not NO_PROFILE else headers
         if redis is not None:
             try:
                 with host_slot(redis, settings, host):
-                    outcome = _get_once(current, settings, headers, cap)
+                    outcome = _get_once(current, settings, hop, cap, profile)
             except HostBusy as exc:
                 raise FetchError(f"{current}: {exc}") from None
         else:
-            outcome = _get_once(current, settings, headers, cap)
+            outcome = _get_once(current, settings, hop, cap, profile)
         if isinstance(outcome, FetchResult):
             return FetchResult(
                 outcome.url,
@@ -152,7 +180,9 @@ def host_of(url: str) -> str:
     return f"{host}:{parts.port}" if parts.port else host
 
 
-def _get_once(url: str, settings: Settings, headers: dict[str, str], cap: int) -> FetchResult | str:
+def _get_once(
+    url: str, settings: Settings, headers: dict[str, str], cap: int, profile: Resolved
+) -> FetchResult | str:
     """One request: a result, or the absolute URL a redirect points to."""
     if urlsplit(url).scheme not in ("http", "https"):
         raise FetchError(f"{url}: not an http(s) URL")
@@ -163,6 +193,8 @@ def _get_once(url: str, settings: Settings, headers: dict[str, str], cap: int) -
             stream=True,
             allow_redirects=False,
             timeout=(settings.http_connect_timeout, settings.http_read_timeout),
+            proxies=profile.proxies,
+            verify=profile.verify,
         )
     except requests.exceptions.ConnectTimeout:
         raise FetchError(

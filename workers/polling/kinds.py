@@ -17,6 +17,7 @@ from workers.core.sources_file import FieldReader, Source, declare_source_sectio
 
 if TYPE_CHECKING:
     from workers.core.runtime import Runtime
+    from workers.polling.freshness import Freshness
     from workers.polling.state import SourceState
     from workers.store.seen import Added, Handoff
 
@@ -49,6 +50,8 @@ class Collected:
     retry_after: float | None = None
     bad: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    freshness: Freshness | None = None
+    """What the source said about when to come back (``workers.polling.freshness``)."""
     context: Any = None
     """Anything the kind's ``written`` hook needs; not part of the outcome."""
 

@@ -31,6 +31,7 @@ from workers.core.sources_file import Source
 from workers.polling.dispatch import clear_queued, queued_key
 from workers.polling.errors import SourceError
 from workers.polling.fetch import host_of
+from workers.polling.freshness import next_wait
 from workers.polling.kinds import POLL_HOOKS, Collected, SourceKind, kind_of
 from workers.polling.locks import queue_release
 from workers.polling.politeness import poll_slots, queue_release_slots
@@ -157,8 +158,10 @@ def _outcome(
     elapsed: float = 0.0,
 ) -> tuple[dict[str, Any], dict[str, Any], float, tuple[str, ...]]:
     """The poll's result, the state fields to store, when the source is due again (seconds
-    from the write, on Redis's clock: one interval after the poll started, ``elapsed`` ago)
-    and the fields stamped with that time."""
+    from the write, on Redis's clock, counted from the poll's start ``elapsed`` ago) and the
+    fields stamped with that time. After a success the wait is the interval, or what the source
+    said within its clamps (``workers.polling.freshness``); after an error the backoff or the
+    server's Retry-After. Either way ``next_check_reason`` says which."""
     error = redact_text(collected.error)[:MAX_MESSAGE] if collected.error else None
     values: dict[str, Any] = {
         "last_status": collected.status,
@@ -180,10 +183,17 @@ def _outcome(
         **collected.extra,
     )
     if collected.status != "error":
-        values.update(errors=0, last_ok=now, backoff_s=0)
-        return outcome, values, max(0.0, source.interval - elapsed), ()
+        wait, reason = next_wait(rt.settings, source, collected.freshness, now)
+        values.update(errors=0, last_ok=now, backoff_s=0, next_check_reason=reason)
+        outcome.update(next_check=now + wait, next_check_reason=reason)
+        return outcome, values, max(0.0, wait - elapsed), ()
     errors = state.errors + 1
     delay = backoff_delay(rt.settings, errors, collected.retry_after)
+    reason = (
+        f"retry-after {collected.retry_after:g}s"
+        if collected.retry_after is not None
+        else f"backoff (error {errors})"
+    )
     log.warning(
         "[poll] source %r: %s (error %d, next try in %.0fs)", source.name, error, errors, delay
     )
@@ -193,8 +203,9 @@ def _outcome(
         retry_after=collected.retry_after,
         last_new=0,
         last_duplicate=0,
+        next_check_reason=reason,
     )
-    outcome["next_check"] = now + delay
+    outcome.update(next_check=now + delay, next_check_reason=reason)
     return outcome, values, delay, ("last_error_at",)
 
 

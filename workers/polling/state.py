@@ -19,6 +19,7 @@ import redis
 from workers.core import keys
 from workers.core.settings import Settings
 from workers.core.sources_file import Source
+from workers.polling.freshness import bounds
 from workers.polling.locks import lock_ms
 from workers.polling.politeness import hold_claimed, host_keys, in_poll, slot_args
 from workers.store.scripts import Script
@@ -77,8 +78,10 @@ def entry_name(kind: str, name: str) -> str:
 
 
 def state_ttl(settings: Settings, source: Source) -> int:
-    """Long enough to outlive any backoff and several intervals; removed sources age out."""
-    return int(max(settings.state_ttl, 2 * settings.backoff_max, 3 * source.interval))
+    """Long enough to outlive any backoff and several of the longest waits the source's own
+    word may set (``interval_max``); removed sources age out."""
+    longest = bounds(settings, source)[1]
+    return int(max(settings.state_ttl, 2 * settings.backoff_max, 3 * longest))
 
 
 def claim(

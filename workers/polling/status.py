@@ -1,7 +1,10 @@
 """The ``sources`` status section: per configured source, its state, seen-set and politeness.
 
 One pipeline reads every source (state hash, seen-set size, lock, host slots), so status stays
-quick with a thousand sources. A source's URL is shown with its credentials masked.
+quick with a thousand sources. A source's URL is shown with its credentials masked; its request
+profile only by names (headers, cookies, ``env:NAME`` of its credentials), never a value.
+``next_check_reason`` says why the next check is when it is (``interval``, ``backoff``,
+``retry-after``, ``cache-control max-age=…``, ``ttl …``, ``skipHours``, …).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from workers.core.settings import Settings
 from workers.core.status_sections import StatusSection, declare_section
 from workers.core.text import ago, duration, table
 from workers.polling.dispatch import queued_key
+from workers.polling.freshness import bounds
 from workers.polling.kinds import KINDS
 from workers.polling.politeness import host_keys
 from workers.polling.state import SourceState, as_float
@@ -39,10 +43,15 @@ def sources_section(rt: Runtime) -> dict[str, Any]:
     for i, source in enumerate(sources):
         raw, seen, locked, in_flight, queued = replies[5 * i : 5 * i + 5]
         state = SourceState.from_raw(raw)
+        low, high = bounds(s, source)
         out[source.name] = {
             "kind": source.kind,
             "url": redact_url(source.url),
             "interval_s": source.interval,
+            "interval_min_s": low,
+            "interval_max_s": high,
+            "honour_cache": source.honour_cache,
+            "request": source.request.summary(),
             "state": raw,
             "seen": seen_size(s, source.name, int(seen), raw),
             "polling": bool(locked),
@@ -50,6 +59,7 @@ def sources_section(rt: Runtime) -> dict[str, Any]:
             "paused": state.paused,
             "due": state.due(now),
             "next_check_in_s": round(max(0.0, state.next_check - now), 1),
+            "next_check_reason": raw.get("next_check_reason") or "",
             "host": {
                 "key": host_keys(s, source.host)[0],
                 "in_flight": int(in_flight),
@@ -75,6 +85,15 @@ def seen_size(s: Settings, name: str, size: int, state: dict[str, str]) -> dict[
     return out
 
 
+def next_cell(src: dict[str, Any]) -> str:
+    """When the next check is, and why when it is not simply the interval."""
+    if "next_check_in_s" not in src:
+        return "-"
+    reason = src.get("next_check_reason") or ""
+    when = duration(src.get("next_check_in_s"))
+    return f"{when} ({reason[:40]})" if reason and reason != "interval" else when
+
+
 def render(section: dict[str, Any]) -> list[str]:
     rows = []
     for name, src in section.items():
@@ -88,7 +107,7 @@ def render(section: dict[str, Any]) -> list[str]:
                 ago(state.get("last_ok")),
                 state.get("errors", 0),
                 duration(state.get("backoff_s", 0)),
-                duration(src.get("next_check_in_s")) if "next_check_in_s" in src else "-",
+                next_cell(src),
                 f"{seen.get('size', 0)}/{seen.get('cap', '?')}",
                 (state.get("last_error") or state.get("last_warning") or seen.get("warning") or "")[
                     :60

@@ -38,6 +38,7 @@ def source_rows(rt: Runtime) -> list[dict[str, Any]]:
         word = health(state, paused, rt.settings.notify_after_errors)
         size, cap = int(seen.get("size", 0)), int(seen.get("cap", 0))
         next_in = src.get("next_check_in_s")
+        why = src.get("next_check_reason") or ""
         rows.append(
             {
                 "name": name,
@@ -54,6 +55,7 @@ def source_rows(rt: Runtime) -> list[dict[str, Any]]:
                 "next": "paused"
                 if paused
                 else ("due" if not next_in else f"in {float(next_in):.0f} s"),
+                "next_reason": why,
                 "seen": f"{size} / {cap}",
                 "seen_over": size > cap,
                 "counts": " · ".join(
