@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
+from urllib.parse import urlsplit
 
+from workers.core.redact import redact_url
 from workers.core.sources_file import FieldReader, Source
 
 
@@ -14,6 +16,10 @@ class FeedSource(Source):
     sanitize_html: bool = False
     resolve_relative_uris: bool = False
     tags: tuple[str, ...] = ()
+    title: str = ""
+    """What people call the feed (OPML's ``title``/``text``); shown, never fetched."""
+    site_url: str = ""
+    """The site the feed belongs to (OPML's ``htmlUrl``); shown, never fetched."""
 
     kind: ClassVar[str] = "feed"
 
@@ -27,7 +33,30 @@ def read_feed(f: FieldReader, name: str) -> FeedSource:
         sanitize_html=f.get("sanitize_html", bool, False),
         resolve_relative_uris=f.get("resolve_relative_uris", bool, False),
         tags=_tags(f),
+        title=_title(f),
+        site_url=_site_url(f),
     )
+
+
+MAX_TITLE = 500
+"""Characters of a feed's title kept at most: titles come from OPML files anyone writes."""
+
+
+def _title(f: FieldReader) -> str:
+    title = f.get("title", str, "")
+    if len(title) > MAX_TITLE or any(ord(c) < 32 and c != "\t" for c in title):
+        f.problem("title", f"must be at most {MAX_TITLE} characters, without control characters")
+        return ""
+    return str(title)
+
+
+def _site_url(f: FieldReader) -> str:
+    url = f.get("site_url", str, "")
+    parts = urlsplit(url)
+    if url and (parts.scheme not in ("http", "https") or not parts.netloc):
+        f.problem("site_url", f"{redact_url(url)!r} is not an http(s) URL")
+        return ""
+    return str(url)
 
 
 def _tags(f: FieldReader) -> tuple[str, ...]:

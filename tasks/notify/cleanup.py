@@ -49,7 +49,8 @@ def notify_cleanup(rt: Runtime) -> dict[str, Any]:
     for sink in sinks.values():
         counts["destination_shares"] += _drop_removed_destinations(rt, sink)
     health = keys.NOTIFY_HEALTH.key(s)
-    gone = [str(n) for n in rt.redis.hkeys(health) if config.get(str(n)) is None]
+    down = [str(n) for n in rt.redis.hkeys(health)]
+    gone = [n for n, source in rt.sources.get_many(down).items() if source is None]
     counts["health"] = int(rt.redis.hdel(health, *gone)) if gone else 0
     return counts
 

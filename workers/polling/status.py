@@ -1,7 +1,9 @@
-"""The ``sources`` status section: per configured source, its state, seen-set and politeness.
+"""The ``sources`` status section: per source in the registry, its state, seen-set and
+politeness.
 
 One pipeline reads every source (state hash, seen-set size, lock, host slots), so status stays
-quick with a thousand sources. A source's URL is shown with its credentials masked.
+quick with a thousand sources. A source's URL is shown with its credentials masked, its owner
+(``file:<path>``, ``cli``, ``opml``, ``api``) beside it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from workers.polling.state import SourceState, as_float
 
 def sources_section(rt: Runtime) -> dict[str, Any]:
     s = rt.settings
-    sources = rt.config().sources
+    view = rt.sources.view()
+    sources = view.sources()
     now = time.time()
     pipe = rt.redis.pipeline(transaction=False)
     for source in sources:
@@ -39,8 +42,10 @@ def sources_section(rt: Runtime) -> dict[str, Any]:
     for i, source in enumerate(sources):
         raw, seen, locked, in_flight, queued = replies[5 * i : 5 * i + 5]
         state = SourceState.from_raw(raw)
+        definition = view.definitions.get(source.name)
         out[source.name] = {
             "kind": source.kind,
+            "owner": definition.owner if definition is not None else None,
             "url": redact_url(source.url),
             "interval_s": source.interval,
             "state": raw,
