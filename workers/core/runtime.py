@@ -53,7 +53,8 @@ class Runtime:
     @property
     def sources(self) -> SourceRegistry:
         """The source registry, read through this runtime's Redis client."""
-        if self._sources is None or self._sources.client is not self.redis:
+        cached = self._sources
+        if cached is None or cached.client is not self.redis or cached.settings != self.settings:
             self._sources = SourceRegistry(self.redis, self.settings)
         return self._sources
 
