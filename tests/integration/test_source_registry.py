@@ -228,9 +228,9 @@ def test_add_list_show_edit_pause_remove(runtime: Any, capsys: Any) -> None:
 @pytest.mark.parametrize(
     ("argv", "line"),
     [
-        (["add", "feed", "f", "ftp://example.org/"], "source 'f': url: 'ftp://example.org/' is not an http(s) URL"),
-        (["add", "feed", "f", "https://e.org/", "--interval", "soon"], "source 'f': interval: 'soon' is not a duration"),
-        (["add", "feed", "bad name", "https://e.org/"], "source 'bad name': name: 'bad name' must be 1-64"),
+        (["add", "feed", "f", "ftp://e.org/"], "source 'f': url: 'ftp://e.org/' is not an http"),
+        (["add", "feed", "f", "https://e.org/", "--interval", "soon"], "source 'f': interval:"),
+        (["add", "feed", "bad name", "https://e.org/"], "source 'bad name': name: 'bad name'"),
         (["add", "gopher", "f", "https://e.org/"], "kind 'gopher': expected one of"),
         (["add", "site", "s", "https://e.org/"], "source 's': item: missing"),
         (["edit", "nope", "--interval", "1m"], "source 'nope': name: not in the registry"),

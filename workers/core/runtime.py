@@ -55,8 +55,8 @@ class Runtime:
         """The source registry, read through this runtime's Redis client."""
         cached = self._sources
         if cached is None or cached.client is not self.redis or cached.settings != self.settings:
-            self._sources = SourceRegistry(self.redis, self.settings)
-        return self._sources
+            cached = self._sources = SourceRegistry(self.redis, self.settings)
+        return cached
 
 
 _runtime: Runtime | None = None
