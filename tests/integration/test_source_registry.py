@@ -303,3 +303,28 @@ def test_the_sources_command_exits_2_with_one_line_as_a_process(
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr == "source 'f': url: 'javascript:x' is not an http(s) URL\n"
+
+
+def test_status_and_metrics_report_the_registry_against_its_cap(runtime: Any) -> None:
+    from workers.core.prometheus import Families, translate
+    from workers.ops.sources.status import SECTION
+    from workers.ops.status import collect_status
+
+    rt = runtime.use_config(feed("a") + feed("b"))
+    cli_add(rt, "c")
+    section = collect_status(rt)["registry"]
+    assert (section["size"], section["cap"], section["owners_count"]) == (3, 100000, 2)
+    assert section["owners"] == {"cli": 1, f"file:{rt.config_path}": 2}
+    assert section["revision"] == rt.sources.meta().rev == 2
+    assert section["change_log"] == {"size": 3, "cap": 10000, "floor": 0}
+    assert collect_status(rt)["sources"]["c"]["owner"] == "cli"
+    families = Families()
+    translate(families, section, SECTION.metrics)
+    samples = {
+        (s.name, tuple(s.labels.items())): s.value
+        for family in families.families.values()
+        for s in family.samples
+    }
+    assert samples[("watchkeeper_registry_sources", ())] == 3
+    assert samples[("watchkeeper_registry_sources_cap", ())] == 100000
+    assert samples[("watchkeeper_registry_sources_by_owner", (("owner", "cli"),))] == 1
