@@ -39,6 +39,8 @@ SINK_KEYS = (
 
 
 def notify_cleanup(rt: Runtime) -> dict[str, Any]:
+    if rt.config_path is None:  # no sources file here: no sinks known, none to judge gone
+        return {"skipped": "no sources file on this machine"}
     s = rt.settings
     config = rt.config()
     sinks = {sink.name: sink for sink in notify_config(config).sinks}

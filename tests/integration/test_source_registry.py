@@ -328,3 +328,19 @@ def test_status_and_metrics_report_the_registry_against_its_cap(runtime: Any) ->
     assert samples[("watchkeeper_registry_sources", ())] == 3
     assert samples[("watchkeeper_registry_sources_cap", ())] == 100000
     assert samples[("watchkeeper_registry_sources_by_owner", (("owner", "cli"),))] == 1
+
+
+def test_a_machine_without_a_sources_file_never_judges_other_machines_sinks_gone(
+    runtime: Any,
+) -> None:
+    # Given a sink's outbox written by a machine whose file configures the sink
+    from tasks.notify.cleanup import notify_cleanup
+
+    runtime.redis.hset("wk:notify:ops:outbox", "m1", "{}")
+    # When a worker on a machine without any sources file runs the cleanup step
+    runtime.config_path = None
+    runtime._config = None
+    result = notify_cleanup(runtime)
+    # Then it knows no sinks, so it removes none of theirs
+    assert result == {"skipped": "no sources file on this machine"}
+    assert runtime.redis.hexists("wk:notify:ops:outbox", "m1")
