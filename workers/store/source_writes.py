@@ -9,6 +9,7 @@ revision — or nothing. A file, an OPML import or a CLI edit is never half writ
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,8 +40,10 @@ class Written:
     removed: int
 
 
-def validate(settings: Settings, definitions: Sequence[Definition]) -> list[str]:
-    """Every problem of these definitions, as ``check`` words them (nothing raised)."""
+def validate(settings: Settings, definitions: Sequence[Definition], read: bool = True) -> list[str]:
+    """Every problem of these definitions, as ``check`` words them (nothing raised).
+    ``read=False``: the tables were just read by their readers (a sources file ``load_config``
+    validated) — only what the registry adds (names, JSON, size) is checked."""
     problems: list[str] = []
     by_section: dict[str, list[dict[str, Any]]] = {}
     for d in definitions:
@@ -66,7 +69,7 @@ def validate(settings: Settings, definitions: Sequence[Definition]) -> list[str]
             )
             continue
         by_section.setdefault(d.section, []).append(d.file_table())
-    for section, tables in by_section.items():
+    for section, tables in by_section.items() if read else ():
         read_sources(section, tables, problems)
     return problems
 
@@ -80,20 +83,22 @@ def write(
     *,
     mode: str = "",
     file_record: str = "",
+    read: bool = True,
 ) -> Written:
     """Write ``puts`` and remove ``removes``, all owned by ``owner``, in one atomic call.
 
     ``mode`` "new": every put must be a new name (``sources add``); "owned": every name must
     exist and belong to ``owner`` (edit, remove); "": create or update, absent removals skipped
-    (apply, import). Raises ``RegistryError`` (nothing written) on any problem."""
+    (apply, import). ``read``: see ``validate``. Raises ``RegistryError`` (nothing written) on
+    any problem."""
     removes = list(dict.fromkeys(removes))
-    names = [d.name for d in puts]
-    duplicates = sorted({n for n in names if names.count(n) > 1} | (set(names) & set(removes)))
+    counts = Counter(d.name for d in puts)
+    duplicates = sorted({n for n, c in counts.items() if c > 1} | (set(counts) & set(removes)))
     problems = [f"source '{n}': name: duplicate name" for n in duplicates]
     problems += [
         f"source '{d.name}': owner: {d.owner!r} is not {owner!r}" for d in puts if d.owner != owner
     ]
-    problems += validate(settings, puts)
+    problems += validate(settings, puts, read)
     if problems:
         raise RegistryError(problems)
     args: list[Any] = [

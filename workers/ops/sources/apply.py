@@ -127,12 +127,17 @@ def diff(registry: SourceRegistry, owner: str, wanted: list[Definition]) -> Diff
 
 
 def execute(
-    client: redis.Redis, settings: Settings, result: Diff, file_record: str = ""
+    client: redis.Redis,
+    settings: Settings,
+    result: Diff,
+    file_record: str = "",
+    read: bool = True,
 ) -> Written:
-    """Write a diff — what is added or changed, what is removed — in one call."""
+    """Write a diff — what is added or changed, what is removed — in one call. ``read=False``:
+    the definitions come from a file ``load_config`` just validated."""
     puts = result.added + [new for _, new in result.changed]
     removes = [d.name for d in result.removed]
-    return write(client, settings, result.owner, puts, removes, file_record=file_record)
+    return write(client, settings, result.owner, puts, removes, file_record=file_record, read=read)
 
 
 # --- sources files ---------------------------------------------------------------------------
@@ -232,7 +237,7 @@ def apply_file(
     record_text = encode_json(
         {"digest": version, "mtime": mtime, "host": socket.gethostname(), "at": time.time()}
     )
-    written = execute(client, settings, result, record_text)
+    written = execute(client, settings, result, record_text, read=False)
     return Applied(str(path), owner, "applied", result, written)
 
 
