@@ -2,11 +2,13 @@
 task) plus the periodic entries the stages declare — and the beat scheduler that dispatches it.
 
 ``celery -A workers beat`` runs ``DispatchScheduler`` (set as the app's ``beat_scheduler``):
-every ``WATCHKEEPER_DISPATCH_INTERVAL`` it re-reads the sources file if it changed, takes or
-refreshes the dispatch lock in Redis, and — holding it — runs one dispatch pass
-(``workers.polling.dispatch``): due times come from each source's state in Redis, not from
-this process, so a new or changed source is polled within one pass, a second beat stands by
-instead of dispatching twice, and nothing is kept in a local schedule file.
+every ``WATCHKEEPER_DISPATCH_INTERVAL`` it applies its sources file to the source registry if
+the file changed, follows the registry (one read when nothing changed; only what changed
+otherwise), takes or refreshes the dispatch lock in Redis, and — holding it — runs one
+dispatch pass (``workers.polling.dispatch``): due times come from each source's state in
+Redis, not from this process, so a new or changed source — whoever added it: a file, the CLI,
+an OPML import — is polled within one pass, a second beat stands by instead of dispatching
+twice, and nothing is kept in a local schedule file.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,9 @@ from celery.beat import Scheduler
 from workers.core.connection import get_client
 from workers.core.maintenance import PERIODIC
 from workers.core.settings import Settings
-from workers.core.sources_file import ConfigError, SourcesConfig, load_config
+from workers.core.source_registry import ChangeTracker, Definition, SourceRegistry
+from workers.core.sources_file import ConfigError, Source
+from workers.ops.sources.apply import apply_file
 from workers.polling.dispatch import (
     Entry,
     dispatch_pass,
@@ -38,15 +42,15 @@ from workers.polling.dispatch import (
     release_lock,
     source_entry,
 )
-from workers.polling.kinds import kind_of
+from workers.polling.kinds import KINDS, kind_of
 
 log = logging.getLogger(__name__)
 
 
 FULL_PASS_EVERY = 60.0
 """Seconds between full passes (every entry's state read, the due set rebuilt); the passes in
-between read only the entries the due set says are due. A full pass also follows a changed
-sources file and the taking of the dispatch lock."""
+between read only the entries the due set says are due, and the sources that changed. A full
+pass also follows a reload of the whole registry and the taking of the dispatch lock."""
 
 SHOWN = 10
 """Entry names a "sent" log line shows at most."""
@@ -57,14 +61,14 @@ def _names(entries: Sequence[Entry]) -> str:
     return shown + (f" and {len(entries) - SHOWN} more" if len(entries) > SHOWN else "")
 
 
-def schedule_entries(settings: Settings, config: SourcesConfig) -> list[Entry]:
-    """What beat dispatches for this sources file and these settings."""
-    entries = [source_entry(settings, s, kind_of(s).task) for s in config.sources]
+def schedule_entries(settings: Settings, sources: Iterable[Source]) -> list[Entry]:
+    """What beat dispatches for these sources and these settings."""
+    entries = [source_entry(settings, s, kind_of(s).task) for s in sources]
     entries += [periodic_entry(settings, p.name, p.task, p.every(settings)) for p in PERIODIC]
     return entries
 
 
-def build_schedule(settings: Settings, config: SourcesConfig) -> dict[str, dict[str, Any]]:
+def build_schedule(settings: Settings, sources: Iterable[Source]) -> dict[str, dict[str, Any]]:
     """The schedule as a Celery ``beat_schedule`` mapping (for reading; beat dispatches the
     entries themselves): task, period, args and message options of each entry."""
     return {
@@ -74,45 +78,63 @@ def build_schedule(settings: Settings, config: SourcesConfig) -> dict[str, dict[
             "args": e.args,
             "options": e.options(settings),
         }
-        for e in schedule_entries(settings, config)
+        for e in schedule_entries(settings, sources)
     }
 
 
 class SourcesFile:
-    """The sources file as beat sees it: re-read when its size, mtime or inode change; a file
-    that no longer loads is reported once and the last good one kept."""
+    """This beat's sources file (None: it has none and applies nothing): applied to the
+    registry at start and whenever its size, mtime or inode change. A file that no longer
+    loads or names another owner's source is reported once; the registry keeps what it has."""
 
-    def __init__(self, path: Path, config: SourcesConfig | None = None) -> None:
+    def __init__(self, path: Path | None) -> None:
         self.path = path
-        self.config = config if config is not None else load_config(path)
-        self._seen = self._stamp()
+        self._applied: tuple[int, int, int] | None = None
+        self.applied_once = False
 
     def _stamp(self) -> tuple[int, int, int]:
         try:
-            st = self.path.stat()
+            st = self.path.stat() if self.path is not None else None
         except OSError:
             return (-1, -1, -1)
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        return (st.st_mtime_ns, st.st_size, st.st_ino) if st else (-1, -1, -1)
 
-    def reload(self) -> bool:
-        """True when a changed file was loaded."""
-        stamp = self._stamp()
-        if stamp == self._seen:
+    def again(self) -> None:
+        """Apply at the next check even if unchanged (the registry was lost)."""
+        self._applied = None
+
+    def apply_if_changed(self, client: redis.Redis, settings: Settings) -> bool:
+        """True when the file was (re)applied. Redis errors propagate: tried again next pass."""
+        if self.path is None:
             return False
-        self._seen = stamp
+        stamp = self._stamp()
+        if stamp == self._applied:
+            return False
+        first = not self.applied_once
+        self._applied, self.applied_once = stamp, True
         try:
-            self.config = load_config(self.path)
+            applied = apply_file(client, settings, self.path, automatic=True)
         except ConfigError as exc:
             log.error(
-                "[beat] %s is invalid; still dispatching the last good version: %s",
+                "[beat] %s not applied; the registry keeps what it has: %s",
                 self.path,
                 "; ".join(exc.problems),
             )
             return False
         except OSError as exc:
-            log.error("[beat] %s: %s; still dispatching the last good version", self.path, exc)
+            log.error("[beat] %s: %s; the registry keeps what it has", self.path, exc)
             return False
-        return True
+        except redis.RedisError:
+            self._applied = None  # try again next pass
+            raise
+        lines = applied.report()
+        if applied.state == "stale":
+            log.warning("[beat] %s", lines[0])
+        elif not first:
+            log.info("[beat] sources file reloaded: %s", "\n".join(lines))
+        else:
+            log.info("[beat] sources file applied: %s", "\n".join(lines))
+        return applied.state == "applied"
 
 
 class DispatchScheduler(Scheduler):  # type: ignore[misc]
@@ -120,26 +142,28 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
 
     def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
         self.settings: Settings = app.watchkeeper_settings
-        self.sources = SourcesFile(
-            Path(app.watchkeeper_config_path), getattr(app, "watchkeeper_config", None)
-        )
+        path = getattr(app, "watchkeeper_config_path", None)
+        self.file = SourcesFile(Path(path) if path is not None else None)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.held: bool | None = None  # unknown until the first pass
         self._client: redis.Redis | None = None
+        self._tracker: ChangeTracker | None = None
         self._problem = ""
-        self._use(schedule_entries(self.settings, self.sources.config))
+        self._periodic = schedule_entries(self.settings, ())
+        self._by_name: dict[str, Entry] = {e.name: e for e in self._periodic}
+        self._source_entry: dict[str, str] = {}  # source name → its entry's name
+        self._changed: set[str] = set()  # entries changed since the last pass
+        self._invalid: dict[str, str] = {}  # source name → its problem (logged once)
+        self._full_due = 0.0
         kwargs["max_interval"] = self.settings.dispatch_interval
         super().__init__(app, *args, **kwargs)
 
-    def _use(self, entries: list[Entry]) -> None:
-        """A new schedule: the next pass is a full one (new and changed entries are found by
-        reading every entry's state, and the due set is rebuilt without removed ones)."""
-        self.entries = entries
-        self._by_name = {e.name: e for e in entries}
-        self._full_due = 0.0
+    @property
+    def entries(self) -> list[Entry]:
+        return list(self._by_name.values())
 
     def setup_schedule(self) -> None:
-        """Nothing to load: the schedule is the sources file, the due times are in Redis."""
+        """Nothing to load: the schedule is the source registry, the due times are in Redis."""
 
     @property
     def client(self) -> redis.Redis:
@@ -149,10 +173,8 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         started = time.monotonic()
-        if self.sources.reload():
-            self._use(schedule_entries(self.settings, self.sources.config))
-            log.info("[beat] sources file reloaded: %d sources", len(self.sources.config.sources))
         try:
+            self._follow()
             self._pass()
             self._problem = ""
         except (redis.RedisError, OSError) as exc:
@@ -161,6 +183,46 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
                 log.error("%s", problem)
             self._problem = problem
         return max(0.0, self.settings.dispatch_interval - (time.monotonic() - started))
+
+    def _follow(self) -> None:
+        """Apply the sources file if it changed, then take what changed in the registry: one
+        read when nothing did; a source added, changed or removed becomes, changes or leaves
+        its entry and is decided in this pass."""
+        self.file.apply_if_changed(self.client, self.settings)
+        if self._tracker is None:
+            self._tracker = ChangeTracker(SourceRegistry(self.client, self.settings))
+        epoch = self._tracker.epoch
+        update = self._tracker.poll()
+        if update.full:
+            self._by_name = {e.name: e for e in self._periodic}
+            self._source_entry, self._invalid = {}, {}
+            self._full_due = 0.0  # a full pass: every entry's state, the due set rebuilt
+            if epoch is not None and epoch != self._tracker.epoch and self.file.path:
+                self.file.again()  # the registry is new (Redis lost its data): apply again
+        for name, definition in update.changed.items():
+            self._replace(name, definition)
+        if update.full:
+            log.info("[beat] source registry read: %d sources", len(self._source_entry))
+
+    def _replace(self, name: str, definition: Definition | None) -> None:
+        old = self._source_entry.pop(name, None)
+        if old is not None:
+            self._by_name.pop(old, None)
+        self._invalid.pop(name, None)
+        if definition is None:
+            return
+        try:
+            source = definition.build()
+            if source.kind not in KINDS:
+                raise ConfigError("", [f"source '{name}': kind: {source.kind!r} not installed"])
+        except ConfigError as exc:
+            self._invalid[name] = "; ".join(exc.problems)
+            log.warning("[beat] %r is not scheduled: %s", name, self._invalid[name])
+            return
+        entry = source_entry(self.settings, source, kind_of(source).task)
+        self._by_name[entry.name] = entry
+        self._source_entry[name] = entry.name
+        self._changed.add(entry.name)
 
     def _pass(self) -> None:
         held, holder = hold_lock(self.client, self.settings, self.holder)
@@ -172,6 +234,7 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
         if held and not self.held:
             self._full_due = 0.0  # taking over: start from every entry's state
         self.held = held
+        changed, self._changed = self._changed, set()
         if not held:
             return
         queue = str(self.app.conf.task_default_queue)
@@ -181,8 +244,9 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
         full = due is None
         if due is None:
             entries = self.entries
-        else:  # only what the due set says is due: a pass costs what is due
-            entries = [self._by_name[n] for n in due if n in self._by_name]
+        else:  # what the due set says is due, and what changed: a pass costs only that
+            names = dict.fromkeys([*due, *sorted(changed)])
+            entries = [self._by_name[n] for n in names if n in self._by_name]
         result = dispatch_pass(self.client, self.settings, queue, entries, self._send, full)
         if full:
             self._full_due = time.monotonic() + FULL_PASS_EVERY

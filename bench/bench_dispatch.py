@@ -80,7 +80,7 @@ def main() -> None:
                     ]
                 }
             )
-            entries = schedule_entries(settings, config)
+            entries = schedule_entries(settings, config.sources)
 
             all_due = []
             for _ in range(max(3, args.passes // 4)):

@@ -110,6 +110,7 @@ def main() -> int:
     from workers.core.connection import EmbeddedRedis, connect
     from workers.core.runtime import Runtime
     from workers.core.settings import Settings
+    from workers.ops.sources.apply import apply_file
 
     embedded = EmbeddedRedis(home)
     url = embedded.acquire()
@@ -126,6 +127,7 @@ def main() -> int:
             Settings.from_env({"WATCHKEEPER_HOME": str(home)}), max_alerts=args.feeds * args.entries
         )
         rt = Runtime(settings, connect(url), config)
+        apply_file(rt.redis, settings, config)  # the registry is where polls find sources
         bodies = {f"feed{n}": feed_body(n, args.entries) for n in range(args.feeds)}
         result = run(rt, bodies, args.entries, args.rounds)
     finally:

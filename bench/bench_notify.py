@@ -231,9 +231,11 @@ def main() -> None:
         import tasks.notify  # noqa: F401
         from workers.core.runtime import Runtime, set_runtime
         from workers.core.settings import Settings
+        from workers.ops.sources.apply import apply_file
 
         settings = Settings.from_env()
         rt = Runtime(settings, connect(url), CONFIG)
+        apply_file(rt.redis, settings, CONFIG)  # sources (and their tags) come from the registry
         set_runtime(rt)
         import bench.notify_app  # noqa: F401 (the app that sends the triggered runs)
 

@@ -70,6 +70,7 @@ def main() -> int:
     from workers.core.runtime import Runtime
     from workers.core.settings import Settings
     from workers.ops.demo import rendering_server
+    from workers.ops.sources.apply import apply_file
 
     embedded = EmbeddedRedis(home)
     url = embedded.acquire()
@@ -88,7 +89,8 @@ def main() -> int:
         config.write_text(SITE.format(url=f"http://127.0.0.1:{server.server_address[1]}/listings"))
         settings = replace(Settings.from_env({"WATCHKEEPER_HOME": str(home)}), host_delay=0.0)
         rt = Runtime(settings, connect(url), config)
-        site = rt.config().of_kind("site")[0]
+        apply_file(rt.redis, settings, config)  # the registry is where polls find sources
+        site = rt.sources.view().of_kind("site")[0]
         result = run(rt, site, body, args.scrapes, args.warmup, scrape, rss_mb, extract_page)
     finally:
         server.shutdown()

@@ -30,6 +30,7 @@ from workers.core import keys
 from workers.core.connection import connect
 from workers.core.runtime import Runtime
 from workers.core.settings import Settings
+from workers.ops.sources.apply import apply_file
 from workers.ops.web.app import create_app
 
 GOAL_MS = 300.0
@@ -97,6 +98,7 @@ def main() -> None:
         for key in client.scan_iter(match="wk:*", count=1000):
             client.delete(key)
         rt = Runtime(settings, client, config)
+        apply_file(client, settings, config)  # the dashboard lists the registry's sources
         fill(rt, args.sources)
         app = create_app(rt, lambda *a: None)
         server = uvicorn.Server(

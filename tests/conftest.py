@@ -97,18 +97,22 @@ def write_config(tmp_path: Path):  # type: ignore[no-untyped-def]
 def runtime(redis_client, settings, tmp_path: Path, test_environment):  # type: ignore[no-untyped-def]
     """Install a runtime for this test (in-thread workers and plain functions share it).
 
-    ``runtime.use_config(text)`` writes a sources file and points the runtime at it.
+    ``runtime.use_config(text)`` writes a sources file, points the runtime at it and applies
+    it to the source registry as ``watchkeeper sources apply`` does (the registry is where
+    every process, the test's worker included, reads its sources from).
     """
     from workers.core import runtime as runtime_module
     from workers.core.runtime import Runtime
+    from workers.ops.sources.apply import apply_file
 
     rt = Runtime(settings, redis_client, test_environment["config"])
 
     def use_config(text: str) -> Runtime:
-        path = tmp_path / "sources.toml"
+        path = (tmp_path / "sources.toml").resolve()
         path.write_text(text)
         rt.config_path = path
         rt._config = None
+        apply_file(rt.redis, rt.settings, path)
         return rt
 
     rt.use_config = use_config  # type: ignore[attr-defined]

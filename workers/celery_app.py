@@ -1,5 +1,11 @@
 """Creates the Celery app and wires it: settings, sources file, stages, schedule, memory guard.
 
+A worker reads its sources from the source registry in Redis and needs no sources file: without
+one it starts and polls whatever the registry holds (the file, when there is one, gives its
+other sections — sinks, ``[tcp]``). Only beat applies a file to the registry, and beat refuses
+to apply the bundled example (``WATCHKEEPER_CONFIG`` pointing at it): its sample sources must
+never reach a shared Redis.
+
 Creating the app reads the settings and the sources file and nothing else: Redis is reached —
 and the embedded server started when ``REDIS_URL`` is unset — only when the app is first used
 (a worker or beat starting, a connection opened, the result backend touched). So importing
@@ -32,10 +38,11 @@ from workers.core.settings import Settings, SettingsError
 from workers.core.sources_file import (
     ConfigError,
     SourcesConfig,
-    find_config,
     is_bundled,
     load_config,
+    no_file_config,
     no_sources_file,
+    own_config,
 )
 from workers.guard import install as memory_guard
 from workers.polling import dispatch
@@ -102,7 +109,8 @@ class WatchkeeperCelery(Celery):  # type: ignore[misc]
     """
 
     watchkeeper_settings: Settings
-    watchkeeper_config_path: Path
+    watchkeeper_config_path: Path | None
+    """This machine's sources file; None: the process serves the registry alone."""
     watchkeeper_config: SourcesConfig
 
     def _connection(self, url: Any, *args: Any, **kwargs: Any) -> Any:
@@ -114,7 +122,7 @@ class WatchkeeperCelery(Celery):  # type: ignore[misc]
         return super()._get_backend()
 
     refusal = ""
-    """Why a worker or beat of this app must not start (one line), or empty."""
+    """Why a beat of this app must not start (one line), or empty."""
 
     def ensure_redis(self) -> str:
         return resolve_url(self.watchkeeper_settings)
@@ -137,8 +145,8 @@ class WatchkeeperCelery(Celery):  # type: ignore[misc]
 def create_app(settings: Settings | None = None, config_path: Path | None = None) -> Celery:
     """Build the app from settings and a sources file (raising their one-line errors)."""
     settings = Settings.from_env() if settings is None else settings
-    path = find_config(None, settings.config) if config_path is None else config_path
-    config = load_config(path)
+    path = own_config(None, settings.config) if config_path is None else config_path
+    config = load_config(path) if path is not None else no_file_config()
     celery = WatchkeeperCelery(
         "watchkeeper", include=list(stages.TASK_MODULES), set_as_current=True
     )
@@ -148,8 +156,8 @@ def create_app(settings: Settings | None = None, config_path: Path | None = None
     memory_guard.install(celery, settings)
     dispatch.install(celery, lambda: get_runtime().redis, settings)
     _check_redis_at_start(celery)
-    if config_path is None and is_bundled(path):
-        celery.refusal = no_sources_file()
+    if path is not None and is_bundled(path):
+        celery.refusal = no_sources_file()  # beat would apply the sample sources
     return celery
 
 
@@ -164,13 +172,8 @@ def _check_redis_at_start(celery: WatchkeeperCelery) -> None:
         except RedisUnavailable as exc:
             _fail(str(exc))
 
-    def refuse(sender: Any = None, instance: Any = None, **_: Any) -> None:
-        if getattr(instance or sender, "app", None) is celery and celery.refusal:
-            _fail(celery.refusal)  # a worker on the bundled example, beside the real machines
-
     for signal in (signals.celeryd_init, signals.beat_init):
         signal.connect(check, weak=False, dispatch_uid=f"wk-redis-check-{id(celery)}")
-    signals.celeryd_init.connect(refuse, weak=False, dispatch_uid=f"wk-refuse-{id(celery)}")
 
 
 _app: Celery | None = None

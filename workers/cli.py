@@ -1,4 +1,5 @@
-"""The ``watchkeeper`` command: run, check, status, tail, poll, history, listen, metrics.
+"""The ``watchkeeper`` command: run, check, status, sources, tail, poll, history, listen, web,
+metrics.
 
 Every user error — bad settings, a bad sources file, Redis unreachable, an unknown source —
 ends in one clear line per problem on stderr and exit status 2, never a traceback.
@@ -24,12 +25,14 @@ from workers.core.runtime import Runtime, set_runtime
 from workers.core.settings import Settings, SettingsError
 from workers.core.sources_file import (
     ConfigError,
+    SourcesConfig,
     find_config,
-    is_bundled,
     load_config,
-    no_sources_file,
+    no_file_config,
+    own_config,
 )
 from workers.core.version import VERSION as __version__
+from workers.ops.sources.commands import add_sources_command
 from workers.polling.kinds import KINDS
 from workers.polling.poll import poll_now
 
@@ -40,22 +43,25 @@ class UsageError(Exception):
     """A one-line problem with what the user asked for."""
 
 
-def config_path(args: argparse.Namespace, settings: Settings) -> Path:
-    """--config, WATCHKEEPER_CONFIG, ./watchkeeper.toml, the active run's, the bundled one."""
+def config_path(args: argparse.Namespace, settings: Settings) -> Path | None:
+    """--config, WATCHKEEPER_CONFIG, ./watchkeeper.toml, else the active run's; None: no file
+    (sources come from the registry; the file gives only its other sections)."""
     explicit = getattr(args, "config", None)
-    if explicit or settings.config or Path("watchkeeper.toml").exists():
-        return find_config(explicit, settings.config)
+    own = own_config(explicit, settings.config)
+    if own is not None:
+        return own
     from workers.ops.supervisor import active_run
 
     run = active_run(settings.home_path)
-    return Path(run["config"]) if run else find_config(None)
+    return Path(run["config"]) if run and run.get("config") else None
 
 
 def make_runtime(args: argparse.Namespace) -> Runtime:
     settings = Settings.from_env()
     path = config_path(args, settings)
-    load_config(path)  # validate before touching Redis
-    rt = Runtime(settings, get_client(settings), path.resolve())
+    if path is not None:
+        load_config(path)  # validate before touching Redis
+    rt = Runtime(settings, get_client(settings), path.resolve() if path is not None else None)
     set_runtime(rt)
     return rt
 
@@ -65,7 +71,7 @@ def make_runtime(args: argparse.Namespace) -> Runtime:
 
 def cmd_check(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    path = config_path(args, settings)
+    path = config_path(args, settings) or find_config(None)
     config = load_config(path)
     tcp = f"tcp {config.tcp.host}:{config.tcp.port}" if config.tcp else "no tcp listener"
     kinds = sorted(KINDS, key=lambda kind: kind.section)
@@ -103,6 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(f"{exc}; or WATCHKEEPER_WEB_PORT=0 to run without it") from None
     get_client(settings).close()  # Redis must answer before anything starts
     demo = receiver = None
+    demo_path: Path | None = None
     if args.demo:
         from tasks.notify.receiver import LocalReceiver
         from workers.ops.demo import DemoServer
@@ -110,8 +117,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         demo = DemoServer(port=args.demo_port).start()
         receiver = LocalReceiver().start()
         tcp_port = _free_port()
-        path = demo.write_config(settings.home_path / "demo" / "watchkeeper.toml", tcp_port)
-        with path.open("a", encoding="utf-8") as sources:
+        demo_path = demo.write_config(settings.home_path / "demo" / "watchkeeper.toml", tcp_port)
+        with demo_path.open("a", encoding="utf-8") as sources:
             sources.write(receiver.sink_toml())
         demo.start_tcp_trickle("127.0.0.1", tcp_port)
         print(
@@ -123,11 +130,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 else ""
             )
         )
-    else:
-        path = find_config(args.config, settings.config)
-        if is_bundled(path):
-            raise UsageError(no_sources_file())
-    config = load_config(path)
+    path = demo_path if demo is not None else own_config(args.config, settings.config)
+    config = load_config(path) if path is not None else no_file_config()
+    _apply_at_start(settings, path, config, demo=args.demo)
     supervisor = Supervisor(
         settings, config, concurrency=args.concurrency or settings.concurrency, demo_env=args.demo
     )
@@ -139,8 +144,37 @@ def cmd_run(args: argparse.Namespace) -> int:
         if receiver is not None:
             receiver.stop()
     if args.duration is not None:
-        _print_summary(supervisor.url, settings, config.path)
+        _print_summary(supervisor.url, settings, config.path or "none")
     return code
+
+
+def _apply_at_start(
+    settings: Settings, path: Path | None, config: SourcesConfig, demo: bool
+) -> None:
+    """``run`` applies its file before starting anything, so a conflict is one line and exit
+    2 here rather than a beat log line; beat applies it again whenever it changes. A real run
+    first removes what an earlier ``--demo`` under this home left in the registry."""
+    from workers.core.source_registry import file_owner
+    from workers.ops.sources.apply import apply_file, release
+
+    client = get_client(settings)
+    try:
+        if not demo:
+            demo_file = (settings.home_path / "demo" / "watchkeeper.toml").resolve()
+            gone, _ = release(client, settings, file_owner(str(demo_file)))
+            if gone.removed:
+                print(f"[run] removed the {len(gone.removed)} sources of an earlier --demo")
+        if path is None:
+            size = client.hlen(keys.SOURCES.key(settings))
+            print(
+                f"[run] no sources file: serving the {size} sources of the registry "
+                "(`watchkeeper sources add` adds one; --config FILE applies a file)"
+            )
+            return
+        for line in apply_file(client, settings, path, config=config).report():
+            print(f"[run] {line}")
+    finally:
+        client.close()
 
 
 def _print_summary(url: str, settings: Settings, path: str) -> None:
@@ -220,10 +254,9 @@ def _print_entry(entry_id: str, fields: dict[str, Any], as_json: bool) -> None:
 
 def cmd_poll(args: argparse.Namespace) -> int:
     rt = make_runtime(args)
-    source = rt.config().get(args.name)
+    source = rt.sources.get(args.name)
     if source is None:
-        names = ", ".join(s.name for s in rt.config().sources) or "none"
-        raise UsageError(f"source {args.name!r} is not in {rt.config_path} (sources: {names})")
+        raise UsageError(f"source {args.name!r} is not in the source registry")
     # Sites always list their items: `poll` is how users tune selectors before scheduling.
     show_items = args.items or args.json or source.kind == "site"
     result = poll_now(rt, source, show_items=show_items)
@@ -342,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     add_notify_command(sub, make_runtime)
+    add_sources_command(sub)
     p = add("web", cmd_web, "serve the web dashboard (sources, items, dead letters, memory)")
     p.add_argument("--host", help="address (default WATCHKEEPER_WEB_HOST, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default WATCHKEEPER_WEB_PORT, 9809)")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
+from urllib.parse import urlsplit
 
+from workers.core.redact import redact_url
 from workers.core.settings import FEED_PARSERS
 from workers.core.sources_file import FieldReader, Source
 
@@ -18,6 +20,10 @@ class FeedSource(Source):
     tags: tuple[str, ...] = ()
     parser: str = ""
     """"auto", "fast" or "feedparser"; empty: WATCHKEEPER_FEED_PARSER."""
+    title: str = ""
+    """What people call the feed (OPML's ``title``/``text``); shown, never fetched."""
+    site_url: str = ""
+    """The site the feed belongs to (OPML's ``htmlUrl``); shown, never fetched."""
 
     kind: ClassVar[str] = "feed"
 
@@ -32,6 +38,8 @@ def read_feed(f: FieldReader, name: str) -> FeedSource:
         resolve_relative_uris=f.get("resolve_relative_uris", bool, False),
         tags=_tags(f),
         parser=_parser(f),
+        title=_title(f),
+        site_url=_site_url(f),
     )
 
 
@@ -41,6 +49,27 @@ def _parser(f: FieldReader) -> str:
         f.problem("parser", f"expected one of {', '.join(FEED_PARSERS)}, got {value!r}")
         return ""
     return str(value)
+
+
+MAX_TITLE = 500
+"""Characters of a feed's title kept at most: titles come from OPML files anyone writes."""
+
+
+def _title(f: FieldReader) -> str:
+    title = f.get("title", str, "")
+    if len(title) > MAX_TITLE or any(ord(c) < 32 and c != "\t" for c in title):
+        f.problem("title", f"must be at most {MAX_TITLE} characters, without control characters")
+        return ""
+    return str(title)
+
+
+def _site_url(f: FieldReader) -> str:
+    url = f.get("site_url", str, "")
+    parts = urlsplit(url)
+    if url and (parts.scheme not in ("http", "https") or not parts.netloc):
+        f.problem("site_url", f"{redact_url(url)!r} is not an http(s) URL")
+        return ""
+    return str(url)
 
 
 def _tags(f: FieldReader) -> tuple[str, ...]:

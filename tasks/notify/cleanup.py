@@ -39,6 +39,8 @@ SINK_KEYS = (
 
 
 def notify_cleanup(rt: Runtime) -> dict[str, Any]:
+    if rt.config_path is None:  # no sources file here: no sinks known, none to judge gone
+        return {"skipped": "no sources file on this machine"}
     s = rt.settings
     config = rt.config()
     sinks = {sink.name: sink for sink in notify_config(config).sinks}
@@ -49,7 +51,8 @@ def notify_cleanup(rt: Runtime) -> dict[str, Any]:
     for sink in sinks.values():
         counts["destination_shares"] += _drop_removed_destinations(rt, sink)
     health = keys.NOTIFY_HEALTH.key(s)
-    gone = [str(n) for n in rt.redis.hkeys(health) if config.get(str(n)) is None]
+    down = [str(n) for n in rt.redis.hkeys(health)]
+    gone = [n for n, source in rt.sources.get_many(down).items() if source is None]
     counts["health"] = int(rt.redis.hdel(health, *gone)) if gone else 0
     return counts
 

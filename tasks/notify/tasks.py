@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -26,7 +26,6 @@ from tasks.notify.outbox import claim, sink_keys
 from workers.core import keys
 from workers.core.maintenance import PeriodicEntry, declare_periodic
 from workers.core.runtime import Runtime, get_runtime
-from workers.core.sources_file import SourcesConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +33,31 @@ KICK_MS = 250
 MAX_THREADS = 8
 
 
-def source_tags(config: SourcesConfig) -> dict[str, tuple[str, ...]]:
-    """Each source's ``tags`` (sources of kinds without tags have none)."""
-    return {s.name: tuple(getattr(s, "tags", ()) or ()) for s in config.sources}
+class SourceTags(Mapping[str, tuple[str, ...]]):
+    """Each source's ``tags`` (kinds without tags have none), looked up in the source registry
+    by name as items name their sources — never every source read for one delivery run."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._seen: dict[str, tuple[str, ...]] = {}
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        if name not in self._seen:
+            source = self.rt.sources.get(name)
+            if source is None:
+                raise KeyError(name)
+            self._seen[name] = tuple(getattr(source, "tags", ()) or ())
+        return self._seen[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._seen)
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+def source_tags(rt: Runtime) -> Mapping[str, tuple[str, ...]]:
+    return SourceTags(rt)
 
 
 def read_sink(
@@ -57,7 +78,7 @@ def deliver_all(rt: Runtime, budget: float | None = None) -> dict[str, Any]:
     ncfg = notify_config(config)
     if not ncfg.sinks:
         return {}
-    tags = source_tags(config)
+    tags = source_tags(rt)
     results: dict[str, Any] = {}
     for sink in ncfg.sinks:
         try:

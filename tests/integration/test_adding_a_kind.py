@@ -31,9 +31,9 @@ def test_a_new_kind_is_read_scheduled_polled_and_reported(
     rt = runtime.use_config(
         f'[[json_feeds]]\nname = "jf"\nurl = "{http_server.url("/feed.json")}"\ninterval = "1m"\n'
     )
-    source = rt.config().get("jf")
+    source = rt.sources.get("jf")
     # When it is scheduled, polled twice and reported
-    schedule = build_schedule(rt.settings, rt.config())
+    schedule = build_schedule(rt.settings, rt.sources.view().sources())
     first = poll_source(rt, source, kind_of(source), scheduled=False)
     second = poll_source(rt, source, kind_of(source), scheduled=False)
     status = collect_status(rt)

@@ -34,7 +34,8 @@ def run_pass(rt: Any, fail: tuple[str, ...] = (), full: bool = True) -> list[str
             raise ConnectionError("broker went away")
         sent.extend(entry.name for entry in batch)
 
-    entries = [e for e in schedule_entries(rt.settings, rt.config()) if e.name.startswith("http")]
+    every = schedule_entries(rt.settings, rt.sources.view().sources())
+    entries = [e for e in every if e.name.startswith("http")]
     if not full:
         due = set(due_entries(rt.redis, rt.settings) or ())
         entries = [e for e in entries if e.name in due]
@@ -97,7 +98,7 @@ def test_between_full_passes_a_pass_reads_only_what_the_due_set_says_is_due(
     assert rt.redis.ttl(due) > 0 and rt.redis.zcard(due) == 4
     # When polls store their next due times (a, in the past: its backoff is over; b, in an hour)
     for name, due_in in (("a", -1.0), ("b", 3600.0)):
-        source = rt.config().get(name)
+        source = rt.sources.get(name)
         pipe = rt.redis.pipeline(transaction=False)
         queue_save(pipe, rt.settings, source, {"last_status": "ok"}, due_in)
         execute(pipe)  # as the poll's write does (loading the script when Redis lacks it)
@@ -106,7 +107,7 @@ def test_between_full_passes_a_pass_reads_only_what_the_due_set_says_is_due(
     assert due_entries(rt.redis, rt.settings) == ["http_log:a"]
     assert run_pass(rt, full=False) == ["http_log:a"]
     # When a paused source is resumed, Then it is due at once
-    c = rt.config().get("c")
+    c = rt.sources.get("c")
     set_paused(rt.redis, rt.settings, c, True)
     rt.redis.delete("wk:queued:http_log:c")
     set_paused(rt.redis, rt.settings, c, False)

@@ -72,7 +72,7 @@ def use_feeds(rt, server, **paths: str):
 
 
 def feed(rt, name: str):
-    return rt.config().get(name)
+    return rt.sources.get(name)
 
 
 def alerts(rt) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ def use_log(rt, server, path: str, fmt: str, key: str | None = None, name: str =
         f'[[http_logs]]\nname = "{name}"\nurl = "{server.url(path)}"\n'
         f'format = "{fmt}"\n{key_line}interval = "30s"\n'
     )
-    return rt.config().get(name)
+    return rt.sources.get(name)
 
 
 def logs(rt) -> list[dict[str, Any]]:

@@ -87,7 +87,7 @@ def test_after_poll_with_the_real_poll_loop_state(runtime, http_server):
     rt = fast(runtime, notify_after_errors=2, host_delay=0)
     http_server.static("/feed", "down for maintenance", status=500)
     rt.use_config(f'[[feeds]]\nname = "world"\nurl = "{http_server.url("/feed")}"\n')
-    source = rt.config().get("world")
+    source = rt.sources.get("world")
     for _ in range(4):
         previous = SourceState.load(rt.redis, rt.settings, "world").errors
         outcome = poll_now(rt, source)

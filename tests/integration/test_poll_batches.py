@@ -38,7 +38,8 @@ def serve(server: HTTPFixtureServer, *names: str) -> None:
 
 
 def log_entries(rt: Runtime) -> list[Entry]:
-    return [e for e in schedule_entries(rt.settings, rt.config()) if e.kind == "http_log"]
+    every = schedule_entries(rt.settings, rt.sources.view().sources())
+    return [e for e in every if e.kind == "http_log"]
 
 
 def run_pass(rt: Runtime, send: Any = None) -> list[list[Entry]]:

@@ -40,7 +40,7 @@ def feeds(rt, server, n: int, path: str) -> list:
             for i in range(n)
         )
     )
-    return [rt.config().get(f"f{i}") for i in range(n)]
+    return [rt.sources.get(f"f{i}") for i in range(n)]
 
 
 def slots_held(rt, server) -> int:

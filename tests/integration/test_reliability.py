@@ -36,7 +36,7 @@ def configure(rt: Any, server: HTTPFixtureServer, locate: bool = True, **setting
         f'[[feeds]]\nname = "r"\nurl = "{server.url("/r.rss")}"\ninterval = "60s"\n'
         f"locate = {'true' if locate else 'false'}\n"
     )
-    return rt.config().get("r")
+    return rt.sources.get("r")
 
 
 def test_alerts_of_a_poll_that_dies_right_after_writing_are_still_located(

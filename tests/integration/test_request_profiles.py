@@ -134,7 +134,7 @@ def test_headers_credentials_and_proxy_reach_the_server_and_no_secret_shows(
 
     shown = collect_status(rt)["sources"]["private"]["request"]
     assert shown == {
-        "headers": ["X-Tenant", "X-Api-Key"],
+        "headers": ["X-Api-Key", "X-Tenant"],
         "cookies": ["session"],
         "user_agent": True,
         "auth": "env:WK_T_AUTH",

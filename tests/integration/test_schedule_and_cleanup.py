@@ -22,7 +22,7 @@ def test_one_entry_per_source_and_every_message_expires_with_its_queued_marker(s
             ],
         }
     )
-    schedule = build_schedule(settings, config)
+    schedule = build_schedule(settings, config.sources)
     assert schedule["feed:f"]["task"] == "tasks.feeds.poll_feed"
     assert schedule["feed:f"]["args"] == ("f",) and schedule["feed:f"]["schedule"] == 120
     assert schedule["http_log:l"]["task"] == "tasks.http_logs.poll_http_log"

@@ -55,7 +55,7 @@ def test_source_credentials_never_reach_keys_errors_logs_status_or_metrics(
         f'[[feeds]]\nname = "refused"\nurl = "http://u:{TOKEN}@127.0.0.1:9/x?apikey={KEY}"\n'
     )
     caplog.set_level(logging.DEBUG)
-    for source in rt.config().sources:
+    for source in rt.sources.view().sources():
         poll_now(rt, source)
     assert rt.redis.hget("wk:src:down", "last_error")  # the failures were recorded...
     assert rt.redis.hget("wk:src:refused", "last_error")
@@ -111,7 +111,7 @@ def test_site_credentials_stay_out_of_listings_warnings_and_status(runtime, http
     runtime.settings = replace(runtime.settings, host_delay=0.0)
     rt = runtime.use_config(site_toml("shop", f"{base}/l?api_key={KEY}", max_pages=3))
     caplog.set_level(logging.DEBUG)
-    result = poll_now(rt, rt.config().get("shop"))
+    result = poll_now(rt, rt.sources.get("shop"))
     entries = [f for _, f in rt.redis.xrange("wk:stream:listings")]
     assert len(entries) == 2 and "/watch/w1" in json.dumps(entries)
     shown = _everything_shown(rt) + caplog.text + json.dumps(entries) + json.dumps(result)

@@ -181,24 +181,40 @@ def test_the_bundled_example_is_valid(tmp_path):
     assert "watchkeeper.example.toml" in proc.stdout
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["celery", "-A", "workers", "worker", "--pool", "solo"],
-        ["celery", "-A", "workers", "beat"],
-        ["workers.cli", "run", "--duration", "1"],
-    ],
-    ids=["worker", "beat", "run"],
-)
-def test_without_a_sources_file_workers_beat_and_run_refuse_the_bundled_example(
-    tmp_path, argv: list[str]
-) -> None:
-    # A second machine started without its sources file must not poll (and clean up for) the
-    # bundled example's sources beside the real ones.
-    env = {k: v for k, v in os.environ.items() if k != "WATCHKEEPER_CONFIG"}
+def test_without_a_sources_file_run_starts_and_serves_only_the_registry(tmp_path) -> None:
+    # A machine without a sources file runs and polls what the registry holds; the bundled
+    # example's sample sources never reach it (nothing applies them).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHKEEPER_")}
+    env.pop("REDIS_URL", None)
     env.update(WATCHKEEPER_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
+    env.update(WATCHKEEPER_WEB_PORT="0")
     proc = subprocess.run(
-        [sys.executable, "-m", *argv],
+        [sys.executable, "-m", "workers.cli", "run", "--duration", "5"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "[run] no sources file: serving the 0 sources of the registry" in proc.stdout
+    assert "sources file none" in proc.stdout
+    beat_log = (tmp_path / "home" / "logs" / "beat.log").read_text()
+    assert "example-" not in beat_log and "source registry read: 0 sources" in beat_log
+    assert "Traceback" not in proc.stderr
+
+
+def test_beat_refuses_the_bundled_example_as_its_sources_file(tmp_path) -> None:
+    from workers.core.sources_file import bundled_example
+
+    env = {k: v for k, v in os.environ.items() if k != "WATCHKEEPER_CONFIG"}
+    env.update(
+        WATCHKEEPER_HOME=str(tmp_path / "home"),
+        WATCHKEEPER_CONFIG=str(bundled_example()),
+        PYTHONPATH=str(ROOT),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "workers", "beat"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -206,5 +222,6 @@ def test_without_a_sources_file_workers_beat_and_run_refuse_the_bundled_example(
         timeout=120,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "watchkeeper: no sources file: pass --config, set WATCHKEEPER_CONFIG" in proc.stderr
+    assert "watchkeeper: the bundled example (" in proc.stderr
+    assert "is never applied to the source registry" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -132,6 +132,12 @@ BEAT_ENTRY: KeySpec
 BEAT_LOCK: KeySpec
 BEAT_STATS: KeySpec
 BEAT_DUE: KeySpec
+SOURCES: KeySpec
+SOURCES_LOG: KeySpec
+SOURCES_META: KeySpec
+SOURCES_OWNERS: KeySpec
+SOURCES_OWNED: KeySpec
+SOURCES_FILES: KeySpec
 
 _missing = {n for n in __annotations__ if not n.startswith("_")} ^ set(_DECLARED)
 if _missing:

@@ -91,9 +91,9 @@ class RequestProfile:
         """What ``status`` and the dashboard show: names and variable names, never a value."""
         out: dict[str, Any] = {}
         if self.headers:
-            out["headers"] = [name for name, _ in self.headers]
+            out["headers"] = sorted(name for name, _ in self.headers)
         if self.cookies:
-            out["cookies"] = [name for name, _ in self.cookies]
+            out["cookies"] = sorted(name for name, _ in self.cookies)
         if self.user_agent:
             out["user_agent"] = True
         if self.auth:

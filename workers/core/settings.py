@@ -75,6 +75,10 @@ class Settings:
     redis_url: str
     home: str
     config: str
+    max_sources: int
+    sources_changes: int
+    source_max_bytes: int
+    opml_max_bytes: int
     prefix: str
     concurrency: int
     result_expires: int

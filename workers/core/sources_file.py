@@ -1,7 +1,9 @@
 """The sources file: which sources to poll, the TCP listener, and the sections stages declare.
 
 TOML (stdlib ``tomllib``), found as: ``--config``, else ``WATCHKEEPER_CONFIG``, else
-``./watchkeeper.toml``, else the bundled example. Validation collects *every* problem as
+``./watchkeeper.toml`` (``own_config``; ``check`` falls back to the bundled example). The
+file's sources are applied to the source registry in Redis (``workers.core.source_registry``),
+where every process reads them. Validation collects *every* problem as
 ``source '<name>': <field>: <problem>`` so a user fixes a file in one pass; an invalid file
 raises ``ConfigError`` and never starts workers.
 
@@ -86,6 +88,9 @@ class SourcesConfig:
     sources: tuple[Source, ...] = ()
     tcp: TcpConfig | None = None
     sections: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    """Each source's table as written (its ``[[section]]`` and its keys): what the source
+    registry stores (``workers.core.source_registry``)."""
 
     def get(self, name: str) -> Source | None:
         return next((s for s in self.sources if s.name == name), None)
@@ -165,11 +170,15 @@ SectionReader = Callable[[Any, list[str]], Any]
 
 SOURCE_SECTIONS: Registry[SourceReader] = Registry("sources-file section")
 OTHER_SECTIONS: Registry[SectionReader] = Registry("sources-file section")
+KIND_SECTIONS: Registry[str] = Registry("source kind")
+"""Each source kind's ``[[section]]`` ("feed" → "feeds"): the registry stores a source's kind."""
 
 
-def declare_source_section(section: str, read: SourceReader) -> None:
-    """``[[section]]`` tables are sources of one kind, each read with ``read``."""
+def declare_source_section(section: str, read: SourceReader, kind: str = "") -> None:
+    """``[[section]]`` tables are sources of one kind (``kind``), each read with ``read``."""
     SOURCE_SECTIONS.add(section, read)
+    if kind:
+        KIND_SECTIONS.add(kind, section)
 
 
 def declare_section(section: str, read: SectionReader) -> None:
@@ -199,10 +208,11 @@ def bundled_example() -> Path:
 
 
 def no_sources_file() -> str:
-    """The one line for a worker, beat or run that found no sources file of its own."""
+    """The one line for a beat, run or apply pointed at the bundled example: its sample
+    sources must never reach a shared registry."""
     return (
-        "no sources file: pass --config, set WATCHKEEPER_CONFIG or create ./watchkeeper.toml "
-        f"(the bundled example, {bundled_example()}, runs only with `watchkeeper run --demo`)"
+        f"the bundled example ({bundled_example()}) is never applied to the source registry "
+        "(`watchkeeper run --demo` runs its own copy): copy it to ./watchkeeper.toml and edit it"
     )
 
 
@@ -212,11 +222,24 @@ def is_bundled(path: Path) -> bool:
 
 def find_config(explicit: str | None, env_config: str = "") -> Path:
     """The sources file to use, in the documented order of precedence."""
+    return own_config(explicit, env_config) or bundled_example()
+
+
+def own_config(explicit: str | None, env_config: str = "") -> Path | None:
+    """This machine's sources file: ``--config``, else ``WATCHKEEPER_CONFIG``, else
+    ``./watchkeeper.toml``; None when there is none (workers and beat then serve the source
+    registry alone — never the bundled example)."""
     for candidate in (explicit, env_config):
         if candidate:
             return Path(candidate)
     local = Path("watchkeeper.toml")
-    return local if local.exists() else bundled_example()
+    return local if local.exists() else None
+
+
+def no_file_config() -> SourcesConfig:
+    """What a process without a sources file has: no file sources, no ``[tcp]``, every
+    declared section empty."""
+    return validate_config({}, "")
 
 
 def load_config(path: str | Path) -> SourcesConfig:
@@ -242,8 +265,9 @@ def validate_config(raw: dict[str, Any], path: str = "<memory>") -> SourcesConfi
                 f"config {path}: {key}: unknown section (expected {', '.join(sorted(known))})"
             )
     sources: list[Source] = []
+    tables: dict[str, tuple[str, dict[str, Any]]] = {}
     for section in sorted(SOURCE_SECTIONS.names()):
-        sources += _sources(raw, section, SOURCE_SECTIONS[section], problems)
+        sources += _sources(raw, section, SOURCE_SECTIONS[section], problems, tables)
     tcp = _tcp(raw["tcp"], problems) if "tcp" in raw else None
     sections = {
         name: OTHER_SECTIONS[name](raw.get(name), problems) for name in OTHER_SECTIONS.names()
@@ -255,11 +279,26 @@ def validate_config(raw: dict[str, Any], path: str = "<memory>") -> SourcesConfi
         seen.add(source.name)
     if problems:
         raise ConfigError(path, problems)
-    return SourcesConfig(path, tuple(sources), tcp, sections)
+    return SourcesConfig(path, tuple(sources), tcp, sections, tables)
+
+
+def read_sources(section: str, tables: list[dict[str, Any]], problems: list[str]) -> list[Source]:
+    """Sources of one ``[[section]]`` from tables as the file would hold them (``name``
+    included), read exactly as ``check`` reads a file: what fails adds its problems."""
+    reader = SOURCE_SECTIONS.get(section)
+    if reader is None:
+        known = ", ".join(sorted(SOURCE_SECTIONS.names()))
+        problems.append(f"config: {section}: unknown section (expected {known})")
+        return []
+    return _sources({section: tables}, section, reader, problems)
 
 
 def _sources(
-    raw: dict[str, Any], section: str, read: SourceReader, problems: list[str]
+    raw: dict[str, Any],
+    section: str,
+    read: SourceReader,
+    problems: list[str],
+    kept: dict[str, tuple[str, dict[str, Any]]] | None = None,
 ) -> list[Source]:
     tables = raw.get(section, [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
@@ -278,6 +317,8 @@ def _sources(
         f.finish()
         if len(problems) == before:
             built.append(source)
+            if kept is not None:
+                kept[name] = (section, table)
     return built
 
 

@@ -12,6 +12,7 @@ from collections import Counter
 from typing import Any
 
 import workers.guard.status
+import workers.ops.sources.status
 import workers.polling.dispatch_status
 import workers.polling.status
 import workers.tcp.status  # noqa: F401 (these declare the runtime's sections)
@@ -21,7 +22,17 @@ from workers.core.runtime import Runtime
 from workers.core.status_sections import SECTIONS, StatusSection, declare_section
 from workers.core.text import table
 
-ORDER = ("redis", "sources", "locations", "notify", "workers", "task_memory", "dead_letters", "tcp")
+ORDER = (
+    "redis",
+    "sources",
+    "registry",
+    "locations",
+    "notify",
+    "workers",
+    "task_memory",
+    "dead_letters",
+    "tcp",
+)
 """Sections shown first, in this order; others follow in declaration order."""
 
 STREAMS = ("alerts", "logs", "listings", "locations", "changes", "health")

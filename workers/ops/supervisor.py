@@ -199,6 +199,11 @@ class Supervisor:
         self.started = time.monotonic()
         self.url = ""
 
+    @property
+    def config_file(self) -> str:
+        """The run's sources file, absolute; empty: none (the run serves the registry)."""
+        return str(Path(self.config.path).resolve()) if self.config.path else ""
+
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
         if self.demo_env:
@@ -207,7 +212,7 @@ class Supervisor:
         env.update(
             {
                 "REDIS_URL": self.url,
-                "WATCHKEEPER_CONFIG": str(Path(self.config.path).resolve()),
+                "WATCHKEEPER_CONFIG": self.config_file,
                 "WATCHKEEPER_HOME": str(self.home),
                 "PYTHONUNBUFFERED": "1",
             }
@@ -226,7 +231,7 @@ class Supervisor:
         for child in self.children:
             child.start(env)
         print(
-            f"[run] redis {redact_url(self.url)}; sources {self.config.path}; logs "
+            f"[run] redis {redact_url(self.url)}; sources file {self.config.path or 'none'}; logs "
             f"{self.home / 'logs'}; pids "
             + ", ".join(f"{c.name}={c.proc.pid}" for c in self.children if c.proc),
             flush=True,
@@ -318,7 +323,7 @@ class Supervisor:
                 {
                     "pid": me.pid,
                     "create_time": me.create_time(),
-                    "config": str(Path(self.config.path).resolve()),
+                    "config": self.config_file,
                     "redis_url": redact_url(self.url),
                 }
             ),

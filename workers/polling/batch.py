@@ -40,6 +40,7 @@ def poll_batch(
     """Poll each ``[kind, source name, task id]`` in turn; past the budget, send the rest on."""
     started = time.monotonic()
     outcomes: list[dict[str, Any]] = []
+    resolved = rt.sources.get_many(name for _, name, _ in polls)  # one round trip for all
     for index, (kind_name, name, task_id) in enumerate(polls):
         if index and time.monotonic() - started > rt.settings.poll_batch_budget:
             _send_rest(rt, polls[index:], send_alone, index)
@@ -51,7 +52,7 @@ def poll_batch(
             outcomes.append({"source": name, "status": "skipped", "reason": "unknown kind"})
             continue
         try:
-            outcomes.append(poll_by_name(rt, kind, name, task_id=task_id))
+            outcomes.append(poll_by_name(rt, kind, name, task_id=task_id, resolved=resolved))
         except redis.ConnectionError:  # Redis is gone: the rest would fail too; markers expire
             raise
         except Exception as exc:  # one source's fault never stops the others in its batch

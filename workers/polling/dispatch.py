@@ -119,6 +119,8 @@ COMMON_DEFAULTS = {
     "interval_max": None,
     "honour_cache": True,
     "parser": "",  # a feed's parser choice; empty: the global setting
+    "title": "",  # a feed's display title and site (OPML): shown, never fetched
+    "site_url": "",
 }
 
 

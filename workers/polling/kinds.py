@@ -97,7 +97,7 @@ def declare_poll_hook(hook: PollHook) -> PollHook:
 
 
 def declare_kind(kind: SourceKind) -> SourceKind:
-    declare_source_section(kind.section, kind.read)
+    declare_source_section(kind.section, kind.read, kind.name)
     return KINDS.add(kind.name, kind)
 
 

@@ -1,10 +1,12 @@
-"""Pause and resume a source (the dashboard): ``paused`` = "1" in its state hash.
+"""Pause and resume a source (the dashboard, ``watchkeeper sources pause|resume``):
+``paused`` = "1" in its state hash.
 
 Scheduled polls skip a paused source at claim (``workers.polling.poll``), so beat's entries
 keep firing but do nothing; "check now" still polls it. While paused the state hash has no
 TTL — a paused source is never polled, so nothing would refresh it and the pause would expire
-with it; cleanup deletes the hash when the source leaves the sources file. Resuming restores
-the TTL and makes the source due at once (in its state and in beat's due set).
+with it; removing the source from the registry restores the TTL, so its state ages out.
+Resuming restores the TTL and makes the source due at once (in its state and in beat's due
+set).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from celery import current_task
@@ -276,16 +277,22 @@ def poll_now(rt: Runtime, source: Source, show_items: bool = False) -> dict[str,
 
 
 def poll_by_name(
-    rt: Runtime, kind: SourceKind, name: str, force: bool = False, task_id: str | None = None
+    rt: Runtime,
+    kind: SourceKind,
+    name: str,
+    force: bool = False,
+    task_id: str | None = None,
+    resolved: Mapping[str, Source | None] | None = None,
 ) -> dict[str, Any]:
-    """The body of every kind's scheduled-poll task: a source no longer in the sources file,
-    or of another kind now, is skipped. ``force`` ("check now") ignores the due time.
+    """The body of every kind's scheduled-poll task: a source no longer in the source
+    registry, or of another kind now, is skipped. ``force`` ("check now") ignores the due time.
     ``task_id``: the dispatch's id for this poll (its queued marker's value); by default the
-    running task's (a batch passes each poll's own)."""
+    running task's (a batch passes each poll's own). ``resolved``: sources already read from
+    the registry (a batch reads all of its own in one round trip)."""
     if task_id is None:
         task_id = getattr(current_task.request, "id", None) if current_task else None
     queued = (queued_key(rt.settings, kind.name, name), str(task_id)) if task_id else None
-    source = rt.config().get(name)
+    source = resolved[name] if resolved is not None and name in resolved else rt.sources.get(name)
     if source is None or source.kind != kind.name:
         log.info("[poll] %r is no longer a configured %s; skipped", name, kind.name)
         if queued is not None:

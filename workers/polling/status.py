@@ -1,10 +1,12 @@
-"""The ``sources`` status section: per configured source, its state, seen-set and politeness.
+"""The ``sources`` status section: per source in the registry, its state, seen-set and
+politeness.
 
 One pipeline reads every source (state hash, seen-set size, lock, host slots), so status stays
-quick with a thousand sources. A source's URL is shown with its credentials masked; its request
-profile only by names (headers, cookies, ``env:NAME`` of its credentials), never a value.
-``next_check_reason`` says why the next check is when it is (``interval``, ``backoff``,
-``retry-after``, ``cache-control max-age=…``, ``ttl …``, ``skipHours``, …).
+quick with a thousand sources. A source's URL is shown with its credentials masked, its owner
+(``file:<path>``, ``cli``, ``opml``, ``api``) beside it; its request profile only by names
+(headers, cookies, ``env:NAME`` of its credentials), never a value. ``next_check_reason``
+says why the next check is when it is (``interval``, ``backoff``, ``retry-after``,
+``cache-control max-age=…``, ``ttl …``, ``skipHours``, …).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from workers.polling.state import SourceState, as_float
 
 def sources_section(rt: Runtime) -> dict[str, Any]:
     s = rt.settings
-    sources = rt.config().sources
+    view = rt.sources.view()
+    sources = view.sources()
     now = time.time()
     pipe = rt.redis.pipeline(transaction=False)
     for source in sources:
@@ -44,8 +47,10 @@ def sources_section(rt: Runtime) -> dict[str, Any]:
         raw, seen, locked, in_flight, queued = replies[5 * i : 5 * i + 5]
         state = SourceState.from_raw(raw)
         low, high = bounds(s, source)
+        definition = view.definitions.get(source.name)
         out[source.name] = {
             "kind": source.kind,
+            "owner": definition.owner if definition is not None else None,
             "url": redact_url(source.url),
             "interval_s": source.interval,
             "interval_min_s": low,

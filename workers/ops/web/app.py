@@ -129,7 +129,7 @@ class Dashboard:
         return RedirectResponse(to, status_code=303)
 
     async def source_action(self, request: Request) -> Response:
-        source = self.rt.config().get(request.path_params["name"])
+        source = self.rt.sources.get(request.path_params["name"])
         action = request.path_params["action"]
         if source is None or action not in ("pause", "resume", "check"):
             return Response("no such source or action", status_code=404)
