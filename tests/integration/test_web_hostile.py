@@ -363,6 +363,8 @@ def test_bad_paging_parameters_are_a_400_with_one_line_and_no_traceback(web_proc
         assert len(lines) == 1 and len(lines[0]) < 200, (query, reply.text[:300])
     assert requests.get(f"{base}/items?before=1700000000000-0", timeout=10).ok
     assert requests.get(f"{base}/items?before=1700000000000", timeout=10).ok
+    for edge in ("0-0", "00-000", "0", "18446744073709551615-18446744073709551615"):
+        assert requests.get(f"{base}/items?before={edge}", timeout=10).ok, edge
     log = web_process["log"].read_text()
     assert "Traceback" not in log and "ResponseError" not in log, log[-2000:]
 

@@ -48,8 +48,7 @@ def dashboard(
     queue: str = "celery",
 ) -> Iterator[str]:
     """Serve the dashboard on 127.0.0.1; yields its base URL."""
-    extra = {"queue": queue} if queue != "celery" else {}
-    app = create_app(rt, dispatch, token=token, read_only=read_only, **extra)
+    app = create_app(rt, dispatch, token=token, read_only=read_only, queue=queue)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
     )

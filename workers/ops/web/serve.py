@@ -37,10 +37,17 @@ def url(host: str, port: int) -> str:
     return f"http://{shown}:{port}/"
 
 
-def serve(rt: Runtime, host: str, port: int, dispatch: Dispatch, read_only: bool = False) -> int:
+def serve(
+    rt: Runtime,
+    host: str,
+    port: int,
+    dispatch: Dispatch,
+    read_only: bool = False,
+    queue: str = "celery",
+) -> int:
     token = rt.settings.web_token
     check_bind(host, token)
-    app = create_app(rt, dispatch, token=token, read_only=read_only)
+    app = create_app(rt, dispatch, token=token, read_only=read_only, host=host, queue=queue)
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, server_header=False
     )
