@@ -472,10 +472,17 @@ def test_check_now_polls_a_paused_source_and_leaves_beats_counters_alone(runtime
             csrf = csrf_of(browser.get(base + "/sources", timeout=10).text)
             headers = {"X-CSRF-Token": csrf}
             assert browser.post(base + "/sources/web-feed/pause", headers=headers, timeout=10).ok
+            # Given a scheduled poll queued just before the pause (it will skip the source)
+            marker = keys.QUEUED.key(runtime.settings, "feed:web-feed")
+            runtime.redis.set(marker, "a-scheduled-poll", ex=60)
             # A paused source is still checked on request (the poll is forced)
             assert browser.post(base + "/sources/web-feed/check", headers=headers, timeout=10).ok
             assert queued_polls(runtime, "web-feed") == 1
             assert sent.calls == [("tasks.feeds.poll_feed", ["web-feed"], {"force": True})]
+            assert runtime.redis.get(marker) == sent.options[0]["task_id"]
+            # And a second click waits for that forced poll
+            assert browser.post(base + "/sources/web-feed/check", headers=headers, timeout=10).ok
+            assert queued_polls(runtime, "web-feed") == 1
             # And a click is not a beat pass: status does not see a beat that is not there
             stats = runtime.redis.hgetall(keys.BEAT_STATS.key(runtime.settings))
             assert "last_pass" not in stats

@@ -221,7 +221,7 @@ def dispatch_pass(
     and the due set is rebuilt from their states; otherwise they are the ones it says are due
     (``due_entries``), and a pass costs what is due, not what is configured. ``check``: "check
     now" of one entry (``check_now``)."""
-    base = uuid.uuid4().hex[:24]
+    base = ("check-" if check else "") + uuid.uuid4().hex[:24]
     tokens = [f"{base}{i:08x}" for i in range(len(entries))]  # task ids, unique per pass
     due_set = keys.BEAT_DUE.key(settings)
     names: list[str] = [queue, keys.BEAT_STATS.key(settings), due_set]
@@ -284,8 +284,9 @@ def check_now(
     whatever the source's due time or pause (the task is forced), but not while a poll of it is
     queued or running or the broker queue is at ``WATCHKEEPER_MAX_QUEUE_LENGTH``; it sets the
     source's queued marker as beat does, so however often it is clicked, and whatever beat
-    does meanwhile, one poll waits in the queue. ``dispatch`` sends a task by name with its
-    message options (``app.send_task``)."""
+    does meanwhile, one poll waits in the queue (of a paused source, a scheduled poll queued
+    before the pause does not count: it will skip the source). ``dispatch`` sends a task by name
+    with its message options (``app.send_task``)."""
 
     def send(batch: Sequence[Entry], task_ids: Sequence[str]) -> None:
         task, args, task_id, options = message(settings, batch, task_ids)

@@ -13,7 +13,9 @@
 -- not, but never while its task is queued, its source polled, or the queue at its cap; it
 -- marks the entry queued like any dispatch (so clicks and beat send nothing more until the poll
 -- starts), writes no pass counters (it is not a beat pass) and only moves an entry already in
--- the due set (it never creates the set, whose absence tells beat that Redis lost it).
+-- the due set (it never creates the set, whose absence tells beat that Redis lost it). Its task
+-- ids start with "check-": on a paused source only such a marker holds a check back, as a
+-- scheduled poll queued before the pause will skip the source.
 --
 -- The due set holds each entry's next due time. A full pass rebuilds it from every entry's
 -- state (dropping removed entries); any pass moves a dispatched entry to when it is due next
@@ -70,6 +72,10 @@ for k = 1, (#KEYS - 3) / 3 do
   local moved = false
   if check or (h[2] ~= '1' and (changed or next_check <= now)) then
     local queued_ms = redis.call('PTTL', marker)
+    if check and queued_ms ~= -2 and h[2] == '1'
+        and string.sub(redis.call('GET', marker) or '', 1, 6) ~= 'check-' then
+      queued_ms = -2  -- a scheduled poll of a paused source: it will skip, so it does not count
+    end
     local busy_ms = busy ~= marker and redis.call('PTTL', busy) or -2
     if queued_ms ~= -2 then
       counts.skipped_queued = counts.skipped_queued + 1
