@@ -338,6 +338,16 @@ def test_wrong_logins_are_throttled_per_client(runtime):
         assert len(counters) == 1
         assert 0 < runtime.redis.ttl(counters[0]) <= runtime.settings.web_login_window
         assert keys.match(counters[0], runtime.settings) is keys.WEB_LOGINS
+        # And claiming to be someone else (X-Forwarded-For) changes nothing
+        for i in range(5):
+            spoofed = guesser.post(
+                base + "/login",
+                data={"csrf": csrf, "token": "guess"},
+                headers={"X-Forwarded-For": f"10.0.0.{i}"},
+                timeout=10,
+            )
+            assert spoofed.status_code == 429
+        assert len(list(runtime.redis.scan_iter(match=keys.WEB_LOGINS.glob(runtime.settings)))) == 1
         # Scripts with the bearer token are not affected
         bearer = {"Authorization": f"Bearer {TOKEN}"}
         assert requests.get(base + "/sources", headers=bearer, timeout=10).ok

@@ -18,6 +18,7 @@ from tests.support.helpers import wait_for
 from workers.core.dead_letters import Dispatch
 from workers.core.runtime import Runtime
 from workers.ops.web.app import create_app
+from workers.ops.web.serve import UVICORN
 
 
 class Sent:
@@ -47,11 +48,9 @@ def dashboard(
     read_only: bool = False,
     queue: str = "celery",
 ) -> Iterator[str]:
-    """Serve the dashboard on 127.0.0.1; yields its base URL."""
+    """Serve the dashboard on 127.0.0.1 as ``watchkeeper web`` does; yields its base URL."""
     app = create_app(rt, dispatch, token=token, read_only=read_only, queue=queue)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, **UVICORN))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, 20, message="dashboard start")

@@ -98,12 +98,15 @@ class Access:
         return bool(self.token) and hmac.compare_digest(given.encode(), self.token.encode())
 
     def set_cookie(self, response: Response, request: Request, session: Session) -> None:
+        """Set the session's cookie: Secure when served over https, here or at a proxy in front
+        (whoever claims it only restricts the cookie to https)."""
         response.set_cookie(
             cookie_name(request.scope),
             self.cookie(session),
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            secure=request.url.scheme == "https"
+            or request.headers.get("x-forwarded-proto") == "https",
         )
 
     @staticmethod

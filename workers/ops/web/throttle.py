@@ -5,8 +5,8 @@ Each client address may try ``WATCHKEEPER_WEB_LOGIN_ATTEMPTS`` tokens per
 ``Retry-After`` until the window ends — the right token too, so guessing stays slow. The count
 is in Redis (``web:logins:{client}``, one small integer with the window's TTL), so it holds
 across dashboard restarts and across several dashboards. An IPv6 client counts by its /64 (one
-machine usually holds a whole /64). Behind a reverse proxy every client is the proxy's address:
-they share one count.
+machine usually holds a whole /64). The address is the connection's (``serve`` turns uvicorn's
+``X-Forwarded-For`` handling off), so behind a reverse proxy all clients share one count.
 """
 
 from __future__ import annotations
