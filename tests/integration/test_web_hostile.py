@@ -149,6 +149,10 @@ def test_a_body_over_the_cap_is_refused_before_it_is_read(runtime, chunked):
         assert b"connection: close" in upload.reply.lower()
         # And the dashboard still serves others
         assert requests.get(base + "/sources", timeout=10).ok
+        # While a body under the cap is read and goes on to the token check (403: none given)
+        framing = "Transfer-Encoding: chunked" if chunked else "Content-Length: 1000"
+        small = send_body(base, head.rsplit("\r\n", 1)[0] + "\r\n" + framing, 1000, chunked=chunked)
+        assert small.status == 403, small.reply[:300]
 
 
 def test_a_lying_content_length_is_refused_too(runtime):

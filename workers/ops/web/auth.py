@@ -25,6 +25,7 @@ import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from urllib.parse import parse_qs
 
 from starlette.datastructures import MutableHeaders
@@ -61,9 +62,14 @@ class Access:
     read_only: bool = False
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
+    @cached_property
+    def _key(self) -> bytes:
+        if self.token:
+            return hashlib.sha256(b"wk-web|" + self.token.encode()).digest()
+        return self.secret
+
     def _mac(self, what: str) -> str:
-        key = hashlib.sha256(b"wk-web|" + self.token.encode()).digest() if self.token else None
-        return hmac.new(key or self.secret, what.encode(), hashlib.sha256).hexdigest()
+        return hmac.new(self._key, what.encode(), hashlib.sha256).hexdigest()
 
     def csrf(self, sid: str) -> str:
         return self._mac(f"csrf|{sid}")
@@ -135,7 +141,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
-        static = request.url.path.startswith("/static/")
+        static = scope["path"].startswith("/static/")
         session = self.access.session_of(request)
         bearer = self.access.bearer(request)
         if session is None and not bearer and not static:
@@ -151,7 +157,7 @@ class Guard:
         await self.app(scope, receive, send)
 
     def refusal(self, request: Request, session: Session | None, bearer: bool) -> Response | None:
-        path = request.url.path
+        path = request.scope["path"]
         signed_in = not self.access.token or bearer or (session is not None and session.signed_in)
         if not path.startswith(OPEN_PATHS) and not signed_in:
             return self.login_page(request, 401)
@@ -166,7 +172,7 @@ class Guard:
     def with_headers(self, request: Request, send: Send, session: Session | None) -> Send:
         """``send`` adding the security headers, and to a page (it carries the session's CSRF
         token: no cache may keep it) ``no-store`` and a new session's cookie."""
-        page = not request.url.path.startswith("/static/")
+        page = not request.scope["path"].startswith("/static/")
         cookie = ""
         if session is not None and session.new:
             carrier = Response()

@@ -36,7 +36,12 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        announced = Headers(scope=scope).get("content-length", "").strip()
+        headers = Headers(scope=scope)
+        announced = headers.get("content-length", "").strip()
+        if not announced and "transfer-encoding" not in headers:
+            scope.setdefault("state", {})["body"] = b""  # HTTP: no length, not chunked: no body
+            await self.app(scope, receive, send)
+            return
         if announced and (not announced.isdigit() or int(announced) > self.max_bytes):
             await self.refuse(413, f"request body over {self.max_bytes} bytes", scope, send)
             return
