@@ -313,10 +313,11 @@ def cmd_web(args: argparse.Namespace) -> int:
     rt = make_runtime(args)
     from workers import app
 
-    def dispatch(name: str, task_args: list[Any], kwargs: dict[str, Any]) -> Any:
-        return app.send_task(name, args=task_args, kwargs=kwargs)
+    def dispatch(name: str, args: list[Any], kwargs: dict[str, Any], **options: Any) -> Any:
+        return app.send_task(name, args=args, kwargs=kwargs, ignore_result=True, **options)
 
-    return serve(rt, host, port or 9809, dispatch, read_only=args.read_only)
+    queue = str(app.conf.task_default_queue)
+    return serve(rt, host, port or 9809, dispatch, read_only=args.read_only, queue=queue)
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tests.support.helpers import ROOT
-from tests.support.web import Sent, dashboard
+from tests.support.web import Sent, csrf_of, dashboard
 from workers.core import keys
 from workers.core.settings import Settings
 from workers.guard.stats import MemoryStore
@@ -27,12 +27,6 @@ url = "http://127.0.0.1:9/feed.rss"
 interval = "1h"
 """
 TOKEN = "s3cret-token-for-tests"
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'(?:name="csrf" value="|"X-CSRF-Token": ")([0-9a-f]+)"', html)
-    assert found, html[:500]
-    return found.group(1)
 
 
 def test_requests_without_the_token_get_401_and_the_login_form(runtime):
@@ -110,33 +104,35 @@ def test_pause_keeps_the_state_and_resume_makes_the_source_due(runtime):
     key = keys.SOURCE_STATE.key(runtime.settings, "web-feed")
     sent = Sent()
     with dashboard(runtime, sent) as base:
-        csrf = csrf_of(requests.get(base + "/sources", timeout=10).text)
+        browser = requests.Session()
+        csrf = csrf_of(browser.get(base + "/sources", timeout=10).text)
         # When the source is paused (a plain form post, as without JavaScript)
-        paused = requests.post(
+        paused = browser.post(
             base + "/sources/web-feed/pause", data={"csrf": csrf}, timeout=10, allow_redirects=False
         )
         assert paused.status_code == 303
         # Then it is paused with no TTL (nothing polls it to refresh one), shown as paused
         assert runtime.redis.hget(key, "paused") == "1" and runtime.redis.ttl(key) == -1
-        assert 'data-health="paused"' in requests.get(base + "/sources", timeout=10).text
+        assert 'data-health="paused"' in browser.get(base + "/sources", timeout=10).text
         # When it is resumed, Then it is due at once and ages like any state again
-        requests.post(base + "/sources/web-feed/resume", data={"csrf": csrf}, timeout=10)
+        browser.post(base + "/sources/web-feed/resume", data={"csrf": csrf}, timeout=10)
         assert runtime.redis.hget(key, "paused") is None
         assert runtime.redis.ttl(key) > 0
         # And "check now" sends the kind's poll task, forced
-        requests.post(base + "/sources/web-feed/check", data={"csrf": csrf}, timeout=10)
+        browser.post(base + "/sources/web-feed/check", data={"csrf": csrf}, timeout=10)
         assert sent.calls == [("tasks.feeds.poll_feed", ["web-feed"], {"force": True})]
 
 
 def test_read_only_shows_no_actions_and_refuses_them(runtime):
     runtime.use_config(FEED)
     with dashboard(runtime, Sent(), read_only=True) as base:
-        page = requests.get(base + "/sources", timeout=10).text
+        browser = requests.Session()
+        page = browser.get(base + "/sources", timeout=10).text
         assert "web-feed" in page and "Pause" not in page and "Check now" not in page
-        refused = requests.post(
+        refused = browser.post(
             base + "/sources/web-feed/pause", data={"csrf": csrf_of(page)}, timeout=10
         )
-        assert refused.status_code == 403
+        assert refused.status_code == 403 and "read-only" in refused.text
 
 
 @pytest.mark.parametrize("command", [["web", "--host", "0.0.0.0"], ["run"]])
@@ -204,20 +200,21 @@ def test_a_task_dead_letter_is_retried_with_its_arguments_and_leaves_the_list(ru
     store.dead_letter("t-2", "tasks.feeds.poll_feed", "(<object>,)", {"count": "3"}, "n", None)
     sent = Sent()
     with dashboard(runtime, sent) as base:
-        page = requests.get(base + "/dead", timeout=10).text
+        browser = requests.Session()
+        page = browser.get(base + "/dead", timeout=10).text
         assert 'data-ref="t-1"' in page and 'data-ref="t-2"' in page
         csrf = csrf_of(page)
-        retried = requests.post(
+        retried = browser.post(
             base + "/dead/tasks/retry", data={"csrf": csrf, "ref": "t-1"}, timeout=10
         )
         assert retried.ok
         assert sent.calls == [("tasks.feeds.poll_feed", ["web-feed"], {"force": True})]
         # A letter whose arguments were not kept cannot be retried, only dropped
-        kept = requests.post(
+        kept = browser.post(
             base + "/dead/tasks/retry", data={"csrf": csrf, "ref": "t-2"}, timeout=10
         )
         assert kept.status_code == 409
-        dropped = requests.post(
+        dropped = browser.post(
             base + "/dead/tasks/drop", data={"csrf": csrf, "ref": "t-2"}, timeout=10
         )
         assert dropped.ok
@@ -240,13 +237,14 @@ def test_a_delivery_dead_letter_is_retried_and_another_dropped_from_the_page(run
         box = BOXES["deliveries"]
         pump(lambda: deliver_all(rt), lambda: box.size(rt)["size"] == 2)
         with dashboard(rt, Sent()) as base:
-            page = requests.get(base + "/dead", timeout=10).text
+            browser = requests.Session()
+            page = browser.get(base + "/dead", timeout=10).text
             refs = re.findall(r'data-ref="(ops/[^"]+)"', page)
             assert len(refs) == 2
             hook.behaviour = lambda n, p: "ok"
             csrf = csrf_of(page)
             for action, ref in (("retry", refs[0]), ("drop", refs[1])):
-                done = requests.post(
+                done = browser.post(
                     f"{base}/dead/deliveries/{action}", data={"csrf": csrf, "ref": ref}, timeout=10
                 )
                 assert done.ok, done.text

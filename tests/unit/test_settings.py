@@ -37,6 +37,8 @@ def test_environment_overrides_a_default():
         ("MOONSHOT_CLEANUP_INTERVAL", "0", "must be at least 1"),
         ("WATCHKEEPER_HTTP_READ_TIMEOUT", "nan", "not a number"),
         ("MOONSHOT_MAX_RETRIES", "-1", "must be zero or more"),
+        ("WATCHKEEPER_WEB_ALLOWED_HOSTS", "dash.example.org, http://x/", "is not a host name"),
+        ("WATCHKEEPER_WEB_MAX_BODY", "100", "must be at least 1024"),
     ],
 )
 def test_bad_value_is_one_line_naming_the_variable_and_value(name, value, problem):

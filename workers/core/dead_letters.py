@@ -11,15 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from workers.core.registry import Registry
 
 if TYPE_CHECKING:
     from workers.core.runtime import Runtime
 
-Dispatch = Callable[[str, list[Any], dict[str, Any]], Any]
-"""Sends a Celery task by name with args and kwargs (the assembly's ``app.send_task``)."""
+
+class Dispatch(Protocol):
+    """Sends a Celery task by name with args, kwargs and message options (``task_id``,
+    ``expires``, ``queue``): the assembly's ``app.send_task``."""
+
+    def __call__(
+        self, name: str, args: list[Any], kwargs: dict[str, Any], **options: Any
+    ) -> Any: ...
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,7 @@ SOURCES_META: KeySpec
 SOURCES_OWNERS: KeySpec
 SOURCES_OWNED: KeySpec
 SOURCES_FILES: KeySpec
+WEB_LOGINS: KeySpec
 
 _missing = {n for n in __annotations__ if not n.startswith("_")} ^ set(_DECLARED)
 if _missing:

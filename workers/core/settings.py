@@ -12,6 +12,7 @@ never a traceback.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tomllib
 from collections.abc import Mapping
@@ -65,6 +66,8 @@ REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+socket")
 
 FEED_PARSERS = ("auto", "fast", "feedparser")
 """WATCHKEEPER_FEED_PARSER and a feed's ``parser``: see ``tasks/feeds/parsers.py``."""
+HOST_PORT = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(:[0-9]{1,5})?$")
+"""A Host header's value: a name or address (IPv6 in brackets) and an optional port."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,11 @@ class Settings:
     web_port: int
     web_token: str
     web_refresh: float
+    web_allowed_hosts: str
+    web_max_body: int
+    web_body_timeout: float
+    web_login_attempts: int
+    web_login_window: int
     max_changes: int
     max_health: int
     notify_after_errors: int
@@ -212,6 +220,12 @@ class Settings:
                 f"WATCHKEEPER_NOTIFY_TIMEOUT={self.notify_timeout:g} must stay under "
                 f"WATCHKEEPER_TASK_TIME_LIMIT={self.task_time_limit}"
             )
+        for host in self.web_allowed_host_list:
+            if not HOST_PORT.match(host):
+                raise SettingsError(
+                    f"WATCHKEEPER_WEB_ALLOWED_HOSTS={self.web_allowed_hosts!r}: {host!r} is not "
+                    "a host name or address with an optional :port (IPv6 in brackets: [::1]:9809)"
+                )
         if not self.memory_warn_mb <= self.memory_recycle_mb <= self.memory_hard_mb:
             raise SettingsError(
                 f"WATCHKEEPER_MEMORY_RECYCLE_MB={self.memory_recycle_mb}: must lie between "
@@ -231,6 +245,11 @@ class Settings:
         else:
             why = f"unsupported scheme {scheme or '(none)'!r}"
         raise SettingsError(f"{shown}: {why} (redis://, rediss:// or unix://)")
+
+    @property
+    def web_allowed_host_list(self) -> tuple[str, ...]:
+        """``WATCHKEEPER_WEB_ALLOWED_HOSTS`` as its entries, lower case."""
+        return tuple(h.strip().lower() for h in self.web_allowed_hosts.split(",") if h.strip())
 
     @property
     def home_path(self) -> Path:

@@ -42,6 +42,7 @@ import redis
 from celery import Celery, signals
 
 from workers.core import keys
+from workers.core.dead_letters import Dispatch
 from workers.core.maintenance import PERIODIC
 from workers.core.settings import Settings
 from workers.core.sources_file import Source
@@ -172,12 +173,14 @@ def periodic_entry(settings: Settings, name: str, task: str, every: float) -> En
 @dataclass
 class PassResult:
     """What one dispatch pass did: the entries sent and not sent, the messages sent (a batch
-    of polls is one) and the queue length the pass saw."""
+    of polls is one), the queue length the pass saw and the due entries it skipped, by reason
+    (``skipped_queued``, ``skipped_polling``, ``skipped_queue_full``)."""
 
     sent: list[Entry]
     failed: list[Entry]
     queue_length: int
     messages: int = 0
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 Send = Callable[[Sequence[Entry], Sequence[str]], None]
@@ -232,18 +235,22 @@ def dispatch_pass(
     entries: Sequence[Entry],
     send: Send,
     full: bool = True,
+    *,
+    check: bool = False,
 ) -> PassResult:
     """Mark the due entries queued (one Lua call), send their tasks — several due sources in one
     message when they may share a task — then confirm the sent ones' markers and clear the
     failed ones' (so the next pass tries them again). ``full``: ``entries`` are all there are,
     and the due set is rebuilt from their states; otherwise they are the ones it says are due
-    (``due_entries``), and a pass costs what is due, not what is configured."""
-    base = uuid.uuid4().hex[:24]
+    (``due_entries``), and a pass costs what is due, not what is configured. ``check``: "check
+    now" of one entry (``check_now``)."""
+    base = ("check-" if check else "") + uuid.uuid4().hex[:24]
     tokens = [f"{base}{i:08x}" for i in range(len(entries))]  # task ids, unique per pass
     due_set = keys.BEAT_DUE.key(settings)
     names: list[str] = [queue, keys.BEAT_STATS.key(settings), due_set]
     args: list[Any] = [settings.max_queue_length, PENDING_TTL, settings.state_ttl]
-    args += [repr(float(settings.poll_batch_slow)), "1" if full else "0"]
+    mode = "check" if check else "1" if full else "0"
+    args += [repr(float(settings.poll_batch_slow)), mode]
     for entry, token in zip(entries, tokens, strict=True):
         names += [entry.state_key, entry.marker, entry.busy_key or entry.marker]
         args += [
@@ -254,9 +261,10 @@ def dispatch_pass(
             entry.name,
             entry.wait(settings),
         ]
-    chosen, length, _now, shared = _DISPATCH(client, names, args)
+    chosen, length, _now, shared, skips = _DISPATCH(client, names, args)
     picked = [(entries[int(k) - 1], tokens[int(k) - 1]) for k in chosen]
     result = PassResult([], [], int(length))
+    result.skipped = {str(skips[i]): int(skips[i + 1]) for i in range(0, len(skips), 2)}
     confirm: dict[str, tuple[str, int]] = {}
     for indices in group(settings, [e for e, _ in picked], [int(s) == 1 for s in shared]):
         batch = [picked[i][0] for i in indices]
@@ -278,6 +286,41 @@ def dispatch_pass(
     if confirm:
         _CONFIRM(client, list(confirm), [v for pair in confirm.values() for v in pair])
     return result
+
+
+CHECK_OUTCOMES = {
+    "sent": "poll queued",
+    "failed": "could not send the poll (see the log)",
+    "skipped_queued": "a poll is already queued",
+    "skipped_polling": "it is being polled now",
+    "skipped_queue_full": "not sent: the broker queue is full",
+}
+"""What "check now" did, as the dashboard says it."""
+
+
+def check_now(
+    client: redis.Redis, settings: Settings, queue: str, entry: Entry, dispatch: Dispatch
+) -> str:
+    """Poll one source now ("check now"): what happened, one of ``CHECK_OUTCOMES``.
+
+    The same step as beat's dispatch (``dispatch.lua``, in ``check`` mode): the poll is sent
+    whatever the source's due time or pause (the task is forced), but not while a poll of it is
+    queued or running or the broker queue is at ``WATCHKEEPER_MAX_QUEUE_LENGTH``; it sets the
+    source's queued marker as beat does, so however often it is clicked, and whatever beat
+    does meanwhile, one poll waits in the queue (of a paused source, a scheduled poll queued
+    before the pause does not count: it will skip the source). ``dispatch`` sends a task by name
+    with its message options (``app.send_task``)."""
+
+    def send(batch: Sequence[Entry], task_ids: Sequence[str]) -> None:
+        task, args, task_id, options = message(settings, batch, task_ids)
+        dispatch(task, args, {"force": True}, task_id=task_id, queue=queue, **options)
+
+    result = dispatch_pass(client, settings, queue, [entry], send, False, check=True)
+    if result.sent:
+        return "sent"
+    if result.failed:
+        return "failed"
+    return next(iter(result.skipped), "failed")
 
 
 def hold_lock(client: redis.Redis, settings: Settings, holder: str) -> tuple[bool, str]:

@@ -4,7 +4,11 @@ Every page is server-rendered (Jinja2); htmx swaps in a fresh fragment of each t
 ``WATCHKEEPER_WEB_REFRESH`` seconds, and the memory page redraws its uPlot charts from
 ``/api/memory``. Both libraries are vendored under ``static/`` (no CDN: works offline). All
 state is read from Redis per request, as ``watchkeeper status`` reads it: the dashboard holds
-none, so any number of them can run. Actions are POSTs (``auth`` checks login and CSRF).
+none, so any number of them can run. Actions are POSTs.
+
+Before a route sees a request: ``hosts`` refuses foreign Host headers (DNS rebinding) and
+actions from other origins, ``body`` reads the body under its byte and time caps, ``auth``
+checks the session, the login and the CSRF token.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -24,13 +29,18 @@ from starlette.templating import Jinja2Templates
 import workers.guard.dead_letters
 import workers.ops.status  # noqa: F401 (declare the tasks box and the runtime's sections)
 from workers.core.dead_letters import BOXES, Dispatch
+from workers.core.redact import redact_text
 from workers.core.runtime import Runtime
-from workers.core.sources_file import ConfigError
+from workers.core.sources_file import ConfigError, Source
 from workers.core.status_sections import SECTIONS
-from workers.ops.web.auth import COOKIE, Access, Guard
-from workers.ops.web.items import STREAMS, read_page
+from workers.ops.web.auth import Access, Guard
+from workers.ops.web.body import BodyLimit
+from workers.ops.web.hosts import Hosts, SameOrigin
+from workers.ops.web.items import STREAMS, BadQuery, page_params, read_page
 from workers.ops.web.memory import memory_data
 from workers.ops.web.sources import source_rows
+from workers.ops.web.throttle import attempt, client_of
+from workers.polling.dispatch import CHECK_OUTCOMES, check_now, source_entry
 from workers.polling.kinds import KINDS
 from workers.polling.pause import set_paused
 
@@ -58,13 +68,13 @@ def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
 class Dashboard:
     """The endpoints, sharing the runtime, the access rules and the templates."""
 
-    def __init__(self, rt: Runtime, dispatch: Dispatch, access: Access) -> None:
-        self.rt, self.dispatch, self.access = rt, dispatch, access
+    def __init__(self, rt: Runtime, dispatch: Dispatch, access: Access, queue: str) -> None:
+        self.rt, self.dispatch, self.access, self.queue = rt, dispatch, access, queue
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
 
     def render(self, request: Request, name: str, status_code: int = 200, **ctx: Any) -> Response:
         ctx.update(
-            csrf=self.access.csrf,
+            csrf=request.state.csrf,
             read_only=self.access.read_only,
             refresh=self.rt.settings.web_refresh,
             login=bool(self.access.token),
@@ -88,9 +98,11 @@ class Dashboard:
         return self.page(request, "sources.html", "_sources.html", rows=source_rows(self.rt))
 
     async def items(self, request: Request) -> Response:
-        q = request.query_params
-        stream = q.get("stream", "alerts") if q.get("stream") in STREAMS else "alerts"
-        found = read_page(self.rt, stream, q.get("q", ""), q.get("before", ""))
+        try:
+            stream, query, before = page_params(request.query_params)
+        except BadQuery as exc:
+            return PlainTextResponse(f"{exc}\n", status_code=400)
+        found = read_page(self.rt, stream, query, before)
         return self.page(request, "items.html", "_items.html", page=found, streams=STREAMS)
 
     async def dead(self, request: Request) -> Response:
@@ -134,10 +146,20 @@ class Dashboard:
         if source is None or action not in ("pause", "resume", "check"):
             return Response("no such source or action", status_code=404)
         if action == "check":
-            self.dispatch(KINDS[source.kind].task, [source.name], {"force": True})
-        else:
-            set_paused(self.rt.redis, self.rt.settings, source, action == "pause")
+            return self.check(request, source)
+        set_paused(self.rt.redis, self.rt.settings, source, action == "pause")
         return self.done(request, "/sources", f"{source.name}: {action}")
+
+    def check(self, request: Request, source: Source) -> Response:
+        """Check now: one forced poll, through beat's queued marker and queue cap."""
+        s = self.rt.settings
+        entry = source_entry(s, source, KINDS[source.kind].task)
+        outcome = check_now(self.rt.redis, s, self.queue, entry, self.dispatch)
+        said = f"{source.name}: check now: {CHECK_OUTCOMES[outcome]}"
+        if outcome in ("failed", "skipped_queue_full"):
+            log.warning("[web] %s", said)
+            return PlainTextResponse(said + "\n", status_code=503)
+        return self.done(request, "/sources", said)
 
     async def dead_action(self, request: Request) -> Response:
         box = BOXES.get(request.path_params["box"])
@@ -158,28 +180,40 @@ class Dashboard:
         return self.done(request, "/dead", f"dead letter {box.name} {ref}: {action}")
 
     async def login(self, request: Request) -> Response:
+        """The login form; a sign-in counts against the client's attempts (``throttle``) and
+        starts a new session (the visitor's id and CSRF token die with it)."""
         if request.method == "GET":
             return self.login_page(request, 200)
+        client = client_of(request.scope)
+        wait = attempt(self.rt, client)
+        if wait:
+            log.warning("[web] %s: too many sign-in attempts; refused for %d s", client, wait)
+            return PlainTextResponse(
+                f"too many sign-in attempts; try again in {wait} s\n",
+                status_code=429,
+                headers={"Retry-After": str(wait)},
+            )
         form = await request.form()
         if not self.access.token_matches(str(form.get("token", ""))):
             return self.render(request, "login.html", 401, error=True)
         response = RedirectResponse("/sources", status_code=303)
-        response.set_cookie(
-            COOKIE,
-            self.access.session,
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
-        )
+        self.access.set_cookie(response, request, self.access.new_session(signed_in=True))
         return response
 
 
 def create_app(
-    rt: Runtime, dispatch: Dispatch, *, token: str = "", read_only: bool = False
+    rt: Runtime,
+    dispatch: Dispatch,
+    *,
+    token: str = "",
+    read_only: bool = False,
+    host: str = "127.0.0.1",
+    queue: str = "celery",
 ) -> Starlette:
-    """The ASGI app. ``dispatch`` sends a Celery task by name ("check now", retry)."""
+    """The ASGI app bound to ``host``. ``dispatch`` sends a Celery task by name ("check now",
+    retry); ``queue`` is the broker queue polls go to (its length caps "check now")."""
     access = Access(token=token, read_only=read_only)
-    d = Dashboard(rt, dispatch, access)
+    d = Dashboard(rt, dispatch, access, queue)
     routes = [
         Route("/", d.index),
         Route("/sources", d.sources),
@@ -192,13 +226,24 @@ def create_app(
         Route("/dead/{box}/{action}", d.dead_action, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    guard = Middleware(Guard, access=access, login_page=d.login_page)
-    return Starlette(
-        routes=routes, middleware=[guard], exception_handlers={ConfigError: config_problem}
-    )
+    s = rt.settings
+    middleware = [  # outermost first
+        Middleware(SameOrigin, hosts=Hosts.of(host, s.web_allowed_host_list)),
+        Middleware(BodyLimit, max_bytes=s.web_max_body, timeout=s.web_body_timeout),
+        Middleware(Guard, access=access, login_page=d.login_page),
+    ]
+    handlers = {ConfigError: config_problem, redis.RedisError: redis_problem}
+    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
 
 
 async def config_problem(request: Request, exc: Exception) -> Response:
     """A broken sources file (edited while running): its problems, one a line, not a trace."""
     problems = getattr(exc, "problems", None) or [str(exc)]
     return PlainTextResponse("\n".join(problems) + "\n", status_code=503)
+
+
+async def redis_problem(request: Request, exc: Exception) -> Response:
+    """Redis unreachable or refusing: one line in the log and the reply, not a trace."""
+    why = redact_text(f"{type(exc).__name__}: {exc}").replace("\n", " ")[:300]
+    log.warning("[web] %s %s: Redis: %s", request.method, request.url.path, why)
+    return PlainTextResponse(f"Redis: {why}\n", status_code=503)

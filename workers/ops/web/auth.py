@@ -2,12 +2,20 @@
 
 * Loopback without a token: anyone on this machine (like ``watchkeeper status``). Any other
   address needs ``WATCHKEEPER_WEB_TOKEN`` (``serve.check_bind`` refuses to start without it).
-* With a token, every request but the login form and the static files must carry it: as
-  ``Authorization: Bearer <token>``, or as the cookie the login form sets (an HMAC of the
-  token, so the cookie is not the token itself). Others get 401 and the login form.
-* Every POST must carry the CSRF token (form field ``csrf`` or header ``X-CSRF-Token``),
-  which only pages of this dashboard contain: a page elsewhere cannot read it, so it cannot
-  make a logged-in browser act. Without it: 403. ``--read-only`` refuses every action (403).
+* Every browser gets a session: a random id in an HttpOnly, SameSite=Strict cookie, signed
+  (HMAC) with a key derived from the token (so it survives a restart and works on every
+  dashboard sharing the token) or, without a token, with this process's random key.
+* With a token, every request but the login form and the static files must be signed in: by
+  ``Authorization: Bearer <token>``, or by a session the login form signed in (the cookie is
+  not the token and does not contain it). Others get 401 and the login form. Signing in starts
+  a new session, so a session id known before the login is worth nothing after it.
+* Every POST must carry its session's CSRF token (form field ``csrf`` or header
+  ``X-CSRF-Token``): an HMAC of the session id, shown only in pages served to that session, so
+  a token is refused in any other session (and without one). Requests signed in by the bearer
+  header (which no browser adds on its own) share one token, shown only to them. Without it:
+  403. ``--read-only`` refuses every action (403).
+
+Host, Origin (``hosts``) and body size (``body``) are checked before any of this.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from urllib.parse import parse_qs
 
 from starlette.datastructures import MutableHeaders
@@ -28,6 +37,23 @@ COOKIE = "wk_session"
 CSRF_HEADER = "x-csrf-token"
 FORM = "application/x-www-form-urlencoded"
 OPEN_PATHS = ("/login", "/static/")
+BEARER = "bearer"
+"""The session id of requests signed in by the bearer header (no cookie)."""
+
+
+@dataclass(frozen=True)
+class Session:
+    sid: str
+    signed_in: bool
+    new: bool = False
+    """Started by this request: its cookie goes out with the response."""
+
+
+def cookie_name(scope: Scope) -> str:
+    """One cookie per dashboard port: browsers share cookies across the ports of a host, and
+    two dashboards (two keys) would otherwise keep replacing each other's."""
+    server = scope.get("server")
+    return f"{COOKIE}_{server[1]}" if server and server[1] else COOKIE
 
 
 @dataclass(frozen=True)
@@ -36,44 +62,74 @@ class Access:
     read_only: bool = False
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
+    @cached_property
+    def _key(self) -> bytes:
+        if self.token:
+            return hashlib.sha256(b"wk-web|" + self.token.encode()).digest()
+        return self.secret
+
     def _mac(self, what: str) -> str:
-        key = self.token.encode() if self.token else self.secret
-        return hmac.new(key, what.encode(), hashlib.sha256).hexdigest()
+        return hmac.new(self._key, what.encode(), hashlib.sha256).hexdigest()
 
-    @property
-    def session(self) -> str:
-        """The login cookie's value: derived from the token, so it survives a restart."""
-        return self._mac("session")
+    def csrf(self, sid: str) -> str:
+        return self._mac(f"csrf|{sid}")
 
-    @property
-    def csrf(self) -> str:
-        """The CSRF token embedded in every page (per process when there is no token)."""
-        return self._mac("csrf")
+    def cookie(self, session: Session) -> str:
+        flag = "in" if session.signed_in else "out"
+        return f"{session.sid}.{flag}.{self._mac(f'session|{session.sid}|{flag}')}"
 
-    def signed_in(self, request: Request) -> bool:
-        if not self.token:
-            return True
+    def session_of(self, request: Request) -> Session | None:
+        """The session the request's cookie names, if the cookie is one this dashboard set."""
+        sid, _, rest = request.cookies.get(cookie_name(request.scope), "").partition(".")
+        flag, _, mac = rest.partition(".")
+        if not sid or flag not in ("in", "out"):
+            return None
+        if not hmac.compare_digest(mac, self._mac(f"session|{sid}|{flag}")):
+            return None
+        return Session(sid, signed_in=flag == "in" or not self.token)
+
+    @staticmethod
+    def new_session(signed_in: bool) -> Session:
+        return Session(secrets.token_hex(16), signed_in, new=True)
+
+    def bearer(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
-        if header.lower().startswith("bearer ") and hmac.compare_digest(
-            header[7:].strip().encode(), self.token.encode()
-        ):
-            return True
-        return hmac.compare_digest(request.cookies.get(COOKIE, ""), self.session)
+        return (
+            bool(self.token)
+            and header.lower().startswith("bearer ")
+            and hmac.compare_digest(header[7:].strip().encode(), self.token.encode())
+        )
 
     def token_matches(self, given: str) -> bool:
         return bool(self.token) and hmac.compare_digest(given.encode(), self.token.encode())
 
-    async def csrf_ok(self, request: Request) -> bool:
+    def set_cookie(self, response: Response, request: Request, session: Session) -> None:
+        """Set the session's cookie: Secure when served over https, here or at a proxy in front
+        (whoever claims it only restricts the cookie to https)."""
+        response.set_cookie(
+            cookie_name(request.scope),
+            self.cookie(session),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https"
+            or request.headers.get("x-forwarded-proto") == "https",
+        )
+
+    @staticmethod
+    def given_csrf(request: Request) -> str:
+        """The token a POST carries: its header, or its form's field (from the body ``body``
+        read, so the endpoint still reads it whole)."""
         given = request.headers.get(CSRF_HEADER, "")
         if not given and request.headers.get("content-type", "").startswith(FORM):
-            fields = parse_qs((await request.body()).decode("utf-8", "replace"))
-            given = fields.get("csrf", [""])[0]
-        return bool(given) and hmac.compare_digest(given, self.csrf)
+            body: bytes = getattr(request.state, "body", b"")
+            given = parse_qs(body.decode("utf-8", "replace")).get("csrf", [""])[0]
+        return given
 
 
 class Guard:
-    """Pure ASGI middleware applying the rules above to every HTTP request (a POST's body is
-    read once, checked for the CSRF field and replayed to the endpoint)."""
+    """Pure ASGI middleware applying the rules above to every HTTP request. What it decided is
+    in ``request.state``: ``session`` (None for bearer requests and static files) and
+    ``csrf``, the token the pages of this response carry."""
 
     def __init__(
         self, app: ASGIApp, access: Access, login_page: Callable[[Request, int], Response]
@@ -85,42 +141,58 @@ class Guard:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
-        refusal = await self.refusal(request)
+        static = scope["path"].startswith("/static/")
+        session = self.access.session_of(request)
+        bearer = self.access.bearer(request)
+        if session is None and not bearer and not static:
+            session = self.access.new_session(signed_in=not self.access.token)
+        state = scope.setdefault("state", {})
+        state["session"] = session
+        state["csrf"] = self.access.csrf(session.sid if session else BEARER)
+        send = self.with_headers(request, send, None if static else session)
+        refusal = self.refusal(request, session, bearer)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
-        if request.method == "POST":
-            body = await request.body()
-            sent = False
+        await self.app(scope, receive, send)
 
-            async def replay() -> Message:
-                nonlocal sent
-                if sent:
-                    return await receive()
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-
-            receive = replay
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS.items():
-                    headers.setdefault(name, value)
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
-
-    async def refusal(self, request: Request) -> Response | None:
-        path = request.url.path
-        if not path.startswith(OPEN_PATHS) and not self.access.signed_in(request):
+    def refusal(self, request: Request, session: Session | None, bearer: bool) -> Response | None:
+        path = request.scope["path"]
+        signed_in = not self.access.token or bearer or (session is not None and session.signed_in)
+        if not path.startswith(OPEN_PATHS) and not signed_in:
             return self.login_page(request, 401)
         if request.method == "POST":
-            if not await self.access.csrf_ok(request):
-                return PlainTextResponse("missing or wrong CSRF token", status_code=403)
+            given = self.access.given_csrf(request)
+            if not given or not hmac.compare_digest(given, request.state.csrf):
+                return PlainTextResponse("missing or wrong CSRF token\n", status_code=403)
             if self.access.read_only and path != "/login":
-                return PlainTextResponse("the dashboard is read-only", status_code=403)
+                return PlainTextResponse("the dashboard is read-only\n", status_code=403)
         return None
+
+    def with_headers(self, request: Request, send: Send, session: Session | None) -> Send:
+        """``send`` adding the security headers, and to a page (it carries the session's CSRF
+        token: no cache may keep it) ``no-store`` and a new session's cookie."""
+        page = not request.scope["path"].startswith("/static/")
+        cookie = ""
+        if session is not None and session.new:
+            carrier = Response()
+            self.access.set_cookie(carrier, request, session)
+            cookie = carrier.headers["set-cookie"]
+        name = cookie_name(request.scope) + "="
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for header, value in SECURITY_HEADERS.items():
+                    headers.setdefault(header, value)
+                if page:
+                    headers.setdefault("Cache-Control", "no-store")
+                set_already = any(v.startswith(name) for v in headers.getlist("set-cookie"))
+                if cookie and not set_already:
+                    headers.append("set-cookie", cookie)
+            await send(message)
+
+        return sending
 
 
 SECURITY_HEADERS = {
@@ -128,6 +200,7 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "Content-Security-Policy": (
-        "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"
+        "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
     ),
 }

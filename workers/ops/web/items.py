@@ -9,7 +9,9 @@ read; the page then says how far back it looked. Stages add fields to what is sh
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -25,6 +27,37 @@ SCAN_LIMIT = 5000
 TEXT_FIELDS = ("title", "line", "lines", "name", "message", "summary")
 HIDDEN_FIELDS = ("source", "site", "schema", "seq", "location", "location_method", "link", "key")
 """Shown in their own columns, or only bookkeeping."""
+MAX_QUERY = 200
+"""Characters of a filter, at most."""
+ENTRY_ID = re.compile(r"^([0-9]{1,20})(?:-([0-9]{1,20}))?$")
+MAX_ID_PART = 2**64 - 1
+WEB_LINK = re.compile(r"^https?://[^\s]", re.IGNORECASE)
+"""What becomes a link: an http:// or https:// URL, nothing else (no javascript:, data:,
+httpx:, relative or scheme-relative links)."""
+
+
+class BadQuery(ValueError):
+    """A query parameter the items page cannot use; the message names it (one line)."""
+
+
+def page_params(params: Mapping[str, str]) -> tuple[str, str, str]:
+    """``stream``, ``q`` and ``before`` of an items page request, checked: an unknown stream,
+    a filter over ``MAX_QUERY`` characters or a ``before`` that is not a stream entry id
+    (``1700000000000-0``, each part below 2**64) is a ``BadQuery``."""
+    stream = params.get("stream", "alerts") or "alerts"
+    if stream not in STREAMS:
+        raise BadQuery(f"stream: {stream[:40]!r} is not one of {', '.join(STREAMS)}")
+    query = params.get("q", "")
+    if len(query) > MAX_QUERY:
+        raise BadQuery(f"q: the filter is {len(query)} characters, over {MAX_QUERY}")
+    before = params.get("before", "")
+    found = ENTRY_ID.match(before)
+    if not before:
+        return stream, query, ""
+    if not found or any(int(p) > MAX_ID_PART for p in found.groups("0")):
+        raise BadQuery(f"before: {before[:40]!r} is not a stream entry id (like 1700000000000-0)")
+    ms, seq = found.groups()
+    return stream, query, f"{int(ms)}-{int(seq)}" if seq is not None else str(int(ms))
 
 
 @dataclass
@@ -46,7 +79,9 @@ def read_page(
     needle = query.casefold().strip()
     found: Entries = []
     top = f"({before}" if before else "+"
-    while len(found) < size and page.scanned < SCAN_LIMIT:
+    if before == "0-0":  # nothing is older than the first possible id (Redis: invalid range)
+        top = ""
+    while top and len(found) < size and page.scanned < SCAN_LIMIT:
         rows = cast(list[Any], rt.redis.xrevrange(key, max=top, min="-", count=CHUNK))
         if not rows:
             top = ""
@@ -98,7 +133,12 @@ def shown(entry_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         ),
         "source": fields.get("source") or fields.get("site") or "",
         "text": text[:500],
-        "link": fields.get("link") if str(fields.get("link", "")).startswith("http") else "",
+        "link": web_link(fields.get("link")),
         "where": where,
         "details": json.dumps(details, ensure_ascii=False, default=str)[:300],
     }
+
+
+def web_link(value: Any) -> str:
+    """``value`` when it is an http(s) URL, else empty (it is then shown as text, if at all)."""
+    return value if isinstance(value, str) and WEB_LINK.match(value) else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 import uvicorn
 
@@ -37,13 +38,29 @@ def url(host: str, port: int) -> str:
     return f"http://{shown}:{port}/"
 
 
-def serve(rt: Runtime, host: str, port: int, dispatch: Dispatch, read_only: bool = False) -> int:
+UVICORN: dict[str, Any] = {
+    "log_level": "warning",
+    "access_log": False,
+    "server_header": False,
+    "proxy_headers": False,
+}
+"""How uvicorn runs the dashboard. ``proxy_headers`` off: uvicorn would otherwise take the
+client's address and scheme from ``X-Forwarded-For``/``-Proto`` of any local process, and one
+could then try tokens from as many addresses as it likes (sign-ins are counted per address)."""
+
+
+def serve(
+    rt: Runtime,
+    host: str,
+    port: int,
+    dispatch: Dispatch,
+    read_only: bool = False,
+    queue: str = "celery",
+) -> int:
     token = rt.settings.web_token
     check_bind(host, token)
-    app = create_app(rt, dispatch, token=token, read_only=read_only)
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, server_header=False
-    )
+    app = create_app(rt, dispatch, token=token, read_only=read_only, host=host, queue=queue)
+    config = uvicorn.Config(app, host=host, port=port, **UVICORN)
     print(
         f"[web] dashboard on {url(host, port)}" + (" (read-only)" if read_only else ""), flush=True
     )

@@ -9,6 +9,14 @@
 -- marker), while it is being polled (its lock), or while the broker queue holds the cap.
 -- Check and mark are one atomic step: two beats can never both dispatch one entry.
 --
+-- "Check now" (the dashboard) is a pass of one entry in `check` mode: due or not, paused or
+-- not, but never while its task is queued, its source polled, or the queue at its cap; it
+-- marks the entry queued like any dispatch (so clicks and beat send nothing more until the poll
+-- starts), writes no pass counters (it is not a beat pass) and only moves an entry already in
+-- the due set (it never creates the set, whose absence tells beat that Redis lost it). Its task
+-- ids start with "check-": on a paused source only such a marker holds a check back, as a
+-- scheduled poll queued before the pause will skip the source.
+--
 -- The due set holds each entry's next due time. A full pass rebuilds it from every entry's
 -- state (dropping removed entries); any pass moves a dispatched entry to when it is due next
 -- (a periodic entry: its next period; a source: when its marker, and its message, expire — its
@@ -24,12 +32,14 @@
 -- ARGV[2]  marker TTL (seconds) until the caller confirms the message was sent
 -- ARGV[3]  counters and due set TTL (seconds)
 -- ARGV[4]  seconds: a source whose last poll took longer may not share a task (batch)
--- ARGV[5]  "1": a full pass (the entries are all there are)
+-- ARGV[5]  "1": a full pass (the entries are all there are); "0": a pass over what is due;
+--          "check": "check now" of the one entry given
 -- ARGV[6k+0..6k+5]  entry k: its fingerprint, its task id, seconds to advance next_check by at
 --          dispatch ("" for sources: the poll sets it), its state's TTL (seconds), its name,
 --          seconds its marker lives once sent
 -- Returns  {dispatched entries' indices k, queue length, now as "seconds.micros",
---           for each dispatched entry 1 if it may share a task with others, else 0}
+--           for each dispatched entry 1 if it may share a task with others, else 0,
+--           the skips of this pass as {reason, count, ...}}
 --
 -- A source may share a task (be polled in a batch, one after another) unless its last poll
 -- failed (`errors`), took longer than ARGV[4] (`last_elapsed_s`) or never finished: it was
@@ -43,6 +53,7 @@ local length = redis.call('LLEN', KEYS[1])
 local budget = tonumber(ARGV[1]) - length
 local slow = tonumber(ARGV[4])
 local full = ARGV[5] == '1'
+local check = ARGV[5] == 'check'
 local due_set = KEYS[3]
 if full then
   redis.call('DEL', due_set)
@@ -59,8 +70,12 @@ for k = 1, (#KEYS - 3) / 3 do
   local next_check = tonumber(h[1]) or 0
   local due_at = changed and 0 or next_check
   local moved = false
-  if h[2] ~= '1' and (changed or next_check <= now) then
+  if check or (h[2] ~= '1' and (changed or next_check <= now)) then
     local queued_ms = redis.call('PTTL', marker)
+    if check and queued_ms ~= -2 and h[2] == '1'
+        and string.sub(redis.call('GET', marker) or '', 1, 6) ~= 'check-' then
+      queued_ms = -2  -- a scheduled poll of a paused source: it will skip, so it does not count
+    end
     local busy_ms = busy ~= marker and redis.call('PTTL', busy) or -2
     if queued_ms ~= -2 then
       counts.skipped_queued = counts.skipped_queued + 1
@@ -99,16 +114,29 @@ for k = 1, (#KEYS - 3) / 3 do
       moved = true
     end
   end
-  if full or moved then
+  if check then
+    if moved then
+      redis.call('ZADD', due_set, 'XX', due_at, name)
+    end
+  elseif full or moved then
     redis.call('ZADD', due_set, due_at, name)
   end
 end
+local skips = {}
 for name, count in pairs(counts) do
-  if count > 0 then
-    redis.call('HINCRBY', KEYS[2], name, count)
+  if count > 0 and name ~= 'dispatched' then
+    skips[#skips + 1] = name
+    skips[#skips + 1] = count
   end
 end
-redis.call('HSET', KEYS[2], 'last_pass', stamp, 'queue_length', length, 'queue_cap', ARGV[1])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-redis.call('EXPIRE', due_set, ARGV[3])
-return {chosen, length, stamp, shared}
+if not check then
+  for name, count in pairs(counts) do
+    if count > 0 then
+      redis.call('HINCRBY', KEYS[2], name, count)
+    end
+  end
+  redis.call('HSET', KEYS[2], 'last_pass', stamp, 'queue_length', length, 'queue_cap', ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  redis.call('EXPIRE', due_set, ARGV[3])
+end
+return {chosen, length, stamp, shared, skips}
