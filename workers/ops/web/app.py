@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -33,11 +34,14 @@ from workers.core.redact import redact_text
 from workers.core.runtime import Runtime
 from workers.core.sources_file import ConfigError, Source
 from workers.core.status_sections import SECTIONS
+from workers.ops.web.api import OPML_PATH, api_mount
+from workers.ops.web.api.access import ApiAccess
 from workers.ops.web.auth import Access, Guard
 from workers.ops.web.body import BodyLimit
 from workers.ops.web.hosts import Hosts, SameOrigin
 from workers.ops.web.items import STREAMS, BadQuery, page_params, read_page
 from workers.ops.web.memory import memory_data
+from workers.ops.web.replies import refusal
 from workers.ops.web.sources import source_rows
 from workers.ops.web.throttle import attempt, client_of
 from workers.polling.dispatch import CHECK_OUTCOMES, check_now, source_entry
@@ -51,6 +55,8 @@ PANELS = ("locations", "tcp")
 PANEL_HIDDEN = ("keys.", "limits.")
 """Rows of those sections left to ``watchkeeper status`` (key names and fixed limits)."""
 DEAD_SHOWN = 50
+UPLOAD_PATHS = (OPML_PATH,)
+"""Requests whose body may be an OPML file (``WATCHKEEPER_WEB_MAX_UPLOAD``)."""
 
 
 def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -209,12 +215,23 @@ def create_app(
     read_only: bool = False,
     host: str = "127.0.0.1",
     queue: str = "celery",
+    api_token: str | None = None,
+    api_read_tokens: tuple[str, ...] | None = None,
 ) -> Starlette:
     """The ASGI app bound to ``host``. ``dispatch`` sends a Celery task by name ("check now",
-    retry); ``queue`` is the broker queue polls go to (its length caps "check now")."""
+    retry); ``queue`` is the broker queue polls go to (its length caps "check now"). The REST
+    API's tokens default to the settings' (``WATCHKEEPER_API_TOKEN``, ``…_READ_TOKENS``)."""
+    s = rt.settings
     access = Access(token=token, read_only=read_only)
+    api_access = ApiAccess(
+        token=s.api_token if api_token is None else api_token,
+        read_tokens=s.api_read_token_list if api_read_tokens is None else api_read_tokens,
+        open_reads=not token,
+        read_only=read_only,
+    )
     d = Dashboard(rt, dispatch, access, queue)
     routes = [
+        api_mount(rt, dispatch, api_access, queue),
         Route("/", d.index),
         Route("/sources", d.sources),
         Route("/items", d.items),
@@ -226,14 +243,30 @@ def create_app(
         Route("/dead/{box}/{action}", d.dead_action, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    s = rt.settings
     middleware = [  # outermost first
         Middleware(SameOrigin, hosts=Hosts.of(host, s.web_allowed_host_list)),
-        Middleware(BodyLimit, max_bytes=s.web_max_body, timeout=s.web_body_timeout),
+        Middleware(
+            BodyLimit,
+            max_bytes=s.web_max_body,
+            timeout=s.web_body_timeout,
+            upload_bytes=s.web_max_upload,
+            upload_paths=UPLOAD_PATHS,
+        ),
         Middleware(Guard, access=access, login_page=d.login_page),
     ]
-    handlers = {ConfigError: config_problem, redis.RedisError: redis_problem}
+    handlers = {
+        ConfigError: config_problem,
+        redis.RedisError: redis_problem,
+        HTTPException: http_problem,
+    }
     return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
+
+
+async def http_problem(request: Request, exc: Exception) -> Response:
+    """Starlette's own answers (no such page, a method not allowed): JSON under the API."""
+    status = getattr(exc, "status_code", 500)
+    detail = str(getattr(exc, "detail", "") or "error")
+    return refusal(request.scope, status, detail, getattr(exc, "headers", None))
 
 
 async def config_problem(request: Request, exc: Exception) -> Response:
