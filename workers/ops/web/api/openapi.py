@@ -572,9 +572,13 @@ refused. Errors are `{"error": "<first line>", "problems": ["<every line>"]}`, w
 words them. Request profile values are never returned: names only."""
 
 
-@cache
 def document() -> dict[str, Any]:
-    """The document (built once per process: kinds are declared at import)."""
+    """The document, built once per set of declared kinds (they are declared at import)."""
+    return _document(tuple(KINDS.names()))
+
+
+@cache
+def _document(kinds: tuple[str, ...]) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "watchkeeper", "version": VERSION, "description": DESCRIPTION},
