@@ -299,3 +299,20 @@ def test_read_only_offers_no_editing(runtime):
         assert 'data-action="save"' not in web.get(base + "/add-source", timeout=10).text
         form = form_of("feed", name="x", url="http://127.0.0.1:9/x.rss")
         assert web.post(base + "/add-source", data={**form, "csrf": csrf}).status_code == 403
+
+
+def test_the_preview_is_bounded_by_the_fetch_caps(runtime, http_server):
+    from dataclasses import replace
+
+    from workers.core.runtime import Runtime
+
+    http_server.static("/big.rss", "x" * 200_000, headers={"Content-Type": "application/rss+xml"})
+    runtime.use_config(FILE)
+    small = replace(runtime.settings, http_max_bytes=4096)
+    rt = Runtime(small, runtime.redis, runtime.config_path)
+    with dashboard(rt, Sent()) as base:
+        web, csrf = browser(base)
+        form = form_of("feed", name="big", url=http_server.url("/big.rss"))
+        tested = web.post(base + "/add-source", data={**form, "csrf": csrf, "do": "preview"}).text
+        assert 'data-status="error"' in tested and "4096" in tested
+        assert written(rt, "big") == []
