@@ -16,6 +16,7 @@ from typing import Any
 
 from celery import shared_task
 
+from tasks.feeds.fields import FEED_FIELDS
 from tasks.feeds.freshness import feed_freshness
 from tasks.feeds.parse import ACCEPT, parse_feed
 from tasks.feeds.parsers import Options, Parsed
@@ -105,7 +106,7 @@ def after_handoff(
 # fmt: off
 FEEDS = declare_kind(SourceKind(
     name="feed", section="feeds", read=read_feed, task="tasks.feeds.poll_feed", stream="alerts",
-    collect=collect, written=after_handoff, handoff=handoff, status=status))
+    collect=collect, written=after_handoff, handoff=handoff, status=status, fields=FEED_FIELDS))
 # fmt: on
 
 

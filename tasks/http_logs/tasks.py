@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import shared_task
 
+from tasks.http_logs.fields import HTTP_LOG_FIELDS
 from tasks.http_logs.parse import ACCEPT, parse_log_body
 from tasks.http_logs.source import HttpLogSource, read_http_log
 from workers.core.runtime import Runtime, get_runtime
@@ -27,7 +28,7 @@ def collect(rt: Runtime, source: HttpLogSource, state: SourceState) -> Collected
 # fmt: off
 HTTP_LOGS = declare_kind(SourceKind(
     name="http_log", section="http_logs", read=read_http_log, stream="logs", collect=collect,
-    task="tasks.http_logs.poll_http_log"))
+    task="tasks.http_logs.poll_http_log", fields=HTTP_LOG_FIELDS))
 # fmt: on
 
 

@@ -37,6 +37,8 @@ def read_site(f: FieldReader, name: str) -> SiteSource:
     item = f.get("item", str, "", required=True)
     if item:
         check_selector(f, "item", item)
+    elif "item" in f.table:
+        f.problem("item", "must not be empty")
     fields_table = f.get("fields", dict, {}, required=True)
     site_fields: dict[str, str] = {}
     for fname, css in fields_table.items():
@@ -48,7 +50,9 @@ def read_site(f: FieldReader, name: str) -> SiteSource:
     if "fields" in f.table and not fields_table:
         f.problem("fields", "needs at least one field")
     id_field = f.get("id", str, "", required=True)
-    if id_field and site_fields and id_field not in site_fields:
+    if not id_field and "id" in f.table:
+        f.problem("id", "must not be empty")
+    elif id_field and site_fields and id_field not in site_fields:
         f.problem("id", f"{id_field!r} is not one of the fields ({', '.join(site_fields)})")
     next_page = f.get("next_page", str, None)
     if next_page is not None:

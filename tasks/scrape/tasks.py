@@ -23,6 +23,7 @@ from celery import shared_task
 
 from tasks.scrape.changes import record_changes
 from tasks.scrape.crawl import Crawl, crawl_site
+from tasks.scrape.fields import SITE_FIELDS
 from tasks.scrape.history import history
 from tasks.scrape.robots import RobotsCache, rules_for_run
 from tasks.scrape.source import SiteSource, read_site
@@ -156,7 +157,8 @@ def site_status(rt: Runtime, site: SiteSource) -> dict[str, Any]:
 # fmt: off
 SITES = declare_kind(SourceKind(
     name="site", section="sites", read=read_site, task="tasks.scrape.scrape_site",
-    stream="listings", collect=collect, written=record_run, status=site_status))
+    stream="listings", collect=collect, written=record_run, status=site_status,
+    fields=SITE_FIELDS))
 # fmt: on
 
 

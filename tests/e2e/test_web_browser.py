@@ -268,3 +268,61 @@ def test_a_dead_letter_can_be_retried(page, demo):
     assert len(store.dead_letters()) == 0
     page.goto(demo["base"] + "/sources")
     row(page, name).locator('button[data-action="resume"]').click()
+
+
+HOSTILE_FEED = (
+    '<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
+    "<item><guid>1</guid><title>&lt;img src=x onerror=alert(1)&gt; breaking</title>"
+    "<link>http://127.0.0.1:9/1</link></item>"
+    "<item><guid>2</guid><title>second story</title><link>http://127.0.0.1:9/2</link></item>"
+    "</channel></rss>"
+)
+
+
+@pytest.mark.slow
+def test_add_preview_save_pause_remove(page, demo):
+    from tests.support.helpers import HTTPFixtureServer
+
+    feed = HTTPFixtureServer()
+    feed.static("/news.rss", HOSTILE_FEED, headers={"Content-Type": "application/rss+xml"})
+    feed.start()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    name = "browser-added"
+    try:
+        # Add: from the sources page to the feed form
+        page.goto(demo["base"] + "/sources")
+        page.locator('button[data-action="add"]').click()
+        page.wait_for_url("**/add-source")
+        page.fill('input[name="f.name"]', name)
+        page.fill('input[name="f.url"]', feed.url("/news.rss"))
+        page.fill('input[name="f.interval"]', "1h")
+        # Preview: fetched once, what would be emitted shown (escaped), nothing written
+        page.locator('button[data-action="preview"]').click()
+        page.wait_for_selector('#preview[data-status="ok"]')
+        rows = page.locator("#preview-rows tbody tr")
+        assert rows.count() == 2
+        assert "<img src=x onerror=alert(1)> breaking" in rows.first.inner_text()
+        assert page.locator("#preview-rows img").count() == 0 and dialogs == []
+        assert feed.hits("/news.rss") == 1
+        assert demo["redis"].hget("wk:sources", name) is None
+        assert not demo["redis"].exists(f"wk:src:{name}", f"wk:seen:{name}")
+        shoot(page, "add-source")
+        # Save: the source's page, owned by api
+        page.locator('button[data-action="save"]').click()
+        page.wait_for_url(f"**/sources/{name}")
+        assert "owner api" in page.locator("main").inner_text()
+        assert demo["redis"].hget("wk:sources", name) is not None
+        # Pause: back on its page, paused
+        page.locator('button[data-action="pause"]').click()
+        page.wait_for_selector('#health[data-health="paused"]')
+        assert demo["redis"].hget(f"wk:src:{name}", "paused") == "1"
+        # Remove: confirmed, gone from the registry and the sources page
+        page.locator('input[data-action="confirm"]').check()
+        page.locator('button[data-action="remove"]').click()
+        page.wait_for_url("**/sources")
+        assert demo["redis"].hget("wk:sources", name) is None
+        assert row(page, name).count() == 0
+        assert dialogs == []
+    finally:
+        feed.stop()

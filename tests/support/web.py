@@ -47,9 +47,20 @@ def dashboard(
     token: str = "",
     read_only: bool = False,
     queue: str = "celery",
+    api_token: str = "",
+    api_read_tokens: tuple[str, ...] = (),
 ) -> Iterator[str]:
-    """Serve the dashboard on 127.0.0.1 as ``watchkeeper web`` does; yields its base URL."""
-    app = create_app(rt, dispatch, token=token, read_only=read_only, queue=queue)
+    """Serve the dashboard (and the REST API) on 127.0.0.1 as ``watchkeeper web`` does; yields
+    its base URL."""
+    app = create_app(
+        rt,
+        dispatch,
+        token=token,
+        read_only=read_only,
+        queue=queue,
+        api_token=api_token,
+        api_read_tokens=api_read_tokens,
+    )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, **UVICORN))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

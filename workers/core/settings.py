@@ -163,6 +163,9 @@ class Settings:
     web_body_timeout: float
     web_login_attempts: int
     web_login_window: int
+    web_max_upload: int
+    api_token: str
+    api_read_tokens: str
     max_changes: int
     max_health: int
     notify_after_errors: int
@@ -250,6 +253,11 @@ class Settings:
     def web_allowed_host_list(self) -> tuple[str, ...]:
         """``WATCHKEEPER_WEB_ALLOWED_HOSTS`` as its entries, lower case."""
         return tuple(h.strip().lower() for h in self.web_allowed_hosts.split(",") if h.strip())
+
+    @property
+    def api_read_token_list(self) -> tuple[str, ...]:
+        """``WATCHKEEPER_API_READ_TOKENS`` as its entries."""
+        return tuple(t.strip() for t in self.api_read_tokens.split(",") if t.strip())
 
     @property
     def home_path(self) -> Path:

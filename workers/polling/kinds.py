@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from workers.core.registry import Registry
+from workers.core.source_schema import FieldSpec
 from workers.core.sources_file import FieldReader, Source, declare_source_section
 
 if TYPE_CHECKING:
@@ -69,7 +70,9 @@ class SourceKind:
     optional, after new items were written (``Added``: ``(index, stream id)`` of each, ids the
     hand-off evicted) — may return more outcome fields; ``status``: optional extra status
     fields per source; ``handoff``: optional, the capped queue new items are handed to in the
-    same atomic step that writes them (``Item.handoff`` is each item's payload)."""
+    same atomic step that writes them (``Item.handoff`` is each item's payload); ``fields``:
+    the fields ``read`` reads beyond the common ones, as data (``workers.core.source_schema``:
+    the REST API's schema and the dashboard's form; a test keeps them in step with ``read``)."""
 
     name: str
     section: str
@@ -80,6 +83,7 @@ class SourceKind:
     written: Written | None = None
     status: Callable[[Runtime, Any], dict[str, Any]] | None = None
     handoff: Callable[[Runtime, Any], Handoff | None] | None = None
+    fields: tuple[FieldSpec, ...] = ()
 
 
 KINDS: Registry[SourceKind] = Registry("source kind")

@@ -36,16 +36,9 @@ from workers.core.settings import Settings
 from workers.core.source_registry import Definition
 from workers.core.sources_file import KIND_SECTIONS, ConfigError
 from workers.core.text import table
-from workers.ops.sources.apply import Diff, apply_file, changes, diff, execute, release
-from workers.ops.sources.opml import (
-    OWNER as OPML_OWNER,
-)
-from workers.ops.sources.opml import (
-    OpmlError,
-    definitions,
-    export_opml,
-    import_file,
-)
+from workers.ops.sources.apply import Diff, apply_file, changes, execute, release
+from workers.ops.sources.imports import import_parsed
+from workers.ops.sources.opml import OpmlError, export_opml, import_file
 from workers.ops.sources.toml_out import sources_toml
 from workers.polling.pause import set_paused
 from workers.store.source_writes import RegistryError, write
@@ -436,32 +429,8 @@ def cmd_import_opml(args: argparse.Namespace, rt: Runtime) -> int:
         parsed = import_file(args.file, rt.settings)
     except OpmlError as exc:
         raise fail(str(exc)) from None
-    wanted = definitions(rt.sources, parsed, args.interval)
-    result = diff(rt.sources, OPML_OWNER, wanted)
-    result.removed = []  # an import adds and updates; it never removes
-    written = None
-    if not args.dry_run:
-        written = execute(rt.redis, rt.settings, result)
-    head = (
-        f"OPML {args.file}: {len(parsed.feeds)} feeds: {len(result.added)} to add, "
-        f"{len(result.changed)} to change, {result.unchanged} unchanged"
-    )
-    if parsed.skipped_types or parsed.duplicates:
-        head += (
-            f"; skipped {parsed.skipped_types} outlines of another type and "
-            f"{parsed.duplicates} repeated URLs"
-        )
-    head += " — dry run, nothing written" if args.dry_run else f" (owner {OPML_OWNER})"
-    data = {
-        **result.as_json(),
-        "feeds": len(parsed.feeds),
-        "skipped_types": parsed.skipped_types,
-        "duplicates": parsed.duplicates,
-        "dry_run": bool(args.dry_run),
-    }
-    if written is not None:
-        data["revision"] = written.rev
-    emit(args, data, [head, *result.lines()])
+    imported = import_parsed(rt, parsed, args.file, args.interval, bool(args.dry_run))
+    emit(args, imported.as_json(), [imported.head(), *imported.diff.lines()])
     return 0
 
 

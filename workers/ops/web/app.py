@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -33,15 +34,18 @@ from workers.core.redact import redact_text
 from workers.core.runtime import Runtime
 from workers.core.sources_file import ConfigError, Source
 from workers.core.status_sections import SECTIONS
+from workers.ops.sources import manage
+from workers.ops.web.api import OPML_PATH, api_mount
+from workers.ops.web.api.access import ApiAccess
 from workers.ops.web.auth import Access, Guard
 from workers.ops.web.body import BodyLimit
+from workers.ops.web.editing import Editing
 from workers.ops.web.hosts import Hosts, SameOrigin
 from workers.ops.web.items import STREAMS, BadQuery, page_params, read_page
 from workers.ops.web.memory import memory_data
+from workers.ops.web.replies import refusal
 from workers.ops.web.sources import source_rows
 from workers.ops.web.throttle import attempt, client_of
-from workers.polling.dispatch import CHECK_OUTCOMES, check_now, source_entry
-from workers.polling.kinds import KINDS
 from workers.polling.pause import set_paused
 
 log = logging.getLogger("watchkeeper.web")
@@ -51,6 +55,8 @@ PANELS = ("locations", "tcp")
 PANEL_HIDDEN = ("keys.", "limits.")
 """Rows of those sections left to ``watchkeeper status`` (key names and fixed limits)."""
 DEAD_SHOWN = 50
+UPLOAD_PATHS = (OPML_PATH, "/opml/import")
+"""Requests whose body may be an OPML file (``WATCHKEEPER_WEB_MAX_UPLOAD``)."""
 
 
 def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -145,21 +151,21 @@ class Dashboard:
         action = request.path_params["action"]
         if source is None or action not in ("pause", "resume", "check"):
             return Response("no such source or action", status_code=404)
+        back = "/sources"
+        if (await request.form()).get("back") == "source":  # from the source's own page
+            back = f"/sources/{source.name}"
         if action == "check":
-            return self.check(request, source)
+            return self.check(request, source, back)
         set_paused(self.rt.redis, self.rt.settings, source, action == "pause")
-        return self.done(request, "/sources", f"{source.name}: {action}")
+        return self.done(request, back, f"{source.name}: {action}")
 
-    def check(self, request: Request, source: Source) -> Response:
+    def check(self, request: Request, source: Source, back: str) -> Response:
         """Check now: one forced poll, through beat's queued marker and queue cap."""
-        s = self.rt.settings
-        entry = source_entry(s, source, KINDS[source.kind].task)
-        outcome = check_now(self.rt.redis, s, self.queue, entry, self.dispatch)
-        said = f"{source.name}: check now: {CHECK_OUTCOMES[outcome]}"
-        if outcome in ("failed", "skipped_queue_full"):
-            log.warning("[web] %s", said)
-            return PlainTextResponse(said + "\n", status_code=503)
-        return self.done(request, "/sources", said)
+        done = manage.check(self.rt, source, self.dispatch, self.queue)
+        if done.failed:
+            log.warning("[web] %s", done.line)
+            return PlainTextResponse(done.line + "\n", status_code=503)
+        return self.done(request, back, done.line)
 
     async def dead_action(self, request: Request) -> Response:
         box = BOXES.get(request.path_params["box"])
@@ -209,14 +215,35 @@ def create_app(
     read_only: bool = False,
     host: str = "127.0.0.1",
     queue: str = "celery",
+    api_token: str | None = None,
+    api_read_tokens: tuple[str, ...] | None = None,
 ) -> Starlette:
     """The ASGI app bound to ``host``. ``dispatch`` sends a Celery task by name ("check now",
-    retry); ``queue`` is the broker queue polls go to (its length caps "check now")."""
+    retry); ``queue`` is the broker queue polls go to (its length caps "check now"). The REST
+    API's tokens default to the settings' (``WATCHKEEPER_API_TOKEN``, ``…_READ_TOKENS``)."""
+    s = rt.settings
     access = Access(token=token, read_only=read_only)
+    api_access = ApiAccess(
+        token=s.api_token if api_token is None else api_token,
+        read_tokens=s.api_read_token_list if api_read_tokens is None else api_read_tokens,
+        open_reads=not token,
+        read_only=read_only,
+    )
     d = Dashboard(rt, dispatch, access, queue)
+    e = Editing(rt, dispatch, queue, d.render)
     routes = [
+        api_mount(rt, dispatch, api_access, queue),
         Route("/", d.index),
         Route("/sources", d.sources),
+        Route("/add-source", e.add_form),
+        Route("/add-source", e.add, methods=["POST"]),
+        Route("/bulk", e.bulk, methods=["POST"]),
+        Route("/opml/export", e.opml_export),
+        Route("/opml/import", e.opml_import, methods=["POST"]),
+        Route("/sources/{name}", e.detail),
+        Route("/sources/{name}/edit", e.edit_form),
+        Route("/sources/{name}/edit", e.edit, methods=["POST"]),
+        Route("/sources/{name}/remove", e.remove, methods=["POST"]),
         Route("/items", d.items),
         Route("/dead", d.dead),
         Route("/memory", d.memory),
@@ -226,14 +253,30 @@ def create_app(
         Route("/dead/{box}/{action}", d.dead_action, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    s = rt.settings
     middleware = [  # outermost first
         Middleware(SameOrigin, hosts=Hosts.of(host, s.web_allowed_host_list)),
-        Middleware(BodyLimit, max_bytes=s.web_max_body, timeout=s.web_body_timeout),
+        Middleware(
+            BodyLimit,
+            max_bytes=s.web_max_body,
+            timeout=s.web_body_timeout,
+            upload_bytes=s.web_max_upload,
+            upload_paths=UPLOAD_PATHS,
+        ),
         Middleware(Guard, access=access, login_page=d.login_page),
     ]
-    handlers = {ConfigError: config_problem, redis.RedisError: redis_problem}
+    handlers = {
+        ConfigError: config_problem,
+        redis.RedisError: redis_problem,
+        HTTPException: http_problem,
+    }
     return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
+
+
+async def http_problem(request: Request, exc: Exception) -> Response:
+    """Starlette's own answers (no such page, a method not allowed): JSON under the API."""
+    status = getattr(exc, "status_code", 500)
+    detail = str(getattr(exc, "detail", "") or "error")
+    return refusal(request.scope, status, detail, getattr(exc, "headers", None))
 
 
 async def config_problem(request: Request, exc: Exception) -> Response:

@@ -15,13 +15,16 @@
   header (which no browser adds on its own) share one token, shown only to them. Without it:
   403. ``--read-only`` refuses every action (403).
 
-Host, Origin (``hosts``) and body size (``body``) are checked before any of this.
+Host, Origin (``hosts``) and body size (``body``) are checked before any of this. The REST
+API (``/api/v1/``) has its own bearer tokens (``workers.ops.web.api.access``): no session, no
+cookie and no CSRF token there (no browser adds an ``Authorization`` header on its own).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,9 +36,15 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from workers.ops.web.replies import is_api
+
 COOKIE = "wk_session"
 CSRF_HEADER = "x-csrf-token"
 FORM = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data"
+MULTIPART_HEAD = 8192
+"""Bytes of a multipart body searched for the CSRF field (forms put it before the file)."""
+BOUNDARY_RE = re.compile(r'boundary="?([^";]{1,70})"?')
 OPEN_PATHS = ("/login", "/static/")
 BEARER = "bearer"
 """The session id of requests signed in by the bearer header (no cookie)."""
@@ -120,10 +129,27 @@ class Access:
         """The token a POST carries: its header, or its form's field (from the body ``body``
         read, so the endpoint still reads it whole)."""
         given = request.headers.get(CSRF_HEADER, "")
-        if not given and request.headers.get("content-type", "").startswith(FORM):
-            body: bytes = getattr(request.state, "body", b"")
+        content_type = request.headers.get("content-type", "")
+        body: bytes = getattr(request.state, "body", b"")
+        if not given and content_type.startswith(FORM):
             given = parse_qs(body.decode("utf-8", "replace")).get("csrf", [""])[0]
+        elif not given and content_type.startswith(MULTIPART):
+            given = multipart_field(body[:MULTIPART_HEAD], content_type, "csrf")
         return given
+
+
+def multipart_field(head: bytes, content_type: str, name: str) -> str:
+    """A text field of a multipart form from the start of its body (an upload form carries its
+    CSRF token before its file); empty when it is not there."""
+    found = BOUNDARY_RE.search(content_type)
+    if not found:
+        return ""
+    delimiter = b"--" + found.group(1).encode("latin-1")
+    for part in head.split(delimiter)[1:9]:
+        headers, sep, rest = part.partition(b"\r\n\r\n")
+        if sep and f'name="{name}"'.encode() in headers and rest.endswith(b"\r\n"):
+            return rest[:-2].decode("utf-8", "replace")
+    return ""
 
 
 class Guard:
@@ -141,6 +167,9 @@ class Guard:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
+        if is_api(scope["path"]):  # the API's own tokens apply (api.access): no session
+            await self.app(scope, receive, self.with_headers(request, send, None))
+            return
         static = scope["path"].startswith("/static/")
         session = self.access.session_of(request)
         bearer = self.access.bearer(request)

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
-from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from workers.core.settings import HOST_PORT
+from workers.ops.web.replies import refusal
 
 LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 WILDCARDS = frozenset({"", "0.0.0.0", "::"})
@@ -119,19 +119,18 @@ class SameOrigin:
         host = headers.get("host", "")
         if not self.hosts.allows(host, scope):
             shown = re.sub(r"[^\x21-\x7e]", "?", host[:SHOWN])
-            reply = PlainTextResponse(
+            reply = refusal(
+                scope,
+                400,
                 f"this dashboard does not answer to Host {shown!r} "
-                "(add it to WATCHKEEPER_WEB_ALLOWED_HOSTS if it should)\n",
-                status_code=400,
+                "(add it to WATCHKEEPER_WEB_ALLOWED_HOSTS if it should)",
             )
             await reply(scope, receive, send)
             return
         if scope["method"] not in SAFE_METHODS:
             why = same_origin(headers, host)
             if why:
-                reply = PlainTextResponse(
-                    f"refused: an action from another origin ({why})\n", status_code=403
-                )
+                reply = refusal(scope, 403, f"refused: an action from another origin ({why})")
                 await reply(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -3,7 +3,8 @@
 Read straight from the capped streams with ``XREVRANGE``, newest first. A filter scans at most
 ``SCAN_LIMIT`` entries per page (in chunks), so a rare word in a full stream costs a bounded
 read; the page then says how far back it looked. Stages add fields to what is shown through
-``workers.core.item_views`` (alerts get their location).
+``workers.core.item_views`` (alerts get their location). The REST API reads the same pages
+(``keep`` adds its source and tag filters, a chunk at a time).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -34,6 +35,11 @@ MAX_ID_PART = 2**64 - 1
 WEB_LINK = re.compile(r"^https?://[^\s]", re.IGNORECASE)
 """What becomes a link: an http:// or https:// URL, nothing else (no javascript:, data:,
 httpx:, relative or scheme-relative links)."""
+
+
+Keep = Callable[[list[tuple[str, dict[str, str]]]], list[bool]]
+"""Which entries of a chunk (``(id, raw fields)``, newest first) may be shown; one round trip
+per chunk at most."""
 
 
 class BadQuery(ValueError):
@@ -69,10 +75,17 @@ class ItemsPage:
     """The id to page on from (``before``); empty at the end of the stream."""
     scanned: int = 0
     size: int = 0
+    found: Entries = field(default_factory=list)
+    """The entries' fields, decoded and annotated (the API returns them whole)."""
 
 
 def read_page(
-    rt: Runtime, stream: str, query: str = "", before: str = "", size: int = PAGE
+    rt: Runtime,
+    stream: str,
+    query: str = "",
+    before: str = "",
+    size: int = PAGE,
+    keep: Keep | None = None,
 ) -> ItemsPage:
     key = keys.STREAM.key(rt.settings, stream)
     page = ItemsPage(stream, query, size=int(rt.redis.xlen(key)))
@@ -86,10 +99,11 @@ def read_page(
         if not rows:
             top = ""
             break
-        for entry_id, raw in rows:
+        flags = keep(rows) if keep is not None else [True] * len(rows)
+        for (entry_id, raw), kept in zip(rows, flags, strict=True):
             page.scanned += 1
             top = f"({entry_id}"
-            if not needle or needle in _text_of(raw):
+            if kept and (not needle or needle in _text_of(raw)):
                 found.append((str(entry_id), decode_fields(raw)))
                 if len(found) == size:
                     break
@@ -101,6 +115,7 @@ def read_page(
     if view is not None:
         view.annotate(rt, found)
     page.entries = [shown(entry_id, fields) for entry_id, fields in found]
+    page.found = found
     return page
 
 
