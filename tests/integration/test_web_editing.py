@@ -37,8 +37,19 @@ def form_of(kind: str, **fields: str) -> dict[str, str]:
     return {"kind": kind, **{f"f.{k}": v for k, v in fields.items()}}
 
 
-def browser(base: str) -> tuple[requests.Session, str]:
+TOKEN = "dash-token-for-editing"
+
+
+def browser(base: str, token: str = "") -> tuple[requests.Session, str]:
+    """A browser session with its CSRF token; signed in through the login form when the
+    dashboard has a token."""
     session = requests.Session()
+    if token:
+        form = session.get(base + "/login", timeout=10)
+        signed = session.post(
+            base + "/login", data={"csrf": csrf_of(form.text), "token": token}, timeout=10
+        )
+        assert signed.status_code == 200
     return session, csrf_of(session.get(base + "/sources", timeout=10).text)
 
 
@@ -108,8 +119,8 @@ def test_the_preview_fetches_with_the_sources_profile(runtime, http_server, monk
     http_server.static("/feed.rss", HOSTILE_RSS, headers={"Content-Type": "application/rss+xml"})
     monkeypatch.setenv("WK_PREVIEW_KEY", "k-preview-secret")
     rt = runtime.use_config(FILE)
-    with dashboard(rt, Sent()) as base:
-        web, csrf = browser(base)
+    with dashboard(rt, Sent(), token=TOKEN) as base:
+        web, csrf = browser(base, TOKEN)
         form = form_of(
             "feed",
             name="profiled",
@@ -125,6 +136,31 @@ def test_the_preview_fetches_with_the_sources_profile(runtime, http_server, monk
         missing = web.post(base + "/add-source", data={**form, "csrf": csrf, "do": "preview"}).text
         assert 'data-status="error"' in missing
         assert "auth: environment variable WK_PREVIEW_MISSING is not set" in missing
+
+
+def test_without_a_token_the_dashboard_cannot_name_environment_credentials(
+    runtime, http_server, monkeypatch
+):
+    """Any local user reaches a loopback dashboard without a token: naming a worker's secret on
+    a URL of their choosing (saved, or only previewed) would send it to them."""
+    http_server.static("/feed.rss", HOSTILE_RSS, headers={"Content-Type": "application/rss+xml"})
+    monkeypatch.setenv("WK_STOLEN", "the-workers-secret")
+    rt = runtime.use_config(FILE)
+    with dashboard(rt, Sent()) as base:
+        web, csrf = browser(base)
+        url = http_server.url("/feed.rss")
+        for field, value in (("auth", "env:WK_STOLEN"), ("headers", "X-Key = env:WK_STOLEN")):
+            form = form_of("feed", name="grab", url=url, **{field: value})
+            for do in ("preview", "save"):
+                refused = web.post(base + "/add-source", data={**form, "csrf": csrf, "do": do})
+                assert refused.status_code == 403
+                assert "only when the dashboard has a token" in refused.text
+        assert rt.sources.definition("grab") is None
+        assert all("the-workers-secret" not in str(h) for _, _, h in http_server.requests)
+        # A source without credentials is still added from the dashboard
+        plain = form_of("feed", name="plain", url=url)
+        assert web.post(base + "/add-source", data={**plain, "csrf": csrf}).status_code == 200
+        assert rt.sources.definition("plain") is not None
 
 
 def test_problems_are_checks_lines_and_nothing_is_saved(runtime):
@@ -148,8 +184,8 @@ def test_problems_are_checks_lines_and_nothing_is_saved(runtime):
 
 def test_editing_never_shows_a_profile_value_and_keeps_it(runtime, monkeypatch):
     rt = runtime.use_config(FILE)
-    with dashboard(rt, Sent()) as base:
-        web, csrf = browser(base)
+    with dashboard(rt, Sent(), token=TOKEN) as base:
+        web, csrf = browser(base, TOKEN)
         form = form_of(
             "feed",
             name="members",

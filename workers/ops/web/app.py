@@ -230,7 +230,7 @@ def create_app(
         read_only=read_only,
     )
     d = Dashboard(rt, dispatch, access, queue)
-    e = Editing(rt, dispatch, queue, d.render)
+    e = Editing(rt, dispatch, queue, d.render, signed=bool(access.token))
     routes = [
         api_mount(rt, dispatch, api_access, queue),
         Route("/", d.index),

@@ -47,8 +47,13 @@ BULK_MAX = 1000
 
 
 class Editing:
-    def __init__(self, rt: Runtime, dispatch: Dispatch, queue: str, render: Render) -> None:
+    def __init__(
+        self, rt: Runtime, dispatch: Dispatch, queue: str, render: Render, signed: bool = False
+    ) -> None:
         self.rt, self.dispatch, self.queue, self.render = rt, dispatch, queue, render
+        self.signed = signed
+        """Whether the dashboard has a token (WATCHKEEPER_WEB_TOKEN): only then may a form name
+        environment credentials."""
 
     # --- add and edit ------------------------------------------------------------------------
 
@@ -136,8 +141,12 @@ class Editing:
         if problems:
             return again(400, problems)
         try:
-            if form.get("do") == "preview":
+            if form.get("do") == "preview" or not self.signed:
                 source = self.build(d)
+                unsigned = self.credentials_problem(d.name, source)
+                if unsigned:
+                    return again(403, [unsigned])
+            if form.get("do") == "preview":
                 return again(200, [], await run_in_threadpool(preview, self.rt, source))
             if old is None:
                 manage.create(self.rt, kind, {"name": d.name, **d.table})
@@ -147,6 +156,24 @@ class Editing:
             return again(exc.status, exc.problems)
         log.info("[web] %s: %s (%s)", d.name, "added" if old is None else "changed", kind)
         return RedirectResponse(f"/sources/{d.name}", status_code=303)
+
+    def credentials_problem(self, name: str, source: Source) -> str:
+        """Why this dashboard may not use the source's ``env:`` credentials, or "".
+
+        Without WATCHKEEPER_WEB_TOKEN the loopback dashboard answers every local user; naming
+        ``auth = "env:SECRET"`` on a URL of one's choosing (or previewing it) would send the
+        worker's secret there. So only a signed-in dashboard — or the CLI and the API, which
+        need a token to write — may name environment credentials."""
+        if self.signed:
+            return ""
+        variables = source.request.variables()
+        if not variables:
+            return ""
+        field = variables[0][0]
+        return (
+            f"source '{name}': {field}: environment credentials can be named here only when the "
+            "dashboard has a token (WATCHKEEPER_WEB_TOKEN); use `watchkeeper sources` or the API"
+        )
 
     def build(self, d: Definition) -> Source:
         manage.checked(self.rt, d)
