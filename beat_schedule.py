@@ -26,6 +26,7 @@ from celery.beat import Scheduler
 
 from workers.core.connection import get_client
 from workers.core.maintenance import PERIODIC
+from workers.core.runtime import Runtime, run_config_hooks
 from workers.core.settings import Settings
 from workers.core.sources_file import ConfigError, SourcesConfig, load_config
 from workers.polling.dispatch import (
@@ -137,6 +138,7 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
         self.entries = entries
         self._by_name = {e.name: e for e in entries}
         self._full_due = 0.0
+        self._hooks_due = True  # this version of the file: the stages' config hooks
 
     def setup_schedule(self) -> None:
         """Nothing to load: the schedule is the sources file, the due times are in Redis."""
@@ -154,6 +156,9 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
             log.info("[beat] sources file reloaded: %d sources", len(self.sources.config.sources))
         try:
             self._pass()
+            if self._hooks_due:  # e.g. a new sink's consumer groups, before its first items
+                rt = Runtime(self.settings, self.client, self.sources.path)
+                self._hooks_due = not run_config_hooks(rt, self.sources.config)
             self._problem = ""
         except (redis.RedisError, OSError) as exc:
             problem = f"[beat] dispatch pass failed (retrying every pass): {exc}"

@@ -137,9 +137,7 @@ def test_read_only_commands_work_without_the_notification_secrets(runtime, tmp_p
     assert "<html" in _serves(config, ["web"], "/").lower()
     # `check` says so (a warning: only the process that sends needs the secret)...
     check = _watchkeeper(config, "check")
-    line = (
-        "warning: sink 'ops': urls[0]: environment variable WK_TEST_SECRET_HOOK is not set here"
-    )
+    line = "warning: sink 'ops': urls[0]: environment variable WK_TEST_SECRET_HOOK is not set here"
     assert check.returncode == 0 and line in check.stderr, check.stderr
     # ...and with --strict (run it where the delivery worker runs) it is an error
     strict = _watchkeeper(config, "check", "--strict")

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tasks.notify.cleanup import notify_cleanup
 from tasks.notify.config import notify_config
 from tasks.notify.delivery_log import delivery_log
 from tasks.notify.send import Message, send
@@ -85,7 +86,7 @@ def test_a_trickling_smtp_server_is_cut_at_the_deadline(runtime):
 
 
 def test_slow_receivers_never_delay_the_other_destinations_or_sinks(runtime, receivers):
-    rt = fast(runtime, notify_timeout=3.0, notify_max_attempts=50)
+    rt = fast(runtime, notify_timeout=3.0, notify_max_attempts=50, notify_run_wait=0.5)
     slow1, slow2 = receivers("trickle"), receivers("trickle")
     near, far = receivers(), receivers()
     configure(rt, ("a", [slow1.url(), slow2.url(), near.url()], ""), ("b", [far.url()], ""))
@@ -166,6 +167,15 @@ def test_several_urls_in_one_variable_are_several_destinations(runtime, receiver
     add_alerts(rt, [alert(1)])
     pump(lambda: deliver_all(rt), lambda: all(r.titles() for r in (a, b, c)))
     assert [r.titles() for r in (a, b, c)] == [["Alert 1"]] * 3
+    # where the variable is not set (status on another machine), each is still shown, by the
+    # label the delivery process recorded, and cleanup there keeps what it cannot judge
+    monkeypatch.delenv("WK_TEST_HOOKS")
+    rt.use_config(rt.config_path.read_text())
+    shown = notify_status(rt)["sinks"]["ops"]["destinations"]
+    assert sorted(shown) == sorted(f"{label} (secret not set here)" for label in labels)
+    assert all(d["delivered"] == 1 for d in shown.values())
+    assert notify_cleanup(rt)["destination_shares"] == 0
+    assert len(notify_status(rt)["sinks"]["ops"]["destinations"]) == 3
 
 
 # --- 4. a new sink sees every item written after its file was first loaded -------------------
@@ -192,7 +202,7 @@ def test_a_new_sink_sees_the_items_written_before_its_first_delivery_run(runtime
 # --- 5. hostile text is text -----------------------------------------------------------------
 
 HOSTILE_TITLE = '<script>alert(1)</script> <a href="http://evil.example/">click</a> @everyone'
-HOSTILE_SUMMARY = '<img src=x onerror=alert(2)> <b>bold</b> @here <!channel> @channel @all'
+HOSTILE_SUMMARY = "<img src=x onerror=alert(2)> <b>bold</b> @here <!channel> @channel @all"
 
 
 def test_markup_in_a_title_reaches_email_as_text_never_as_live_html(runtime, smtp):
@@ -216,11 +226,12 @@ def test_markup_in_a_title_reaches_email_as_text_never_as_live_html(runtime, smt
     assert "<img src=x onerror=alert(2)>" in plain  # shown as what it is: text
 
 
-def test_mass_mentions_are_neutralised_for_a_chat_service(runtime, receivers):
+def test_mass_mentions_are_neutralised_for_a_chat_service(runtime, receivers, monkeypatch):
     # Mattermost's webhook plugin (Apprise's own) against a local receiver
     rt = fast(runtime)
     chat = receivers()
-    configure(rt, ("chat", [f"mmost://127.0.0.1:{chat.port}/tokenvalue123"], ""))
+    monkeypatch.setenv("WK_TEST_CHAT", f"mmost://127.0.0.1:{chat.port}/tokenvalue123")
+    configure(rt, ("chat", ["env:WK_TEST_CHAT"], ""))
     add_alerts(rt, [alert(1, title=HOSTILE_TITLE, summary=HOSTILE_SUMMARY)])
     pump(lambda: deliver_all(rt), lambda: chat.accepted, timeout=30, message="the chat message")
     text = json.dumps(chat.accepted[0], ensure_ascii=False)

@@ -18,10 +18,10 @@ def test_delivery_tasks_are_routed_to_their_own_queue_with_their_own_time_limits
     assert route({}, "tasks.notify.deliver")["queue"].name == NOTIFY_QUEUE
     assert route({}, "tasks.feeds.poll")["queue"].name == "celery"
     assert route({}, "tasks.cleanup.cleanup")["queue"].name == "celery"
-    limits = celery_app.conf.task_annotations["tasks.notify.*"]
+    task = celery_app.tasks["tasks.notify.deliver"]
     settings = celery_app.watchkeeper_settings
-    assert limits["time_limit"] == settings.notify_task_time_limit
-    assert limits["soft_time_limit"] < limits["time_limit"]
+    assert task.time_limit == settings.notify_task_time_limit < settings.task_time_limit
+    assert task.soft_time_limit < task.time_limit
 
 
 def test_run_starts_a_small_delivery_worker_beside_the_pool(settings, tmp_path: Path):

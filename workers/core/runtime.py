@@ -3,19 +3,35 @@
 Created lazily and re-created after a fork (pool children get their own connections). Holds
 connections and the parsed sources file only — never per-source or per-item state, which lives
 in Redis so a worker can die or be recycled at any moment without losing anything.
+
+Config hooks: a stage that must act in Redis as soon as any process sees a sources file (the
+notify stage creates each sink's consumer groups, so a new sink sees every item written after
+its file was first loaded) declares a hook; every process that loads or reloads the file with
+Redis at hand — a worker through ``Runtime.config``, beat through ``run_config_hooks`` —
+runs the hooks once per loaded version. Hooks are idempotent; one failing (Redis down) is
+logged and tried again at most every ``HOOK_RETRY`` seconds, never failing the caller.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
 
 from workers.core.connection import get_client
+from workers.core.registry import Registry
 from workers.core.settings import Settings
 from workers.core.sources_file import SourcesConfig, find_config, load_config
+
+log = logging.getLogger(__name__)
+
+HOOK_RETRY = 5.0
+"""Seconds between two attempts at config hooks that failed."""
 
 
 @dataclass
@@ -25,9 +41,12 @@ class Runtime:
     config_path: Path
     _config: SourcesConfig | None = field(default=None, repr=False)
     _config_mtime: float = field(default=-1.0, repr=False)
+    _hooked: SourcesConfig | None = field(default=None, repr=False)
+    _hook_tried: float = field(default=0.0, repr=False)
 
     def config(self) -> SourcesConfig:
-        """The sources file, re-read when it changes on disk (so a removed source stops)."""
+        """The sources file, re-read when it changes on disk (so a removed source stops); the
+        config hooks run once per version loaded."""
         try:
             mtime = self.config_path.stat().st_mtime
         except OSError:
@@ -35,7 +54,33 @@ class Runtime:
         if self._config is None or mtime != self._config_mtime:
             self._config = load_config(self.config_path)
             self._config_mtime = mtime
-        return self._config
+        config = self._config
+        if self._hooked is not config and time.monotonic() - self._hook_tried >= HOOK_RETRY:
+            self._hook_tried = 0.0 if run_config_hooks(self, config) else time.monotonic()
+            if not self._hook_tried:
+                self._hooked = config
+        return config
+
+
+ConfigHook = Callable[[Runtime, SourcesConfig], None]
+CONFIG_HOOKS: Registry[ConfigHook] = Registry("config hook")
+
+
+def declare_config_hook(name: str, hook: ConfigHook) -> ConfigHook:
+    """``hook(rt, config)`` runs when a process with Redis loads a version of the file."""
+    return CONFIG_HOOKS.add(name, hook)
+
+
+def run_config_hooks(rt: Runtime, config: SourcesConfig) -> bool:
+    """Run every config hook; False when one failed (logged, never raised)."""
+    ok = True
+    for name in CONFIG_HOOKS.names():
+        try:
+            CONFIG_HOOKS[name](rt, config)
+        except Exception as exc:  # Redis down, say: tried again later, never fails a caller
+            log.warning("[config] %s after loading %s failed: %s", name, config.path, exc)
+            ok = False
+    return ok
 
 
 _runtime: Runtime | None = None

@@ -154,6 +154,10 @@ class Settings:
     notify_backoff_base: float
     notify_backoff_max: float
     notify_run_budget: float
+    notify_run_wait: float
+    notify_max_reply_bytes: int
+    notify_concurrency: int
+    notify_task_time_limit: int
     notify_max_outbox: int
     notify_max_dead_letters: int
     notify_log_size: int
@@ -195,6 +199,12 @@ class Settings:
                 f"WATCHKEEPER_NOTIFY_RUN_BUDGET={self.notify_run_budget:g}: plus "
                 f"WATCHKEEPER_NOTIFY_TIMEOUT={self.notify_timeout:g} must stay under "
                 f"WATCHKEEPER_TASK_TIME_LIMIT={self.task_time_limit}"
+            )
+        if self.notify_task_time_limit <= self.notify_run_wait + 2 * self.notify_redis_wait:
+            raise SettingsError(
+                f"WATCHKEEPER_NOTIFY_TASK_TIME_LIMIT={self.notify_task_time_limit}: must exceed "
+                f"WATCHKEEPER_NOTIFY_RUN_WAIT={self.notify_run_wait:g} plus twice "
+                f"WATCHKEEPER_NOTIFY_REDIS_WAIT={self.notify_redis_wait:g}"
             )
         if not self.memory_warn_mb <= self.memory_recycle_mb <= self.memory_hard_mb:
             raise SettingsError(
