@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from celery import Celery, signals
 
+from tasks.notify.status import QUEUE as NOTIFY_QUEUE
 from workers import stages
 from workers.core.connection import (
     RedisUnavailable,
@@ -41,8 +42,6 @@ from workers.guard import install as memory_guard
 from workers.polling import dispatch
 
 DEFAULT_QUEUE = "celery"
-NOTIFY_QUEUE = "notify"
-"""The delivery worker's queue (``tasks.notify.*``)."""
 NOTIFY_TASK = "tasks.notify.deliver"
 """The delivery run (its time limits; annotations take task names, not patterns)."""
 

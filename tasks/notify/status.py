@@ -26,6 +26,11 @@ from workers.core.runtime import Runtime
 from workers.core.status_sections import StatusSection, declare_section
 from workers.core.text import ago, duration, table
 
+QUEUE = "notify"
+"""The broker queue of delivery runs (``tasks.notify.*``), consumed by the delivery worker."""
+QUEUE_WARN = 10
+"""Runs waiting in it beyond which ``status`` asks whether a delivery worker runs."""
+
 COUNTERS = (
     "delivered",
     "retried",
@@ -159,6 +164,8 @@ def notify_status(rt: Runtime) -> dict[str, Any]:
     return {
         "sinks": {sink.name: sink_status(rt, sink, now) for sink in sinks},
         "sources_down": down,
+        # runs waiting for the delivery worker: a few at most while one consumes the queue
+        "queue": {"name": QUEUE, "length": int(rt.redis.llen(QUEUE))},
     }
 
 
@@ -191,6 +198,12 @@ def render(section: dict[str, Any]) -> list[str]:
     down = section.get("sources_down") or {}
     if down:
         lines.append("  sources down: " + ", ".join(sorted(down)))
+    queue = section.get("queue") or {}
+    if queue.get("length", 0) > QUEUE_WARN:
+        lines.append(
+            f"  {queue['length']} delivery runs wait in queue '{queue['name']}': is a delivery "
+            f"worker running? (celery -A workers worker -Q {queue['name']})"
+        )
     return lines
 
 
