@@ -3,7 +3,8 @@
 Two webhooks answer every POST with their headers and then one byte of body every 2 s (a
 100 kB body: 55 hours), so a per-read timeout never fires; beside them, in the same sink and in
 another sink, two webhooks that answer at once (``sources_file``). Feeds on a local server
-publish one new item on every poll, every ``interval`` seconds. Measured while it runs (``scenario``):
+publish one new item on every poll, every ``interval`` seconds. Measured while it runs
+(``scenario``):
 
 * polls: each source's poll count against ``seconds / interval``, the longest gap between two
   polls of one source, and how often a source was seen ``queued`` (its dispatched poll still
