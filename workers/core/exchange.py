@@ -119,12 +119,14 @@ class _Watchdog:
         self._heap: list[tuple[float, int, _Alarm]] = []
         self._order = itertools.count()
         self._pid = -1
+        self._waiting_until = float("inf")  # the deadline the thread sleeps until
 
     def after_fork(self) -> None:
         """A forked child has no watchdog thread, and the lock may have been held."""
         self._cv = threading.Condition()
         self._heap = []
         self._pid = -1
+        self._waiting_until = float("inf")
 
     def arm(self, deadline: float, exchange: Exchange) -> _Alarm:
         alarm = _Alarm(exchange)
@@ -133,7 +135,7 @@ class _Watchdog:
                 self._pid = os.getpid()
                 threading.Thread(target=self._run, name="exchange-watchdog", daemon=True).start()
             heapq.heappush(self._heap, (deadline, next(self._order), alarm))
-            if self._heap[0][2] is alarm:
+            if deadline < self._waiting_until:  # else the thread wakes in time anyway
                 self._cv.notify()
         return alarm
 
@@ -153,10 +155,12 @@ class _Watchdog:
             with self._cv:
                 self._drop_cancelled()
                 if not self._heap:
+                    self._waiting_until = float("inf")
                     self._cv.wait()
                     continue
                 wait = self._heap[0][0] - time.monotonic()
                 if wait > 0:
+                    self._waiting_until = self._heap[0][0]
                     self._cv.wait(wait)
                     continue
                 _, _, alarm = heapq.heappop(self._heap)
