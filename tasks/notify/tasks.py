@@ -223,11 +223,12 @@ def notify_new_items(rt: Runtime, stream: str) -> bool:
         return False
     if not rt.redis.set(keys.NOTIFY_KICK.key(rt.settings), "1", nx=True, px=KICK_MS):
         return False
-    expires = max(1.0, rt.settings.notify_interval * 5)
+    # the marker lives until the run starts (or, were its message lost, QUEUED_MAX_AGE: beat's
+    # runs every WATCHKEEPER_NOTIFY_INTERVAL carry on meanwhile)
     pending = keys.NOTIFY_PENDING.key(rt.settings)
-    if not rt.redis.set(pending, "1", nx=True, px=int(expires * 1000)):
+    if not rt.redis.set(pending, "1", nx=True, ex=rt.settings.queued_max_age):
         return False
-    deliver.apply_async(expires=expires)
+    deliver.apply_async(expires=rt.settings.queued_max_age)
     return True
 
 

@@ -4,6 +4,7 @@ started as the README's multi-machine section says."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -69,3 +70,17 @@ def test_a_worker_as_the_readme_starts_it_leaves_deliveries_to_the_delivery_work
     finally:
         for proc in started:
             stop(proc)
+
+
+def test_at_most_one_requested_delivery_run_waits_in_the_queue(runtime):
+    # with no delivery worker running, writers' requests must not pile up in its queue
+    from tasks.notify.tasks import notify_new_items
+
+    runtime.use_config('[[notify]]\nname = "ops"\nurls = ["json://127.0.0.1:9/x"]\n')
+    runtime.redis.delete(NOTIFY_QUEUE)
+    lengths = []
+    for _ in range(5):
+        notify_new_items(runtime, "alerts")
+        lengths.append(runtime.redis.llen(NOTIFY_QUEUE))
+        time.sleep(0.3)  # past the 250 ms between two requests
+    assert max(lengths) <= 1, lengths
