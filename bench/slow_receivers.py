@@ -178,12 +178,15 @@ def scenario(
     feeds_n: int = 4,
     interval: float = 2.0,
     extra_env: dict[str, str] | None = None,
+    trickle: bool = True,
 ) -> dict[str, Any]:
-    """Run it; return the measurements (see the module's docstring)."""
+    """Run it; return the measurements (see the module's docstring). ``trickle=False``: the
+    same run with prompt receivers in their place (the baseline)."""
+    kind = "trickle" if trickle else "hook"
     feeds, hooks, slow = (
         Peer("feeds"),
         [Peer("hook"), Peer("hook")],
-        [Peer("trickle"), Peer("trickle")],
+        [Peer(kind), Peer(kind)],
     )
     config = home / "sources.toml"
     home.mkdir(parents=True, exist_ok=True)
@@ -256,6 +259,7 @@ def measure(
         polls[f"f{i}"] = {
             "polls": len(times),
             "expected": int((end - begin) / interval),
+            "gap_p50_s": round(percentile(gaps, 50), 2) if gaps else None,
             "max_gap_s": round(max(gaps), 2) if gaps else None,
         }
     latencies: list[float] = []

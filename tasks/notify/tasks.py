@@ -6,8 +6,9 @@ queue (``notify``, ``workers/celery_app.py``), consumed by a small worker of the
 own (WATCHKEEPER_NOTIFY_TASK_TIME_LIMIT) that end a stuck child.
 
 ``deliver`` runs every WATCHKEEPER_NOTIFY_INTERVAL (beat) and whenever ``notify_new_items`` is
-told a stream got entries (at most one request per 250 ms, and at most one such request waiting
-in the queue), so an item is usually notified well within a second of being written. One run
+told a stream got entries (a run that starts after the write: at most one request per 250 ms,
+and at most one such request waiting in the queue), so an item is usually notified well within
+a second of being written. One run
 reads every sink's streams (each under its read lock), then starts each destination that owes
 something due in a thread of its own (under the destination's lock), and waits for them up to
 WATCHKEEPER_NOTIFY_RUN_WAIT. A destination still sending then — a slow receiver, bounded by its
@@ -212,23 +213,27 @@ def deliver() -> dict[str, Any]:
 
 
 def notify_new_items(rt: Runtime, stream: str) -> bool:
-    """Called by a writer right after it appended entries to ``stream``: request a delivery
-    run now when a sink takes that stream — at most one request per 250 ms, and none while a
-    requested run still waits in the queue (no delivery worker running must not grow it)."""
+    """Called by a writer right after it appended entries to ``stream``: when a sink takes
+    that stream, make sure a delivery run starts after this write — one already waiting in the
+    queue will (its marker is deleted when it starts, before it reads); else request one, at
+    once, or 250 ms after the previous request (so a busy writer requests at most four a
+    second). Never more than one requested run waits: no delivery worker must not grow the
+    queue. Returns whether a run was requested."""
     try:
         sinks = notify_config(rt.config()).taking(stream)
     except Exception:  # an unreadable sources file is reported elsewhere; never block a writer
         return False
     if not sinks:
         return False
-    if not rt.redis.set(keys.NOTIFY_KICK.key(rt.settings), "1", nx=True, px=KICK_MS):
-        return False
     # the marker lives until the run starts (or, were its message lost, QUEUED_MAX_AGE: beat's
     # runs every WATCHKEEPER_NOTIFY_INTERVAL carry on meanwhile)
     pending = keys.NOTIFY_PENDING.key(rt.settings)
     if not rt.redis.set(pending, "1", nx=True, ex=rt.settings.queued_max_age):
         return False
-    deliver.apply_async(expires=rt.settings.queued_max_age)
+    at_once = rt.redis.set(keys.NOTIFY_KICK.key(rt.settings), "1", nx=True, px=KICK_MS)
+    deliver.apply_async(
+        expires=rt.settings.queued_max_age, countdown=None if at_once else KICK_MS / 1000
+    )
     return True
 
 
