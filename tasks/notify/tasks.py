@@ -9,7 +9,8 @@ own (WATCHKEEPER_NOTIFY_TASK_TIME_LIMIT) that end a stuck child.
 told a stream got entries (a run that starts after the write: at most one request per 250 ms,
 and at most one such request waiting in the queue), so an item is usually notified well within
 a second of being written. One run
-reads every sink's streams (each under its read lock), then starts each destination that owes
+reads every sink's streams (each under its read lock; a sink none of whose destinations keeps
+up reads nothing more until one does: ``sinks_behind``), then starts each destination that owes
 something due in a thread of its own (under the destination's lock), and waits for them up to
 WATCHKEEPER_NOTIFY_RUN_WAIT. A destination still sending then — a slow receiver, bounded by its
 send deadline — carries on in its thread while the run returns, so the pool process takes the
@@ -146,6 +147,25 @@ def note_destinations(rt: Runtime, ncfg: NotifyConfig) -> None:
                 _recorded.add(mark)
 
 
+def sinks_behind(rt: Runtime, pairs: list[tuple[Sink, Destination]]) -> set[str]:
+    """Sinks none of whose destinations keeps up: each able to send here owes at least
+    WATCHKEEPER_NOTIFY_BATCH messages due now (or none can send here). Such a sink reads no
+    more of its streams until one catches up — the entries wait in the stream, so a backlog
+    never floods the outbox past its cap — while a sink with one destination keeping up reads
+    on (the others' backlog is held by the outbox cap, as for a destination that is down)."""
+    pipe = rt.redis.pipeline(transaction=False)
+    sendable = [(sink, dest) for sink, dest in pairs if not dest.unset]
+    for sink, dest in sendable:
+        key = keys.NOTIFY_DUE.key(rt.settings, sink.name, dest.id)
+        pipe.zcount(key, "-inf", time.time() + 1.0)
+    keeping_up = {
+        sink.name
+        for (sink, _), owed in zip(sendable, pipe.execute(), strict=True)
+        if int(owed) < rt.settings.notify_batch
+    }
+    return {sink.name for sink, _ in pairs} - keeping_up
+
+
 def due_now(rt: Runtime, pairs: list[tuple[Sink, Destination]]) -> list[bool]:
     """Whether each destination owes a message due now (one round trip for all)."""
     pipe = rt.redis.pipeline(transaction=False)
@@ -166,15 +186,19 @@ def deliver_all(
         return {}
     with_redis(rt, lambda: note_destinations(rt, ncfg))
     tags = source_tags(config)
+    pairs = [(sink, dest) for sink in ncfg.sinks for dest in sink.destinations]
+    behind = with_redis(rt, lambda: sinks_behind(rt, pairs))
     results: dict[str, Any] = {}
     for sink in ncfg.sinks:
+        if sink.name in behind:
+            results[sink.name] = {"read": {"behind": 1}}
+            continue
         try:
             results[sink.name] = {"read": read_sink(rt, sink, ncfg, tags)}
         except Exception as exc:  # one broken sink must not stop the others
             log.exception("[notify] sink %r: reading failed", sink.name)
             results[sink.name] = {"error": f"{type(exc).__name__}: {exc}"}
     seconds = rt.settings.notify_run_budget if budget is None else budget
-    pairs = [(sink, dest) for sink in ncfg.sinks for dest in sink.destinations]
     started: dict[tuple[str, str], _Send] = {}
     for (sink, dest), due in zip(pairs, with_redis(rt, lambda: due_now(rt, pairs)), strict=True):
         shown = results[sink.name].setdefault("destinations", {})

@@ -269,3 +269,17 @@ def test_the_delivery_logs_one_line_per_destination_whose_variable_is_unset(
     lines = [r.getMessage() for r in caplog.records if "WK_TEST_UNSET" in r.getMessage()]
     assert len(lines) == 1, lines
     assert "is not set" in lines[0] and "sink 'ops'" in lines[0]
+
+
+def test_a_backlog_is_read_as_fast_as_it_is_sent_never_past_the_outbox_cap(runtime, receivers):
+    # runs that return at once (their destinations sending in the background) must not move a
+    # stream's backlog into the outbox faster than it is sent: past its cap, messages would be
+    # dead-lettered ("outbox full") though the receiver is fine
+    rt = fast(runtime, notify_batch=50, notify_max_outbox=150, notify_run_wait=0.0)
+    hook = receivers()
+    configure(rt, ("ops", [hook.url()], ""))
+    add_alerts(rt, [alert(i) for i in range(600)])
+    pump(lambda: deliver_all(rt), lambda: len(hook.accepted) >= 600, timeout=120, pause=0.0)
+    status = notify_status(rt)["sinks"]["ops"]
+    assert status["evicted"] == 0 and status["dead_letters"]["size"] == 0, status
+    assert len(set(hook.idem_keys())) == 600
