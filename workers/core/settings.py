@@ -188,6 +188,11 @@ class Settings:
                 f"WATCHKEEPER_VISIBILITY_TIMEOUT={self.visibility_timeout}: must exceed "
                 f"WATCHKEEPER_TASK_TIME_LIMIT={self.task_time_limit}"
             )
+        if self.visibility_timeout <= self.notify_task_time_limit:
+            raise SettingsError(
+                f"WATCHKEEPER_VISIBILITY_TIMEOUT={self.visibility_timeout}: must exceed "
+                f"WATCHKEEPER_NOTIFY_TASK_TIME_LIMIT={self.notify_task_time_limit}"
+            )
         if self.beat_lock_ttl <= 2 * self.dispatch_interval:
             raise SettingsError(
                 f"WATCHKEEPER_BEAT_LOCK_TTL={self.beat_lock_ttl}: must exceed twice "
@@ -200,11 +205,10 @@ class Settings:
                 f"WATCHKEEPER_NOTIFY_TIMEOUT={self.notify_timeout:g} must stay under "
                 f"WATCHKEEPER_TASK_TIME_LIMIT={self.task_time_limit}"
             )
-        if self.notify_task_time_limit <= self.notify_run_wait + 2 * self.notify_redis_wait:
+        if self.notify_task_time_limit <= self.notify_run_wait:
             raise SettingsError(
                 f"WATCHKEEPER_NOTIFY_TASK_TIME_LIMIT={self.notify_task_time_limit}: must exceed "
-                f"WATCHKEEPER_NOTIFY_RUN_WAIT={self.notify_run_wait:g} plus twice "
-                f"WATCHKEEPER_NOTIFY_REDIS_WAIT={self.notify_redis_wait:g}"
+                f"WATCHKEEPER_NOTIFY_RUN_WAIT={self.notify_run_wait:g}"
             )
         if not self.memory_warn_mb <= self.memory_recycle_mb <= self.memory_hard_mb:
             raise SettingsError(
