@@ -28,6 +28,7 @@ from celery.beat import Scheduler
 
 from workers.core.connection import get_client
 from workers.core.maintenance import PERIODIC
+from workers.core.runtime import Runtime
 from workers.core.settings import Settings
 from workers.core.source_registry import ChangeTracker, Definition, SourceRegistry
 from workers.core.sources_file import ConfigError, Source
@@ -147,6 +148,7 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.held: bool | None = None  # unknown until the first pass
         self._client: redis.Redis | None = None
+        self._runtime: Runtime | None = None
         self._tracker: ChangeTracker | None = None
         self._problem = ""
         self._periodic = schedule_entries(self.settings, ())
@@ -166,6 +168,13 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
         """Nothing to load: the schedule is the source registry, the due times are in Redis."""
 
     @property
+    def runtime(self) -> Runtime:
+        """Beat's runtime: its file's sections (sinks), loaded — and hooked — per version."""
+        if self._runtime is None:
+            self._runtime = Runtime(self.settings, self.client, self.file.path)
+        return self._runtime
+
+    @property
     def client(self) -> redis.Redis:
         if self._client is None:
             self._client = get_client(self.settings)
@@ -176,6 +185,8 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
         try:
             self._follow()
             self._pass()
+            if self.file.path is not None:  # the stages' config hooks, once per version of
+                self.runtime.config()  # the file: e.g. a new sink's groups, before its first items
             self._problem = ""
         except (redis.RedisError, OSError) as exc:
             problem = f"[beat] dispatch pass failed (retrying every pass): {exc}"

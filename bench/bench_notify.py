@@ -9,10 +9,10 @@ On this machine, against a private embedded Redis and a JSON receiver on 127.0.0
   receiver (the floor any sender pays) and Apprise's own ``notify()`` loop;
 * latency at the soak's load — ``--rate`` items/s (10 % alerts, 80 % logs, 10 % listings, as the
   soak's sources) written for ``--seconds`` with the stamped stream writer, each batch followed
-  by ``notify_new_items`` as the poll loop does; a real prefork worker and beat
-  (``celery -A bench.notify_app``) deliver alerts and listings; latency = arrival at the
-  receiver minus the entry's stream id time. Goal: p99 under 2 s (+ the poll interval, not part
-  of this measurement: items are written directly);
+  by ``notify_new_items`` as the poll loop does; a real prefork worker consuming the delivery
+  queue, and beat (``celery -A bench.notify_app``), deliver alerts and listings; latency =
+  arrival at the receiver minus the entry's stream id time. Goal: p99 under 2 s (+ the poll
+  interval, not part of this measurement: items are written directly);
 * outbox memory — Redis memory of every ``notify:`` key, sampled every 5 s: flat.
 
 Prints a table and writes bench/results/notify.json.
@@ -134,7 +134,11 @@ def soak(rt: Any, url: str, receiver: Receiver, seconds: float, rate: float) -> 
     rt._config = None
     env = dict(os.environ, REDIS_URL=url, PYTHONPATH=str(ROOT))
     worker = start(
-        ["worker", "--pool", "prefork", "-c", "2", "--loglevel", "WARNING", "-n", "bench@%h"],
+        # the delivery worker's queue too (`watchkeeper run` starts a worker for it alone)
+        [
+            *("worker", "--pool", "prefork", "-c", "2", "-Q", "celery,notify"),
+            *("--loglevel", "WARNING", "-n", "bench@%h"),
+        ],
         HOME / "worker.log",
         env,
     )

@@ -141,7 +141,14 @@ def _full(proc: psutil.Process | None) -> dict[str, float]:
 
 def process_tree(supervisor: int) -> dict[str, Any]:
     """The run's processes by role, from the supervisor's children."""
-    roles: dict[str, Any] = {"worker": None, "pool": [], "beat": None, "listener": None}
+    roles: dict[str, Any] = {
+        "worker": None,
+        "pool": [],
+        "beat": None,
+        "listener": None,
+        "notify": None,
+        "notify_pool": [],
+    }
     try:
         children = psutil.Process(supervisor).children()
     except psutil.Error:
@@ -151,7 +158,11 @@ def process_tree(supervisor: int) -> dict[str, Any]:
             cmd = child.cmdline()
         except psutil.Error:
             continue
-        if "worker" in cmd:
+        if "worker" in cmd and "notify" in cmd:  # the delivery worker (--queues notify)
+            roles["notify"] = child
+            with contextlib.suppress(psutil.Error):
+                roles["notify_pool"] = child.children()
+        elif "worker" in cmd:
             roles["worker"] = child
             with contextlib.suppress(psutil.Error):
                 roles["pool"] = child.children()

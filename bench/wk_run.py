@@ -85,6 +85,7 @@ class WatchkeeperRun:
             "pool": list(tree["pool"]),
             "beat": [tree["beat"]] if tree["beat"] else [],
             "listener": [tree["listener"]] if tree["listener"] else [],
+            "notify": ([tree["notify"]] if tree["notify"] else []) + list(tree["notify_pool"]),
             "supervisor": [psutil.Process(self.proc.pid)],
         }
         rpid = redis_pid(self.home)

@@ -131,13 +131,15 @@ def celery_app(test_environment):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def worker(celery_app):  # type: ignore[no-untyped-def]
-    """A real Celery worker consuming from the test Redis, in a thread of this process."""
+    """A real Celery worker consuming from the test Redis, in a thread of this process: the
+    polling queue and the delivery queue (``watchkeeper run`` gives each its own worker)."""
     from celery.contrib.testing.worker import start_worker
 
     with start_worker(
         celery_app,
         pool="threads",
         concurrency=4,
+        queues=["celery", "notify"],
         perform_ping_check=False,
         shutdown_timeout=30,
         loglevel="WARNING",

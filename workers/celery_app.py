@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 
 from celery import Celery, signals
 
+from tasks.notify.status import QUEUE as NOTIFY_QUEUE
 from workers import stages
 from workers.core.connection import (
     RedisUnavailable,
@@ -46,6 +47,10 @@ from workers.core.sources_file import (
 )
 from workers.guard import install as memory_guard
 from workers.polling import dispatch
+
+DEFAULT_QUEUE = "celery"
+NOTIFY_TASK = "tasks.notify.deliver"
+"""The delivery run (its time limits; annotations take task names, not patterns)."""
 
 
 def _fail(message: str) -> NoReturn:
@@ -84,6 +89,18 @@ def celery_config(settings: Settings, url: str) -> dict[str, object]:
         # Every task is bounded in time as well as memory.
         "task_time_limit": settings.task_time_limit,
         "task_soft_time_limit": max(1, int(settings.task_time_limit * 0.9)),
+        # Deliveries never share a pool process with polls: their own queue, consumed only by
+        # the delivery worker (`celery -A workers worker -Q notify`, which `watchkeeper run`
+        # starts); a worker started without -Q consumes the default queue only. Their own time
+        # limits end a stuck delivery child well before the polls' limit would.
+        "task_default_queue": DEFAULT_QUEUE,
+        "task_routes": {"tasks.notify.*": {"queue": NOTIFY_QUEUE}},
+        "task_annotations": {
+            NOTIFY_TASK: {
+                "time_limit": settings.notify_task_time_limit,
+                "soft_time_limit": max(1, int(settings.notify_task_time_limit * 0.9)),
+            }
+        },
         # Backstop for slow leaks in third-party code: replace a pool child after N tasks.
         "worker_max_tasks_per_child": settings.max_tasks_per_child,
         "broker_connection_retry_on_startup": True,

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from tasks.notify.commands import add_notify_command
+from tasks.notify.config import unset_variables as unset_sink_variables
 from workers import stages  # noqa: F401 (registers the stages' kinds, sections, sinks)
 from workers.core import keys
 from workers.core.connection import RedisUnavailable, get_client
-from workers.core.request_profile import unset_variables
+from workers.core.request_profile import unset_variables as unset_profile_variables
 from workers.core.runtime import Runtime, set_runtime
 from workers.core.settings import Settings, SettingsError
 from workers.core.sources_file import (
@@ -70,15 +71,23 @@ def make_runtime(args: argparse.Namespace) -> Runtime:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """Problems are errors (exit 2). A notification secret not set in this environment is a
+    warning — only the delivery worker needs it — and an error with ``--strict`` (run that
+    where the delivery worker runs)."""
     settings = Settings.from_env()
     path = config_path(args, settings) or find_config(None)
     config = load_config(path)
+    unset = unset_sink_variables(config)
+    if unset and args.strict:
+        raise ConfigError(str(path), unset)
+    for line in unset:
+        print(f"warning: {line}", file=sys.stderr)
     tcp = f"tcp {config.tcp.host}:{config.tcp.port}" if config.tcp else "no tcp listener"
     kinds = sorted(KINDS, key=lambda kind: kind.section)
     counts = ", ".join(f"{len(config.of_kind(kind.name))} {kind.section}" for kind in kinds)
     print(f"{path}: ok — {counts}, {tcp}")
     for source in config.sources:  # a secret this machine lacks: only its polls need it
-        for line in unset_variables(source.request, os.environ):
+        for line in unset_profile_variables(source.request, os.environ):
             print(
                 f"warning: source '{source.name}': {line} here (its polls fail until it is)",
                 file=sys.stderr,
@@ -356,7 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="stop after S seconds and print a summary")
     p.add_argument("--concurrency", type=int, help="prefork pool size")
     p.add_argument("--demo-port", type=int, default=0, help="port of the demo's sample server")
-    add("check", cmd_check, "validate the sources file")
+    p = add("check", cmd_check, "validate the sources file")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="a notification secret not set here is an error (run it where deliveries are sent)",
+    )
     p = add("status", cmd_status, "show sources, buffers, workers and Redis usage")
     p.add_argument("--json", action="store_true", help="one JSON object, sections as keys")
     p = add("tail", cmd_tail, "show the newest entries of a stream", config=False)

@@ -4,8 +4,10 @@ Everything a sink keeps is capped while it is configured; this step removes what
 sinks, destinations and sources that are no longer there: consumer groups ``notify:<sink>`` on
 streams the sink does not take any more (or of removed sinks — a forgotten group would keep its
 pending entries forever), the keys of removed sinks, the shares of removed destinations in
-outbox messages (a message nobody owes any more is acknowledged), and health records of removed
-sources.
+outbox messages (a message nobody owes any more is acknowledged) and their recorded labels, and
+health records of removed sources. A sink with a destination whose variable is not set in the
+process running the cleanup keeps its shares and labels: that process cannot tell which
+destinations the variable holds (the delivery worker, which can, records them).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import redis
 
 from tasks.notify.config import Destination, Sink, notify_config
 from tasks.notify.deliver import settle
-from tasks.notify.outbox import sink_keys
+from tasks.notify.outbox import DEST_FIELD, sink_keys
 from tasks.notify.streams import stream_key
 from workers.core import keys
 from workers.core.maintenance import declare_cleanup
@@ -27,6 +29,9 @@ from workers.core.runtime import Runtime
 from workers.core.settings import STREAM_CAPS
 
 log = logging.getLogger(__name__)
+
+PER_DEST = (DEST_FIELD, "delivered:", "retried:", "failed:")
+"""Sink state fields kept per destination (``<field>:<destination id>``)."""
 
 SINK_KEYS = (
     keys.NOTIFY_OUTBOX,
@@ -93,8 +98,14 @@ def _drop_sink_keys(rt: Runtime, sinks: dict[str, Sink]) -> int:
 def _drop_removed_destinations(rt: Runtime, sink: Sink) -> int:
     """Shares of destinations no longer in the sink: cleared (a message nobody owes is acked)."""
     s = rt.settings
+    if any(d.unset for d in sink.destinations):
+        return 0  # which destinations its variable holds is known only where it is set
     current = {d.id for d in sink.destinations}
     k = sink_keys(s, sink)
+    fields = [str(f) for f in rt.redis.hkeys(k.state)]
+    gone = [f for f in fields if f.startswith(PER_DEST) and f.split(":", 1)[1] not in current]
+    if gone:  # a removed destination's label and counters
+        rt.redis.hdel(k.state, *gone)
     removed = 0
     for raw_key, raw in cast(dict[str, str], rt.redis.hgetall(k.outbox)).items():
         stale = set(json.loads(raw).get("d", {})) - current

@@ -99,10 +99,12 @@ def cmd_test(args: argparse.Namespace, rt: Runtime) -> int:
     for dest in sink.destinations:
         url = dest.url()
         if not url:
-            print(f"{dest.label}: failed: {dest.raw} is not set")
+            print(f"{dest.label}: failed: {dest.variable} is not set here")
             failed += 1
             continue
-        result = send(url, message, s.notify_timeout, s.notify_max_chars)
+        result = send(
+            url, message, s.notify_timeout, s.notify_max_chars, reply_cap=s.notify_max_reply_bytes
+        )
         print(f"{dest.label}: " + ("ok" if result.ok else f"failed: {result.error}"))
         failed += 0 if result.ok else 1
     return 1 if failed else 0

@@ -19,9 +19,24 @@ A sink names its destinations (Apprise URLs), the streams it takes and what it l
     exclude = ["(?i)advert"]
 
 Every problem is one line, ``sink '<name>': <field>: <problem>``, and a URL is never printed:
-secrets live in the environment (``env:NAME``), and a URL written in the file that Apprise
-considers secret-bearing is itself a problem. Regexes are RE2 (linear time), so no pattern can
-hang a worker; one RE2 does not support (look-around, back-references) is a ``check`` error.
+secrets live in the environment (``env:NAME``), and a URL written in the file that holds a
+secret — a password or token Apprise masks, or a header, payload field or query parameter
+named like one (``?+Authorization=Bearer …``, ``?-apikey=…``) — is itself a problem. Regexes are
+RE2 (linear time), so no pattern can hang a worker; one RE2 does not support (look-around,
+back-references) is a ``check`` error.
+
+Destinations. One ``env:NAME`` may hold several URLs, separated by whitespace and/or commas as
+Apprise writes URL lists: each is a destination of its own. A destination's ``id`` (its queue in
+Redis) is stable: a URL written in the file is identified by its text, a variable holding one URL
+by the variable's name (so a secret can be rotated without losing what it owes), and a variable
+holding several by the variable's name and each URL's public form (Apprise's privacy URL) — the
+id is a hash, and the secret parts of a URL never enter it. Its ``label`` (logs, status,
+metrics, the dashboard) is the service and host, never a path, query or user.
+
+Only the process that sends needs the secrets. Where a variable is not set (``status``,
+``web``, the poll workers on another machine), the file still loads: the variable is one
+destination labelled ``env:NAME (secret not set here)``; ``unset_variables`` lists them for
+``check`` (a warning; an error with ``check --strict``), and the delivery worker logs each one.
 """
 
 from __future__ import annotations
@@ -31,11 +46,11 @@ import os
 import re
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tasks.notify.filters import compile_pattern
-from tasks.notify.send import describe, url_problem
+from tasks.notify.send import plugin_for, service_host, split_urls, url_problem
 from tasks.notify.templates import Template, default_template
 from workers.core.settings import STREAM_CAPS
 from workers.core.sources_file import (
@@ -53,23 +68,32 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TEMPLATE_KEYS = ("title", "body")
 
 
+UNSET = "secret not set here"
+
+
 @dataclass(frozen=True)
 class Destination:
-    """One Apprise URL of a sink, as written (``env:NAME`` or a secret-free URL).
+    """One Apprise URL of a sink: written in the file, or one of those an ``env:NAME`` holds.
 
-    ``id`` is stable while the text is unchanged (so reordering ``urls`` keeps each
-    destination's queue); ``label`` is what logs and status show — never the secret."""
+    ``id`` is stable while the URL is unchanged (so reordering ``urls`` keeps each
+    destination's queue); ``label`` is what logs and status show — never the secret. ``unset``:
+    the variable is not set in this process (``raw`` stands for whatever it would hold)."""
 
     id: str
     raw: str
     label: str
+    unset: bool = False
+    _url: str = field(default="", repr=False, compare=False)
 
-    def url(self, environ: Mapping[str, str] | None = None) -> str:
-        """The URL to send to, read from the environment now for ``env:NAME``."""
+    def url(self) -> str:
+        """The URL to send to ("" where its variable is not set)."""
         if not self.raw.startswith(ENV_PREFIX):
             return self.raw
-        env = os.environ if environ is None else environ
-        return env.get(self.raw[len(ENV_PREFIX) :], "")
+        return self._url
+
+    @property
+    def variable(self) -> str:
+        return self.raw[len(ENV_PREFIX) :] if self.raw.startswith(ENV_PREFIX) else ""
 
 
 @dataclass(frozen=True)
@@ -88,6 +112,8 @@ class Sink:
     filters: Filters = Filters()
     digest: float | None = None
     templates: tuple[tuple[str, Template], ...] = ()
+    urls: tuple[str, ...] = ()
+    """The ``urls`` as written (``env:NAME`` or a URL), in the file's order."""
 
     def template(self, stream: str) -> Template | None:
         """The sink's template for a stream (or its ``default``); None: the built-in one."""
@@ -152,7 +178,9 @@ def _read_sink(f: FieldReader, environ: Mapping[str, str] | None) -> Sink:
     urls = _strings(f, "urls", required=True)
     if "urls" in f.table and not urls:
         f.problem("urls", "needs at least one Apprise URL")
-    destinations = tuple(_destination(f, i, raw, environ) for i, raw in enumerate(urls))
+    destinations = unique_labels(
+        [d for i, raw in enumerate(urls) for d in _destinations(f, i, raw, environ)]
+    )
     if len({d.id for d in destinations}) != len(destinations):
         f.problem("urls", "the same URL is listed twice")
     streams = _strings(f, "streams") or list(STREAMS)
@@ -174,6 +202,7 @@ def _read_sink(f: FieldReader, environ: Mapping[str, str] | None) -> Sink:
         filters=_filters(f),
         digest=digest,
         templates=_templates(f),
+        urls=tuple(urls),
     )
     f.finish()
     return sink
@@ -261,28 +290,74 @@ def template_problem(text: str) -> str | None:
     return None
 
 
-def _destination(
+def _destinations(
     f: FieldReader, index: int, raw: str, environ: Mapping[str, str] | None
-) -> Destination:
+) -> list[Destination]:
     where = f"urls[{index}]"
-    dest_id = hashlib.sha1(raw.encode("utf-8")).hexdigest()[:10]
-    if raw.startswith(ENV_PREFIX):
-        var = raw[len(ENV_PREFIX) :]
-        if not ENV_NAME_RE.match(var):
-            f.problem(where, f"{raw!r}: not an environment variable name")
-            return Destination(dest_id, raw, raw)
-        url = (os.environ if environ is None else environ).get(var, "")
-        if not url:
-            f.problem(where, f"environment variable {var} is not set")
-            return Destination(dest_id, raw, raw)
+    base_id = _hash(raw)
+    if not raw.startswith(ENV_PREFIX):
+        problem = url_problem(raw, secret_allowed=False)
+        if problem:
+            f.problem(where, problem)
+            return [Destination(base_id, raw, raw.split("://", 1)[0])]
+        return [Destination(base_id, raw, _label(raw))]
+    var = raw[len(ENV_PREFIX) :]
+    if not ENV_NAME_RE.match(var):
+        f.problem(where, f"{raw!r}: not an environment variable name")
+        return [Destination(base_id, raw, raw)]
+    urls = split_urls((os.environ if environ is None else environ).get(var, ""))
+    if not urls:  # only the process that sends needs it: see unset_variables
+        return [Destination(base_id, raw, f"{raw} ({UNSET})", unset=True)]
+    out: list[Destination] = []
+    seen: dict[str, int] = {}
+    for n, url in enumerate(urls, 1):
         problem = url_problem(url, secret_allowed=True)
         if problem:
-            f.problem(where, f"{raw}: {problem}")
-        return Destination(dest_id, raw, f"{raw} ({describe(url, secret_allowed=True)})")
-    problem = url_problem(raw, secret_allowed=False)
-    if problem:
-        f.problem(where, problem)
-    return Destination(dest_id, raw, describe(raw, secret_allowed=False))
+            which = f"URL {n} of {len(urls)}: " if len(urls) > 1 else ""
+            f.problem(where, f"{raw}: {which}{problem}")
+            continue
+        if len(urls) == 1:
+            out.append(Destination(base_id, raw, f"{raw} ({_label(url)})", _url=url))
+            continue
+        public = str(plugin_for(url).url(privacy=True))
+        seen[public] = seen.get(public, 0) + 1
+        dest_id = _hash(f"{raw}\n{public}\n{seen[public]}")
+        out.append(Destination(dest_id, raw, f"{raw}[{n}] ({_label(url)})", _url=url))
+    return out
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
+
+
+def _label(url: str) -> str:
+    plugin = plugin_for(url)
+    return service_host(plugin, url) if plugin is not None else url.split("://", 1)[0]
+
+
+def unique_labels(destinations: list[Destination]) -> tuple[Destination, ...]:
+    """Labels made unique within a sink (two hooks on one host: ``JSON h``, ``JSON h #2``), as
+    status and metrics key destinations by label."""
+    counts: dict[str, int] = {}
+    out = []
+    for d in destinations:
+        counts[d.label] = counts.get(d.label, 0) + 1
+        n = counts[d.label]
+        out.append(d if n == 1 else replace(d, label=f"{d.label} #{n}"))
+    return tuple(out)
+
+
+def unset_variables(config: SourcesConfig) -> list[str]:
+    """One line per destination whose variable is not set in this process."""
+    lines = []
+    for sink in notify_config(config).sinks:
+        for d in sink.destinations:
+            if d.unset:
+                lines.append(
+                    f"sink '{sink.name}': urls[{sink.urls.index(d.raw)}]: environment variable "
+                    f"{d.variable} is not set here (only the process that sends needs it)"
+                )
+    return lines
 
 
 declare_section("notify", read_sinks)

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 from tasks.notify.config import Sink, notify_config
 from tasks.notify.outbox import SinkKeys, sink_keys
+from tasks.notify.status import shown_destinations
 from workers.core.dead_letters import DeadLetterBox, Dispatch, declare_box
 from workers.core.runtime import Runtime
 from workers.store.scripts import Script
@@ -25,7 +26,7 @@ def dead_letters(rt: Runtime, sink: Sink, count: int | None = None) -> list[dict
     k = sink_keys(rt.settings, sink)
     end = -1 if count is None else count - 1
     rows = [json.loads(r) for r in cast(list[str], rt.redis.lrange(k.dead, 0, end))]
-    labels = {d.id: d.label for d in sink.destinations}
+    labels = dict(shown_destinations(sink, cast(dict[str, str], rt.redis.hgetall(k.state))))
     for row in rows:
         row["destination"] = labels.get(row.get("dest", ""), f"(removed {row.get('dest')})")
     return rows

@@ -5,7 +5,8 @@ one by one; each outcome is settled at once (``lua/settle.lua``), so a worker dy
 resends at most the message it was sending (at-least-once; receivers deduplicate on the
 idempotency key every message carries). Failures:
 
-* retryable (connection refused or closed, timeout, 408/425/429/5xx): the attempt is counted and
+* retryable (connection refused or closed, a send past its deadline — WATCHKEEPER_NOTIFY_TIMEOUT
+  for the whole send, not per read —, 408/425/429/5xx): the attempt is counted and
   the message is due again after ``WATCHKEEPER_NOTIFY_BACKOFF_BASE`` doubling per attempt, with
   jitter, capped by ``WATCHKEEPER_NOTIFY_BACKOFF_MAX``; a ``Retry-After`` (429/503) replaces the
   backoff. The rest of this run's batch is not sent — the destination just failed — and counts
@@ -34,6 +35,7 @@ from tasks.notify import locks
 from tasks.notify.config import Destination, Sink
 from tasks.notify.outbox import SinkKeys
 from tasks.notify.send import Message, SendResult, plugin_for, send
+from workers.core.exchange import Exchange
 from workers.core.runtime import Runtime
 from workers.core.settings import Settings
 from workers.store.scripts import Script
@@ -99,9 +101,10 @@ def deliver_destination(
     if token is None:
         return {"busy": 1}
     counts = {"delivered": 0, "retried": 0, "dead": 0}
-    session = requests.Session()
+    session = requests.Session()  # one connection for the run, where the receiver keeps it
+    exchange = Exchange(rt.settings.notify_max_reply_bytes)  # its sockets, for the deadlines
     try:
-        _run(rt, sink, dest, k, deadline, session, counts)
+        _run(rt, sink, dest, k, deadline, (session, exchange), counts)
     finally:
         session.close()
         with_redis(rt, lambda: locks.release(rt.redis, rt.settings, sink.name, dest.id, token))
@@ -114,7 +117,7 @@ def _run(
     dest: Destination,
     k: SinkKeys,
     deadline: float,
-    session: requests.Session,
+    http: tuple[requests.Session, Exchange],
     counts: dict[str, int],
 ) -> None:
     s = rt.settings
@@ -143,7 +146,7 @@ def _run(
                 continue
             if time.monotonic() >= deadline:
                 break
-            result = _send_one(s, url, dest, rec, session, plugin)
+            result = _send_one(s, url, dest, rec, http, plugin)
             settle(rt, sink, dest, k, [outcome(s, sink, dest, rec, state, result)], counts)
             if not result.ok and result.retryable:
                 failure = result
@@ -158,13 +161,23 @@ def _send_one(
     url: str,
     dest: Destination,
     rec: dict[str, Any],
-    session: requests.Session,
+    http: tuple[requests.Session, Exchange],
     plugin: Any,
 ) -> SendResult:
     if not url:
-        return SendResult(False, error=f"{dest.raw} is not set in this worker's environment")
+        return SendResult(False, error=f"{dest.variable} is not set in this delivery process")
     message = Message(rec.get("t", ""), rec.get("b", ""), rec["k"])
-    result = send(url, message, s.notify_timeout, s.notify_max_chars, session, plugin)
+    session, exchange = http
+    result = send(
+        url,
+        message,
+        s.notify_timeout,
+        s.notify_max_chars,
+        session,
+        plugin,
+        reply_cap=s.notify_max_reply_bytes,
+        exchange=exchange,
+    )
     if rec.get("tr") and not result.truncated:
         result = SendResult(
             result.ok, result.retryable, result.error, result.status, result.retry_after, True

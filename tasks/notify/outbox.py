@@ -42,6 +42,9 @@ from workers.store.streams import decode_fields
 
 log = logging.getLogger(__name__)
 
+DEST_FIELD = "dest:"
+"""Sink state fields ``dest:<id>`` → ``{"raw", "label"}``: each destination as the delivery
+process knows it, so a process without the secrets shows per-destination figures too."""
 NEW, OUTBOX = "new", "outbox"
 """Consumers of a sink's group: entries just read, and entries whose message is in the outbox."""
 DIGEST_LINE = 200

@@ -5,7 +5,10 @@ Per sink: ``delivered`` / ``retried`` / ``failed`` (dead-lettered) message count
 sink is stopped — the gap between its position and the oldest entry still held), ``lag``
 (entries written and not yet read), the outbox against its cap with its oldest message's age,
 dead letters against their cap, per stream and per destination figures, and the last delivery.
-Reads Redis only, so it works from any machine while workers run or not.
+Reads Redis only, so it works from any machine while workers run or not — and without the
+notification secrets: a destination whose variable is not set here is shown by the labels the
+delivery process recorded (``dest:<id>`` in the sink's state), or as ``env:NAME (secret not set
+here)`` before it has.
 """
 
 from __future__ import annotations
@@ -14,14 +17,19 @@ import json
 import time
 from typing import Any, cast
 
-from tasks.notify.config import Sink, notify_config
-from tasks.notify.outbox import sink_keys
+from tasks.notify.config import UNSET, Sink, notify_config
+from tasks.notify.outbox import DEST_FIELD, sink_keys
 from tasks.notify.streams import as_int, first_entry, seq_key
 from workers.core import keys
 from workers.core.prometheus import declared_metrics
 from workers.core.runtime import Runtime
 from workers.core.status_sections import StatusSection, declare_section
 from workers.core.text import ago, duration, table
+
+QUEUE = "notify"
+"""The broker queue of delivery runs (``tasks.notify.*``), consumed by the delivery worker."""
+QUEUE_WARN = 10
+"""Runs waiting in it beyond which ``status`` asks whether a delivery worker runs."""
 
 COUNTERS = (
     "delivered",
@@ -61,10 +69,32 @@ def stream_position(rt: Runtime, sink: Sink, stream: str, state: dict[str, str])
     }
 
 
+def shown_destinations(sink: Sink, state: dict[str, str]) -> list[tuple[str, str]]:
+    """(id, label) of each destination as this process can show it: a destination whose
+    variable is not set here stands for the ones the delivery process recorded under it."""
+    recorded: dict[str, list[tuple[str, str]]] = {}
+    for name, value in state.items():
+        if name.startswith(DEST_FIELD):
+            try:
+                info = json.loads(value)
+                recorded.setdefault(str(info["raw"]), []).append(
+                    (name[len(DEST_FIELD) :], f"{info['label']} ({UNSET})")
+                )
+            except (ValueError, KeyError, TypeError):
+                continue
+    rows: list[tuple[str, str]] = []
+    for d in sink.destinations:
+        rows += (d.unset and sorted(recorded.get(d.raw, []), key=lambda r: r[1])) or [
+            (d.id, d.label)
+        ]
+    return rows
+
+
 def sink_status(rt: Runtime, sink: Sink, now: float) -> dict[str, Any]:
     s = rt.settings
     k = sink_keys(s, sink)
     state = cast(dict[str, str], rt.redis.hgetall(k.state))
+    shown = shown_destinations(sink, state)
     pipe = rt.redis.pipeline(transaction=False)
     pipe.hlen(k.outbox)
     pipe.zrange(k.queue, 0, 0, withscores=True)
@@ -73,8 +103,8 @@ def sink_status(rt: Runtime, sink: Sink, now: float) -> dict[str, Any]:
     pipe.llen(k.log)
     pipe.lindex(k.log, 0)
     pipe.llen(k.digest)
-    for due in k.due:
-        pipe.zcard(due)
+    for dest_id, _ in shown:
+        pipe.zcard(keys.NOTIFY_DUE.key(s, sink.name, dest_id))
     outbox, oldest, dead, latest_dead, log_size, last_log, digest, *due_sizes = pipe.execute()
     streams = {st: stream_position(rt, sink, st, state) for st in sink.streams}
     counts = {name: int(state.get(name, 0)) for name in COUNTERS}
@@ -90,19 +120,19 @@ def sink_status(rt: Runtime, sink: Sink, now: float) -> dict[str, Any]:
         "dead_letters": {
             "size": int(dead),
             "cap": s.notify_max_dead_letters,
-            "latest": [_short_dead(json.loads(r), sink) for r in latest_dead],
+            "latest": [_short_dead(json.loads(r), dict(shown)) for r in latest_dead],
         },
         "delivery_log": {"size": int(log_size), "cap": s.notify_log_size},
         "last_delivery": json.loads(last_log) if last_log else None,
         "streams": streams,
         "destinations": {
-            d.label: {
-                "delivered": int(state.get(f"delivered:{d.id}", 0)),
-                "retried": int(state.get(f"retried:{d.id}", 0)),
-                "failed": int(state.get(f"failed:{d.id}", 0)),
+            label: {
+                "delivered": int(state.get(f"delivered:{dest_id}", 0)),
+                "retried": int(state.get(f"retried:{dest_id}", 0)),
+                "failed": int(state.get(f"failed:{dest_id}", 0)),
                 "owed": int(size),
             }
-            for d, size in zip(sink.destinations, due_sizes, strict=True)
+            for (dest_id, label), size in zip(shown, due_sizes, strict=True)
         },
     }
     if sink.digest:
@@ -115,11 +145,10 @@ def sink_status(rt: Runtime, sink: Sink, now: float) -> dict[str, Any]:
     return out
 
 
-def _short_dead(row: dict[str, Any], sink: Sink) -> dict[str, Any]:
-    dest = sink.destination(str(row.get("dest")))
+def _short_dead(row: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
     return {
         "ref": row.get("ref"),
-        "destination": dest.label if dest else row.get("dest"),
+        "destination": labels.get(str(row.get("dest")), row.get("dest")),
         "title": str(row.get("title", ""))[:80],
         "attempts": row.get("attempts"),
         "reason": row.get("reason"),
@@ -135,6 +164,8 @@ def notify_status(rt: Runtime) -> dict[str, Any]:
     return {
         "sinks": {sink.name: sink_status(rt, sink, now) for sink in sinks},
         "sources_down": down,
+        # runs waiting for the delivery worker: a few at most while one consumes the queue
+        "queue": {"name": QUEUE, "length": int(rt.redis.llen(QUEUE))},
     }
 
 
@@ -167,6 +198,12 @@ def render(section: dict[str, Any]) -> list[str]:
     down = section.get("sources_down") or {}
     if down:
         lines.append("  sources down: " + ", ".join(sorted(down)))
+    queue = section.get("queue") or {}
+    if queue.get("length", 0) > QUEUE_WARN:
+        lines.append(
+            f"  {queue['length']} delivery runs wait in queue '{queue['name']}': is a delivery "
+            f"worker running? (celery -A workers worker -Q {queue['name']})"
+        )
     return lines
 
 

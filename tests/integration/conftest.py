@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -31,3 +31,19 @@ def smtp() -> Iterator[SmtpReceiver]:
     receiver = SmtpReceiver().start()
     yield receiver
     receiver.stop()
+
+
+@pytest.fixture
+def receivers() -> Iterator[Callable[..., JsonReceiver]]:
+    """Make more webhooks: ``receivers("trickle")`` is one answering every POST that way."""
+    made: list[JsonReceiver] = []
+
+    def make(action: str = "ok") -> JsonReceiver:
+        receiver = JsonReceiver().start()
+        receiver.behaviour = lambda n, payload: action
+        made.append(receiver)
+        return receiver
+
+    yield make
+    for receiver in made:
+        receiver.stop()

@@ -119,3 +119,68 @@ def test_site_credentials_stay_out_of_listings_warnings_and_status(runtime, http
     for secret in (TOKEN, KEY):
         at = shown.find(secret)
         assert at < 0, shown[max(0, at - 300) : at + 50]
+
+
+# --- notification URLs (issue 19 #6) ---------------------------------------------------------
+
+PATH_TOKEN = "SECRETPATHTOKEN0planted"
+
+
+def test_a_webhook_path_token_never_reaches_labels_status_logs_metrics_or_keys(
+    runtime, receivers, caplog, capsys
+):
+    import argparse
+
+    from tasks.notify.commands import add_notify_command
+    from tasks.notify.dead_letters import box_letters
+    from tasks.notify.tasks import deliver_all
+    from tests.support.notify import add_alerts, alert, fast, pump
+
+    rt = fast(runtime, notify_max_attempts=2)
+    hook = receivers("500")
+    rt.use_config(
+        f'[[notify]]\nname = "ops"\nurls = ["{hook.url("/hook/" + PATH_TOKEN)}"]\n'
+        'streams = ["alerts"]\n'
+    )
+    caplog.set_level(logging.DEBUG)
+    deliver_all(rt)
+    add_alerts(rt, [alert(1)])
+    pump(lambda: deliver_all(rt), lambda: rt.redis.llen("wk:notify:ops:dead") == 1)
+    parser = argparse.ArgumentParser()
+    add_notify_command(parser.add_subparsers(dest="command"), lambda args: rt)
+    for argv in (["notify", "status"], ["notify", "status", "--json"], ["notify", "test", "ops"]):
+        args = parser.parse_args(argv)
+        args.func(args)
+    (sink_label,) = [d for d in collect_status(rt)["notify"]["sinks"]["ops"]["destinations"]]
+    assert sink_label == f"JSON 127.0.0.1:{hook.port}"
+    shown = _everything_shown(rt) + caplog.text + capsys.readouterr().out
+    shown += json.dumps(box_letters(rt, 10), default=str)
+    shown += json.dumps(rt.redis.lrange("wk:notify:ops:log", 0, -1))
+    shown += json.dumps(rt.redis.lrange("wk:notify:ops:dead", 0, -1))
+    at = shown.find(PATH_TOKEN)
+    assert at < 0, shown[max(0, at - 300) : at + 50]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "?+Authorization=Bearer%20abcdef123456",
+        "?+X-Api-Key=abcdef123456",
+        "?-apikey=abcdef123456",
+        "?:token=abcdef123456",
+        "?-access_token=abcdef123456",
+    ],
+)
+def test_header_and_query_secrets_written_in_the_file_are_check_errors(query):
+    from tasks.notify.config import read_sinks
+
+    problems: list[str] = []
+    read_sinks([{"name": "ops", "urls": [f"json://127.0.0.1:8080/hook{query}"]}], problems, {})
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("sink 'ops': urls[0]: ") and "env:NAME" in problems[0]
+    assert "abcdef123456" not in problems[0]
+    # the same URL from the environment is fine
+    good: list[str] = []
+    env = {"HOOK": f"json://127.0.0.1:8080/hook{query}"}
+    (sink,) = read_sinks([{"name": "ops", "urls": ["env:HOOK"]}], good, env)
+    assert good == [] and "abcdef123456" not in sink.destinations[0].label

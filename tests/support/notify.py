@@ -17,6 +17,7 @@ FAST = {
     "notify_timeout": 1.0,
     "notify_run_budget": 5.0,
     "notify_redis_wait": 20.0,
+    "notify_run_wait": 15.0,  # a run returns when its sends are done: tests assert right after
 }
 
 

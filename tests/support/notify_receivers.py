@@ -1,9 +1,12 @@
 """Real notification receivers on 127.0.0.1: a JSON webhook server and an SMTP server.
 
 ``JsonReceiver`` answers each POST as its ``behaviour`` says (accept, 500, 429 with
-Retry-After, close the connection mid-request, answer too slowly) and records what it accepted;
-it can go down (port closed) and come back on the same port. ``SmtpReceiver`` is aiosmtpd's
-real SMTP server collecting messages, for Apprise's ``mailto://``.
+Retry-After, close the connection mid-request, answer too slowly, send its headers and then one
+byte every ``trickle_s``, or claim and stream a huge body) and records what it accepted; it can
+go down (port closed) and come back on the same port. It takes Apprise's other HTTP payloads
+too (form, XML, Mattermost's JSON): what is not JSON is recorded as ``{"raw": text}``.
+``SmtpReceiver`` is aiosmtpd's real SMTP server collecting messages, for Apprise's
+``mailto://``; ``TricklingSmtp`` greets one byte every ``trickle_s``, forever.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 Behaviour = Callable[[int, dict[str, Any]], str]
-"""(attempt number from 1, payload) → "ok" | "500" | "429" | "503" | "404" | "close" | "slow"."""
+"""(attempt number from 1, payload) → "ok" | "500" | "429" | "503" | "404" | "close" | "slow" |
+"trickle" (200, then the body one byte every ``trickle_s``) | "huge" (200 and ``huge_bytes`` of
+body, as fast as the client reads)."""
 
 
 def free_port() -> int:
@@ -47,7 +52,14 @@ class JsonReceiver:
         self.behaviour: Behaviour = lambda n, payload: "ok"
         self.retry_after = "1"
         self.slow_s = 3.0
+        self.trickle_s = 0.5
+        self.trickle_bytes = 100_000
+        self.huge_bytes = 300 * 2**20
+        self.sent_bytes = 0
+        self.open = 0
+        """Answers being trickled or streamed now (each ends when its client hangs up)."""
         self.lock = threading.Lock()
+        self.stopping = threading.Event()
         self._server: _Server | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -62,7 +74,11 @@ class JsonReceiver:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                payload = json.loads(self.rfile.read(length) or b"{}")
+                raw = self.rfile.read(length) or b"{}"
+                try:
+                    payload = json.loads(raw)
+                except ValueError:
+                    payload = {"raw": raw.decode("utf-8", "replace")}
                 with receiver.lock:
                     receiver.attempts += 1
                     n = receiver.attempts
@@ -70,6 +86,9 @@ class JsonReceiver:
                 if action == "close":
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if action in ("trickle", "huge"):
+                    receiver.misbehave(self, action)
                     return
                 if action == "slow":
                     time.sleep(receiver.slow_s)
@@ -91,14 +110,44 @@ class JsonReceiver:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
+    def misbehave(self, handler: BaseHTTPRequestHandler, action: str) -> None:
+        """Answer 200, then trickle the body or stream a huge one, until the client hangs up."""
+        size = self.trickle_bytes if action == "trickle" else self.huge_bytes
+        handler.close_connection = True
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(size))
+        handler.end_headers()
+        chunk = b"x" if action == "trickle" else b"0" * 2**20
+        sent = 0
+        with self.lock:
+            self.open += 1
+        try:
+            while sent < size and not self.stopping.is_set():
+                piece = chunk[: size - sent]
+                handler.wfile.write(piece)
+                handler.wfile.flush()
+                sent += len(piece)
+                with self.lock:
+                    self.sent_bytes += len(piece)
+                if action == "trickle":
+                    self.stopping.wait(self.trickle_s)
+        except OSError:
+            pass  # the client hung up: what a deadline or a reply cap does
+        finally:
+            with self.lock:
+                self.open -= 1
+
     def stop(self) -> None:
+        self.stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        self.stopping.clear()
 
-    def url(self, path: str = "/hook") -> str:
-        return f"json://127.0.0.1:{self.port}{path}"
+    def url(self, path: str = "/hook", scheme: str = "json") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
 
     # --- what arrived ------------------------------------------------------------------------
     def idem_keys(self) -> list[str]:
@@ -149,3 +198,50 @@ class SmtpReceiver:
                 part = m.get_payload(0).get_payload(decode=True)
             out.append(part.decode("utf-8", "replace") if isinstance(part, bytes) else str(part))
         return out
+
+
+class TricklingSmtp:
+    """An SMTP server that greets one byte every ``trickle_s`` ("220 " and then spaces), and
+    never finishes its greeting: only a deadline for the whole exchange ends a client's wait."""
+
+    def __init__(self, trickle_s: float = 0.5) -> None:
+        self.trickle_s = trickle_s
+        self.connections = 0
+        self.open = 0
+        self.stopping = threading.Event()
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self.port = int(self._sock.getsockname()[1])
+
+    def start(self) -> TricklingSmtp:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        self.open += 1
+        with conn:
+            try:
+                conn.sendall(b"220 ")
+                while not self.stopping.wait(self.trickle_s):
+                    conn.sendall(b" ")
+            except OSError:
+                pass  # the client hung up
+            finally:
+                self.open -= 1
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._sock.close()
+
+    def url(self) -> str:
+        return f"mailto://127.0.0.1:{self.port}?mode=insecure&from=wk@example.org&to=a@example.org"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import tasks.notify  # noqa: F401 (declares the [[notify]] and [notify_filters] sections)
-from tasks.notify.config import STREAMS, notify_config, read_sinks
+from tasks.notify.config import STREAMS, notify_config, read_sinks, unset_variables
 from tasks.notify.filters import compile_pattern, passes
 from tasks.notify.templates import context_for, render
 from workers.core.sources_file import ConfigError, validate_config
@@ -30,7 +30,7 @@ def test_a_valid_sink_with_defaults():
     ncfg = notify_config(config)
     (sink,) = ncfg.sinks
     assert sink.streams == STREAMS and sink.digest is None
-    assert sink.destinations[0].label == "JSON json://127.0.0.1:8080/hook"
+    assert sink.destinations[0].label == "JSON 127.0.0.1:8080"  # service and host, no path
     assert ncfg.filters.exclude == ("(?i)advert",)
 
 
@@ -53,7 +53,6 @@ def test_every_problem_is_one_line_naming_sink_and_field():
     assert all("\n" not in p for p in problems)
     expected = [
         "sink 'ops': urls[1]: not a valid Apprise URL for nonsense://",
-        "sink 'ops': urls[2]: environment variable NOPE is not set",
         "sink 'ops': urls[3]: 'env:bad-name': not an environment variable name",
         "sink 'ops': streams: 'tweets' is not a stream",
         "sink 'ops': include[0]: bad regex '(unclosed'",
@@ -84,8 +83,59 @@ def test_a_secret_is_never_printed_and_belongs_in_the_environment():
         [{"name": "ops", "urls": ["env:HOOK"]}], good, {"HOOK": f"json://u:{SECRET}@h/x"}
     )
     assert good == [] and SECRET not in repr(sink)
-    assert sink.destinations[0].label == "env:HOOK (JSON)"
-    assert sink.destinations[0].url({"HOOK": "json://h/y"}) == "json://h/y"
+    assert sink.destinations[0].label == "env:HOOK (JSON h)"
+    assert sink.destinations[0].url() == f"json://u:{SECRET}@h/x"
+
+
+def test_an_unset_variable_is_no_problem_where_nothing_is_sent():
+    # only the delivery process needs the secret; `check` lists it (unset_variables)
+    config = validate_config({"notify": [{"name": "ops", "urls": ["json://h/x", "env:NOPE"]}]})
+    (sink,) = notify_config(config).sinks
+    unset = sink.destinations[1]
+    assert unset.unset and unset.url() == "" and unset.label == "env:NOPE (secret not set here)"
+    assert unset_variables(config) == [
+        "sink 'ops': urls[1]: environment variable NOPE is not set here (only the process "
+        "that sends needs it)"
+    ]
+
+
+def test_one_variable_may_hold_several_urls_each_a_destination_with_a_stable_id():
+    one, two, three = "json://127.0.0.1:1/a", "json://127.0.0.1:1/b", "form://10.0.0.2/c"
+
+    def destinations(value: str) -> dict[str, tuple[str, str]]:
+        problems: list[str] = []
+        (sink,) = read_sinks([{"name": "ops", "urls": ["env:HOOKS"]}], problems, {"HOOKS": value})
+        assert problems == []
+        return {d.url(): (d.id, d.label) for d in sink.destinations}
+
+    spaced = destinations(f"{one} {two}\n{three}")
+    assert list(spaced) == [one, two, three]
+    assert [label for _, label in spaced.values()] == [
+        "env:HOOKS[1] (JSON 127.0.0.1:1)",
+        "env:HOOKS[2] (JSON 127.0.0.1:1)",
+        "env:HOOKS[3] (Form 10.0.0.2)",
+    ]
+    reordered = destinations(f"{three}, {one},{two}")  # commas, another order: same ids
+    assert {url: ids[0] for url, ids in reordered.items()} == {
+        url: ids[0] for url, ids in spaced.items()
+    }
+    assert len({i for i, _ in spaced.values()}) == 3
+    # one URL: the variable's own id, as before (a secret can be rotated in place)
+    (single,) = destinations(one).values()
+    assert single[1] == "env:HOOKS (JSON 127.0.0.1:1)"
+    problems: list[str] = []
+    read_sinks([{"name": "ops", "urls": ["env:HOOKS"]}], problems, {"HOOKS": f"{one} nope://x"})
+    assert problems == [
+        "sink 'ops': urls[0]: env:HOOKS: URL 2 of 2: not a valid Apprise URL for nope://"
+    ]
+
+
+def test_labels_are_unique_within_a_sink():
+    config = validate_config(
+        {"notify": [{"name": "ops", "urls": ["json://h/a", "json://h/b", "json://h/c"]}]}
+    )
+    (sink,) = notify_config(config).sinks
+    assert [d.label for d in sink.destinations] == ["JSON h", "JSON h #2", "JSON h #3"]
 
 
 def test_check_fails_on_a_bad_sink():

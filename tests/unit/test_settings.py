@@ -50,6 +50,25 @@ def test_bad_value_is_one_line_naming_the_variable_and_value(name, value, proble
     assert problem in message
 
 
+@pytest.mark.parametrize(
+    ("env", "start"),
+    [
+        (
+            {"WATCHKEEPER_NOTIFY_TASK_TIME_LIMIT": "4000"},
+            "WATCHKEEPER_VISIBILITY_TIMEOUT=3600: must exceed WATCHKEEPER_NOTIFY_TASK_TIME_LIMIT",
+        ),
+        (
+            {"WATCHKEEPER_NOTIFY_TASK_TIME_LIMIT": "10", "WATCHKEEPER_NOTIFY_RUN_WAIT": "20"},
+            "WATCHKEEPER_NOTIFY_TASK_TIME_LIMIT=10: must exceed WATCHKEEPER_NOTIFY_RUN_WAIT=20",
+        ),
+    ],
+)
+def test_the_delivery_runs_time_limit_is_checked_against_the_others(env, start):
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env)
+    assert str(info.value).startswith(start)
+
+
 def test_bad_value_stops_the_cli_with_one_line_and_status_2(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "workers.cli", "status"],

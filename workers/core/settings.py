@@ -176,6 +176,10 @@ class Settings:
     notify_backoff_base: float
     notify_backoff_max: float
     notify_run_budget: float
+    notify_run_wait: float
+    notify_max_reply_bytes: int
+    notify_concurrency: int
+    notify_task_time_limit: int
     notify_max_outbox: int
     notify_max_dead_letters: int
     notify_log_size: int
@@ -211,6 +215,11 @@ class Settings:
                 f"WATCHKEEPER_VISIBILITY_TIMEOUT={self.visibility_timeout}: must exceed "
                 f"WATCHKEEPER_TASK_TIME_LIMIT={self.task_time_limit}"
             )
+        if self.visibility_timeout <= self.notify_task_time_limit:
+            raise SettingsError(
+                f"WATCHKEEPER_VISIBILITY_TIMEOUT={self.visibility_timeout}: must exceed "
+                f"WATCHKEEPER_NOTIFY_TASK_TIME_LIMIT={self.notify_task_time_limit}"
+            )
         if self.beat_lock_ttl <= 2 * self.dispatch_interval:
             raise SettingsError(
                 f"WATCHKEEPER_BEAT_LOCK_TTL={self.beat_lock_ttl}: must exceed twice "
@@ -229,6 +238,11 @@ class Settings:
                     f"WATCHKEEPER_WEB_ALLOWED_HOSTS={self.web_allowed_hosts!r}: {host!r} is not "
                     "a host name or address with an optional :port (IPv6 in brackets: [::1]:9809)"
                 )
+        if self.notify_task_time_limit <= self.notify_run_wait:
+            raise SettingsError(
+                f"WATCHKEEPER_NOTIFY_TASK_TIME_LIMIT={self.notify_task_time_limit}: must exceed "
+                f"WATCHKEEPER_NOTIFY_RUN_WAIT={self.notify_run_wait:g}"
+            )
         if not self.memory_warn_mb <= self.memory_recycle_mb <= self.memory_hard_mb:
             raise SettingsError(
                 f"WATCHKEEPER_MEMORY_RECYCLE_MB={self.memory_recycle_mb}: must lie between "

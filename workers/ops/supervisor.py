@@ -1,4 +1,10 @@
-"""``watchkeeper run``: worker (prefork) + beat (+ TCP listener) as one supervised group.
+"""``watchkeeper run``: worker (prefork) + delivery worker + beat (+ TCP listener, dashboard) as
+one supervised group.
+
+Two workers: the polling pool (``--queues celery``: polls, cleanup, location batches) and a
+small delivery worker of its own (``--queues notify``, WATCHKEEPER_NOTIFY_CONCURRENCY processes,
+node ``watchkeeper-notify-<pid>@host``), so a slow notification receiver never takes a process
+that should be polling.
 
 The supervisor owns the embedded Redis (when REDIS_URL is unset) and hands its URL to every
 child through ``REDIS_URL``, so exactly one server serves the run and it stops with the run.
@@ -36,6 +42,8 @@ from workers.core.settings import Settings
 from workers.core.sources_file import SourcesConfig
 
 STOP_TIMEOUT = 30.0
+DEFAULT_QUEUE, NOTIFY_QUEUE = "celery", "notify"
+"""The broker queues of the polling pool and of the delivery worker (``workers.celery_app``)."""
 DEMO_ENV = {
     # The demo advances every few seconds; poll and flush at the same pace, gently.
     "WATCHKEEPER_LOCATION_FLUSH_INTERVAL": "5",
@@ -146,11 +154,36 @@ def child_commands(
                 str(concurrency),
                 "--loglevel",
                 "INFO",
+                "--queues",
+                DEFAULT_QUEUE,
                 "--hostname",
                 f"watchkeeper-{os.getpid()}@%h",
                 "--without-mingle",
             ],
             logs / "worker.log",
+        ),
+        Child(
+            "notify",
+            [
+                py,
+                "-m",
+                "celery",
+                "-A",
+                "workers",
+                "worker",
+                "--pool",
+                "prefork",
+                "--concurrency",
+                str(settings.notify_concurrency),
+                "--loglevel",
+                "INFO",
+                "--queues",
+                NOTIFY_QUEUE,
+                "--hostname",
+                f"watchkeeper-notify-{os.getpid()}@%h",
+                "--without-mingle",
+            ],
+            logs / "notify.log",
         ),
         Child(
             "beat",
@@ -302,7 +335,7 @@ class Supervisor:
 
     def shutdown(self) -> None:
         print(
-            "[run] stopping: warm shutdown of worker, beat"
+            "[run] stopping: warm shutdown of worker, delivery worker, beat"
             + (", listener" if self.config.tcp else ""),
             flush=True,
         )
