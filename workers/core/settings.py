@@ -116,6 +116,7 @@ class Settings:
     robots_ttl: int
     robots_max_hosts: int
     scrape_max_field_chars: int
+    scrape_max_price: int
     memory_warn_mb: int
     memory_recycle_mb: int
     memory_hard_mb: int
