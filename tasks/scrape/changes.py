@@ -33,7 +33,7 @@ from workers.core.runtime import Runtime
 from workers.store.scripts import Script
 from workers.store.streams import SCHEMA
 
-_CHANGES = Script("tasks.scrape", "changes")
+_CHANGES = Script("tasks.scrape", "changes", include=("workers.store:stream_budget",))
 log = logging.getLogger(__name__)
 
 
@@ -66,6 +66,8 @@ def record_changes(
             keys.LISTING_SEEN.key(s, site),
             keys.STREAM.key(s, "changes"),
             keys.STREAM_SEQ.key(s, "changes"),
+            keys.STREAM_SIZES.key(s, "changes"),
+            keys.STREAM_BYTES.key(s, "changes"),
         ],
         [
             site,
@@ -78,6 +80,7 @@ def record_changes(
             "1" if complete else "0",
             json.dumps(rows, ensure_ascii=False),
             s.scrape_max_price,
+            s.stream_budget("changes"),
         ],
     )
     if int(refused):

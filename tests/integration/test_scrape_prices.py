@@ -87,11 +87,14 @@ def test_the_changes_script_survives_any_price_it_is_handed(rt) -> None:
         keys.LISTING_SEEN.key(s, "raw"),
         keys.STREAM.key(s, "changes"),
         keys.STREAM_SEQ.key(s, "changes"),
+        keys.STREAM_SIZES.key(s, "changes"),
+        keys.STREAM_BYTES.key(s, "changes"),
     ]
 
     def call(rows_json: str) -> list[Any]:
         args = ["raw", 10, 10, s.max_seen, s.seen_max_age, s.stream_cap("changes"), "1", "1"]
-        return list(_CHANGES(rt.redis, script_keys, [*args, rows_json]))
+        budget = s.stream_budget("changes")
+        return list(_CHANGES(rt.redis, script_keys, [*args, rows_json, s.scrape_max_price, budget]))
 
     good = '["ok", 100, "EUR", "{}"]'
     call(f"[{good}]")

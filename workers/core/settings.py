@@ -35,6 +35,9 @@ STREAM_CAPS = {
 }
 """The setting that caps each output stream."""
 
+STREAM_BUDGETS = {name: f"max_{name}_bytes" for name in STREAM_CAPS}
+"""The setting that holds each output stream's byte budget."""
+
 
 class SettingsError(ValueError):
     """A setting's value is unusable; the message names the variable and the value."""
@@ -147,6 +150,12 @@ class Settings:
     web_refresh: float
     max_changes: int
     max_health: int
+    max_alerts_bytes: int
+    max_logs_bytes: int
+    max_listings_bytes: int
+    max_locations_bytes: int
+    max_changes_bytes: int
+    max_health_bytes: int
     notify_after_errors: int
     notify_interval: float
     notify_batch: int
@@ -224,6 +233,10 @@ class Settings:
     def stream_cap(self, stream: str) -> int:
         """The cap of an output stream, by its name."""
         return int(getattr(self, STREAM_CAPS[stream]))
+
+    def stream_budget(self, stream: str) -> int:
+        """The byte budget of an output stream, by its name."""
+        return int(getattr(self, STREAM_BUDGETS[stream]))
 
 
 def _parse(env: str, raw: str, default: Any, minimum: float | None) -> Any:

@@ -20,16 +20,19 @@
 -- KEYS[2]  seen index (ZSET id -> last seen)
 -- KEYS[3]  the changes stream
 -- KEYS[4]  its seq counter
+-- KEYS[5]  its byte ledger (LIST of entry sizes; workers/store/lua/lib/stream_budget.lua)
+-- KEYS[6]  its byte counter (STRING)
 -- ARGV[1]  site name
 -- ARGV[2]  drop threshold, percent ("" = drops not reported)
 -- ARGV[3]  rise threshold, percent ("" = rises not reported)
 -- ARGV[4]  cap: ids kept, exactly
 -- ARGV[5]  max age: seconds an id not seen again is kept; 0 = no age limit
--- ARGV[6]  stream cap (XADD MAXLEN ~)
+-- ARGV[6]  stream cap: entries kept
 -- ARGV[7]  schema version
 -- ARGV[8]  "1" when the run read every page (only then does an absence count)
 -- ARGV[9]  JSON [[id, price (decimal string or null), currency (or null), fields (JSON)], ...]
 -- ARGV[10] largest price taken (WATCHKEEPER_SCRAPE_MAX_PRICE)
+-- ARGV[11] stream byte budget: bytes kept
 -- Returns  {changes written, ids tracked, prices refused}
 
 local t = redis.call('TIME')
@@ -77,7 +80,7 @@ local function compare(st, price, currency)
   return nil, nil
 end
 
-local written = 0
+local written, sizes, total = 0, {}, 0
 local ok_rows, rows = pcall(cjson.decode, ARGV[9])
 if not ok_rows or type(rows) ~= 'table' then rows = {} end
 for _, item in ipairs(rows) do
@@ -96,13 +99,15 @@ for _, item in ipairs(rows) do
       if type(st.r) == 'number' and st.r < run - 1 then change = 'back' end
       if change then
         local seq = redis.call('INCR', KEYS[4])
-        redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*',
-          'site', ARGV[1], 'id', id, 'change', change,
+        local fields = {'site', ARGV[1], 'id', id, 'change', change,
           'old_price', old and old[2] or '', 'new_price', price and price[2] or '',
           'change_pct', pct and string.format('%.1f', pct) or '', 'currency', currency,
           'old_currency', old_currency, 'fields', text(item[4]), 'at', tostring(now),
-          'seq', tostring(seq), 'schema', ARGV[7])
+          'seq', tostring(seq), 'schema', ARGV[7]}
+        redis.call('XADD', KEYS[3], '*', unpack(fields))
         written = written + 1
+        sizes[written] = budget_bytes(fields)
+        total = total + sizes[written]
       end
       if price and (moved or change or not old) then st.p = price[2] end
       if not old and not price then st.p = cjson.null end
@@ -114,6 +119,11 @@ for _, item in ipairs(rows) do
     redis.call('HSET', KEYS[1], 'i:' .. id, cjson.encode(st))
     redis.call('ZADD', KEYS[2], now, id)
   end
+end
+
+if written > 0 then
+  budget_push(KEYS[5], KEYS[6], sizes, total)
+  budget_trim(KEYS[3], KEYS[5], KEYS[6], tonumber(ARGV[6]), tonumber(ARGV[11]))
 end
 
 local function forget(ids)

@@ -1,17 +1,20 @@
 -- stream_add: append many entries to a capped stream in one call, each with `seq` and
--- `schema`.
+-- `schema`, then trim it to its entry cap and byte budget (lib/stream_budget.lua).
 --
 -- redis-py packs every argument of every command in Python (an alert's XADD is ~25
 -- arguments); one JSON argument per batch is about 5x cheaper for the client.
 --
 -- KEYS[1]  the stream
 -- KEYS[2]  the stream's sequence counter (STRING)
--- ARGV[1]  cap (XADD MAXLEN ~)
+-- KEYS[3]  the stream's byte ledger (LIST of entry sizes)
+-- KEYS[4]  the stream's byte counter (STRING)
+-- ARGV[1]  cap: entries kept
 -- ARGV[2]  JSON [[field, value, ...], ...]
 -- ARGV[3]  stream schema version
+-- ARGV[4]  byte budget: bytes kept
 -- Returns  the new entries' ids, in order
 
-local ids = {}
+local ids, sizes, total = {}, {}, 0
 local rows = cjson.decode(ARGV[2])
 local last = redis.call('INCRBY', KEYS[2], #rows)
 for i = 1, #rows do
@@ -20,6 +23,12 @@ for i = 1, #rows do
   fields[#fields + 1] = last - #rows + i
   fields[#fields + 1] = 'schema'
   fields[#fields + 1] = ARGV[3]
-  ids[i] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(fields))
+  ids[i] = redis.call('XADD', KEYS[1], '*', unpack(fields))
+  sizes[i] = budget_bytes(fields)
+  total = total + sizes[i]
+end
+if #rows > 0 then
+  budget_push(KEYS[3], KEYS[4], sizes, total)
+  budget_trim(KEYS[1], KEYS[3], KEYS[4], tonumber(ARGV[1]), tonumber(ARGV[4]))
 end
 return ids

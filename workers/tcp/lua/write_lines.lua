@@ -14,18 +14,25 @@
 -- of its first line and covers `count` numbers, so a reader's gap in seq is always the number
 -- of lines it missed (workers/tcp/entries.py unpacks entries into lines).
 --
+-- Each entry's bytes go to the stream's byte ledger, and the stream is trimmed oldest first to
+-- its cap and byte budget at the end of the call (lib/stream_budget.lua): a peer that sends
+-- 100 KB lines fills the budget, not 100,000 entries of them.
+--
 -- KEYS[1]  the `logs` stream
 -- KEYS[2]  the stream's sequence counter (STRING, shared with the stream's other writers)
 -- KEYS[3]  this listener instance's written batch numbers: ZSET number → number (the newest
 --          ARGV[4] are kept; TTL ARGV[3])
--- ARGV[1]  stream cap in lines (XTRIM MAXLEN ~ once per batch, scaled to entries)
+-- KEYS[4]  the stream's byte ledger (LIST of entry sizes)
+-- KEYS[5]  the stream's byte counter (STRING)
+-- ARGV[1]  stream cap in lines (once per batch, scaled to entries)
 -- ARGV[2]  batch number (per listener instance, from 1)
 -- ARGV[3]  marker TTL, seconds
 -- ARGV[4]  batch numbers remembered (more than the batches a listener has in flight)
 -- ARGV[5]  stream schema version
 -- ARGV[6]  lines per entry: 1 = one entry per line (field `line`); N > 1 = up to N lines of
 --          one chunk per entry (fields `lines`, newline-joined, and `count`)
--- ARGV[7..] per chunk, three values: peer, received_at, its lines joined by "\n"
+-- ARGV[7]  the stream's byte budget
+-- ARGV[8..] per chunk, three values: peer, received_at, its lines joined by "\n"
 -- Returns  {lines written, entries written, 1 if the batch had been written before else 0}
 
 local done = redis.call('ZRANGEBYSCORE', KEYS[3], ARGV[2], ARGV[2])
@@ -39,8 +46,14 @@ local schema = ARGV[5]
 local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
 local first = seq
 local entries = 0
-for i = 7, #ARGV, 3 do
+local sizes, total = {}, 0
+-- Bytes of every entry's fixed field names and values ('source', 'tcp', 'peer', ... 'schema')
+-- besides the line(s) and the seq: 6+3+4+11+3+6 names and values, plus `line` (4) or
+-- `lines` and `count` (5+5).
+local fixed = 33 + #schema
+for i = 8, #ARGV, 3 do
   local peer, at, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local common = fixed + #peer + #at
   local pos = 1
   if pack == 1 then
     while true do
@@ -51,6 +64,8 @@ for i = 7, #ARGV, 3 do
       redis.call('XADD', key, '*', 'source', 'tcp', 'peer', peer, 'received_at', at,
                  'line', piece, 'seq', seq, 'schema', schema)
       entries = entries + 1
+      sizes[entries] = common + 4 + #piece + #tostring(seq)
+      total = total + sizes[entries]
       if not nl then break end
       pos = nl + 1
     end
@@ -64,15 +79,20 @@ for i = 7, #ARGV, 3 do
       until (not nl) or k >= pack
       local piece
       if nl then piece = string.sub(payload, pos, nl - 1) else piece = string.sub(payload, pos) end
+      local size
       if k == 1 then
         redis.call('XADD', key, '*', 'source', 'tcp', 'peer', peer, 'received_at', at,
                    'line', piece, 'seq', seq + 1, 'schema', schema)
+        size = common + 4 + #piece + #tostring(seq + 1)
       else
         redis.call('XADD', key, '*', 'source', 'tcp', 'peer', peer, 'received_at', at,
                    'lines', piece, 'count', k, 'seq', seq + 1, 'schema', schema)
+        size = common + 10 + #tostring(k) + #piece + #tostring(seq + 1)
       end
       seq = seq + k
       entries = entries + 1
+      sizes[entries] = size
+      total = total + size
       if not nl then break end
       pos = nl + 1
     end
@@ -81,6 +101,7 @@ end
 if seq > first then
   redis.call('INCRBY', KEYS[2], seq - first)
 end
+budget_push(KEYS[4], KEYS[5], sizes, total)
 -- The cap counts lines, so packing cannot multiply what the stream holds: the lines held run
 -- from the oldest entry's seq to the newest; keep the share of entries that holds about
 -- `cap` of them (an estimate when entry sizes vary; each batch corrects it).
@@ -97,9 +118,11 @@ if oldest then
     end
   end
 end
+local keep = held_entries
 if held > cap then
-  redis.call('XTRIM', key, 'MAXLEN', '~', math.floor(held_entries * cap / held))
+  keep = math.ceil(held_entries * cap / held)
 end
+budget_trim(key, KEYS[4], KEYS[5], keep, tonumber(ARGV[7]))
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[2] .. ':' .. (seq - first) .. ':' .. entries)
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[4]) + 1))
 redis.call('EXPIRE', KEYS[3], ARGV[3])
