@@ -39,7 +39,7 @@ def redis_section(rt: Runtime) -> dict[str, Any]:
         name: {
             "size": int(rt.redis.xlen(keys.STREAM.key(rt.settings, name))),
             "cap": rt.settings.stream_cap(name),
-            "bytes": int(rt.redis.get(keys.STREAM_BYTES.key(rt.settings, name)) or 0),
+            "bytes": int(rt.redis.hget(keys.STREAM_BYTES.key(rt.settings, name), "bytes") or 0),
             "budget": rt.settings.stream_budget(name),
         }
         for name in STREAMS

@@ -146,7 +146,7 @@ class CappedStream:
 
     def bytes_held(self) -> int:
         """Bytes the stream holds, by its counter."""
-        return int(cast(Any, self.client.get(self.bytes_key)) or 0)
+        return int(cast(Any, self.client.hget(self.bytes_key, "bytes")) or 0)
 
 
 def output_stream(client: redis.Redis, settings: Settings, name: str) -> CappedStream:

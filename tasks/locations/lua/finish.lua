@@ -12,7 +12,7 @@
 -- KEYS[5]  its sequence counter (STRING)
 -- KEYS[6]  payloads: HASH alert id → JSON title, summary, source, coordinates
 -- KEYS[7]  the stream's byte ledger (LIST of entry sizes)
--- KEYS[8]  the stream's byte counter (STRING)
+-- KEYS[8]  the stream's byte counter (HASH bytes, entries)
 -- ARGV[1]  stream cap: entries kept
 -- ARGV[2]  counters TTL (seconds)
 -- ARGV[3]  stream schema version
@@ -40,7 +40,7 @@ for i = 5, #ARGV, 4 do
     local fields = {'alert', id, 'source', tostring(source), 'title', tostring(title),
                     'location', ARGV[i + 1], 'location_method', ARGV[i + 2],
                     'fallback_reason', ARGV[i + 3], 'located_at', now,
-                    'seq', redis.call('INCR', KEYS[5]), 'schema', ARGV[3]}
+                    'seq', tostring(redis.call('INCR', KEYS[5])), 'schema', ARGV[3]}
     redis.call('XADD', KEYS[4], '*', unpack(fields))
     sizes[#sizes + 1] = budget_bytes(fields)
     total = total + sizes[#sizes]
@@ -52,8 +52,7 @@ for i = 5, #ARGV, 4 do
   end
 end
 if #sizes > 0 then
-  budget_push(KEYS[7], KEYS[8], sizes, total)
-  budget_trim(KEYS[4], KEYS[7], KEYS[8], tonumber(ARGV[1]), tonumber(ARGV[4]))
+  budget_add(KEYS[4], KEYS[7], KEYS[8], sizes, total, tonumber(ARGV[1]), tonumber(ARGV[4]))
 end
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 return done

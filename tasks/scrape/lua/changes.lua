@@ -21,7 +21,7 @@
 -- KEYS[3]  the changes stream
 -- KEYS[4]  its seq counter
 -- KEYS[5]  its byte ledger (LIST of entry sizes; workers/store/lua/lib/stream_budget.lua)
--- KEYS[6]  its byte counter (STRING)
+-- KEYS[6]  its byte counter (HASH bytes, entries)
 -- ARGV[1]  site name
 -- ARGV[2]  drop threshold, percent ("" = drops not reported)
 -- ARGV[3]  rise threshold, percent ("" = rises not reported)
@@ -122,8 +122,7 @@ for _, item in ipairs(rows) do
 end
 
 if written > 0 then
-  budget_push(KEYS[5], KEYS[6], sizes, total)
-  budget_trim(KEYS[3], KEYS[5], KEYS[6], tonumber(ARGV[6]), tonumber(ARGV[11]))
+  budget_add(KEYS[3], KEYS[5], KEYS[6], sizes, total, tonumber(ARGV[6]), tonumber(ARGV[11]))
 end
 
 local function forget(ids)

@@ -18,7 +18,7 @@
 -- KEYS[6]  hand-off markers: ZSET stream id → enqueued at, every item not yet done
 -- KEYS[7]  hand-off payloads: HASH stream id → payload
 -- KEYS[8]  the stream's byte ledger (LIST of entry sizes)
--- KEYS[9]  the stream's byte counter (STRING)
+-- KEYS[9]  the stream's byte counter (HASH bytes, entries)
 -- ARGV[1]  cap: members kept
 -- ARGV[2]  max_age: seconds a member not seen again is kept; 0 = no age limit
 -- ARGV[3]  stream cap: entries kept
@@ -48,7 +48,7 @@ for i = 1, #items do
     local fields = items[i][2]
     if fields then
       fields[#fields + 1] = 'seq'
-      fields[#fields + 1] = redis.call('INCR', KEYS[3])
+      fields[#fields + 1] = tostring(redis.call('INCR', KEYS[3]))
       fields[#fields + 1] = 'schema'
       fields[#fields + 1] = ARGV[8]
       local id = redis.call('XADD', KEYS[2], '*', unpack(fields))
@@ -64,8 +64,7 @@ for i = 1, #items do
   end
 end
 if #sizes > 0 then
-  budget_push(KEYS[8], KEYS[9], sizes, total)
-  budget_trim(KEYS[2], KEYS[8], KEYS[9], tonumber(ARGV[3]), tonumber(ARGV[9]))
+  budget_add(KEYS[2], KEYS[8], KEYS[9], sizes, total, tonumber(ARGV[3]), tonumber(ARGV[9]))
 end
 if ARGV[5] == 'set' then
   redis.call('HSET', KEYS[4], 'last_new', #new, 'last_duplicate', #items - #new)

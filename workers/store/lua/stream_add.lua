@@ -7,7 +7,7 @@
 -- KEYS[1]  the stream
 -- KEYS[2]  the stream's sequence counter (STRING)
 -- KEYS[3]  the stream's byte ledger (LIST of entry sizes)
--- KEYS[4]  the stream's byte counter (STRING)
+-- KEYS[4]  the stream's byte counter (HASH bytes, entries)
 -- ARGV[1]  cap: entries kept
 -- ARGV[2]  JSON [[field, value, ...], ...]
 -- ARGV[3]  stream schema version
@@ -20,7 +20,7 @@ local last = redis.call('INCRBY', KEYS[2], #rows)
 for i = 1, #rows do
   local fields = rows[i]
   fields[#fields + 1] = 'seq'
-  fields[#fields + 1] = last - #rows + i
+  fields[#fields + 1] = tostring(last - #rows + i)
   fields[#fields + 1] = 'schema'
   fields[#fields + 1] = ARGV[3]
   ids[i] = redis.call('XADD', KEYS[1], '*', unpack(fields))
@@ -28,7 +28,6 @@ for i = 1, #rows do
   total = total + sizes[i]
 end
 if #rows > 0 then
-  budget_push(KEYS[3], KEYS[4], sizes, total)
-  budget_trim(KEYS[1], KEYS[3], KEYS[4], tonumber(ARGV[1]), tonumber(ARGV[4]))
+  budget_add(KEYS[1], KEYS[3], KEYS[4], sizes, total, tonumber(ARGV[1]), tonumber(ARGV[4]))
 end
 return ids

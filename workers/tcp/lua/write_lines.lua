@@ -23,7 +23,7 @@
 -- KEYS[3]  this listener instance's written batch numbers: ZSET number → number (the newest
 --          ARGV[4] are kept; TTL ARGV[3])
 -- KEYS[4]  the stream's byte ledger (LIST of entry sizes)
--- KEYS[5]  the stream's byte counter (STRING)
+-- KEYS[5]  the stream's byte counter (HASH bytes, entries)
 -- ARGV[1]  stream cap in lines (once per batch, scaled to entries)
 -- ARGV[2]  batch number (per listener instance, from 1)
 -- ARGV[3]  marker TTL, seconds
@@ -51,6 +51,10 @@ local sizes, total = {}, 0
 -- besides the line(s) and the seq: 6+3+4+11+3+6 names and values, plus `line` (4) or
 -- `lines` and `count` (5+5).
 local fixed = 33 + #schema
+-- The digits of seq, kept by comparison as it grows (a tostring per line would cost Redis about
+-- a microsecond: Lua interns every string it makes).
+local digits, above = 1, 10
+while above <= seq + 1 do digits, above = digits + 1, above * 10 end
 for i = 8, #ARGV, 3 do
   local peer, at, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local common = fixed + #peer + #at
@@ -61,10 +65,11 @@ for i = 8, #ARGV, 3 do
       local piece
       if nl then piece = string.sub(payload, pos, nl - 1) else piece = string.sub(payload, pos) end
       seq = seq + 1
+      if seq >= above then digits, above = digits + 1, above * 10 end
       redis.call('XADD', key, '*', 'source', 'tcp', 'peer', peer, 'received_at', at,
                  'line', piece, 'seq', seq, 'schema', schema)
       entries = entries + 1
-      sizes[entries] = common + 4 + #piece + #tostring(seq)
+      sizes[entries] = common + 4 + #piece + digits
       total = total + sizes[entries]
       if not nl then break end
       pos = nl + 1
@@ -79,15 +84,16 @@ for i = 8, #ARGV, 3 do
       until (not nl) or k >= pack
       local piece
       if nl then piece = string.sub(payload, pos, nl - 1) else piece = string.sub(payload, pos) end
+      while seq + 1 >= above do digits, above = digits + 1, above * 10 end
       local size
       if k == 1 then
         redis.call('XADD', key, '*', 'source', 'tcp', 'peer', peer, 'received_at', at,
                    'line', piece, 'seq', seq + 1, 'schema', schema)
-        size = common + 4 + #piece + #tostring(seq + 1)
+        size = common + 4 + #piece + digits
       else
         redis.call('XADD', key, '*', 'source', 'tcp', 'peer', peer, 'received_at', at,
                    'lines', piece, 'count', k, 'seq', seq + 1, 'schema', schema)
-        size = common + 10 + #tostring(k) + #piece + #tostring(seq + 1)
+        size = common + 10 + #tostring(k) + #piece + digits
       end
       seq = seq + k
       entries = entries + 1
@@ -101,7 +107,6 @@ end
 if seq > first then
   redis.call('INCRBY', KEYS[2], seq - first)
 end
-budget_push(KEYS[4], KEYS[5], sizes, total)
 -- The cap counts lines, so packing cannot multiply what the stream holds: the lines held run
 -- from the oldest entry's seq to the newest; keep the share of entries that holds about
 -- `cap` of them (an estimate when entry sizes vary; each batch corrects it).
@@ -122,7 +127,7 @@ local keep = held_entries
 if held > cap then
   keep = math.ceil(held_entries * cap / held)
 end
-budget_trim(key, KEYS[4], KEYS[5], keep, tonumber(ARGV[7]))
+budget_add(key, KEYS[4], KEYS[5], sizes, total, keep, tonumber(ARGV[7]))
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[2] .. ':' .. (seq - first) .. ':' .. entries)
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[4]) + 1))
 redis.call('EXPIRE', KEYS[3], ARGV[3])

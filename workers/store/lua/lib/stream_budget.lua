@@ -3,100 +3,121 @@
 --
 -- An entry's bytes are the lengths of its field names and values (what the writer chose to
 -- store; Redis's own per-entry overhead is bounded by the entry cap). Each stream has a ledger
--- (LIST, oldest first: one size per entry the stream holds) and a byte counter (STRING, the
--- ledger's sum). A writer XADDs without MAXLEN, measures each entry with `budget_bytes`, hands
--- the sizes to `budget_push`, and calls `budget_trim` once at the end: the oldest entries are
--- removed until at most `keep` entries and `budget` bytes remain (one exact XTRIM MAXLEN, the
--- ledger popped by the same count, the counter lowered by their sizes). Oldest-first removal
--- keeps the `seq` contract exact: a reader's gap in `seq` is what was trimmed. An entry bigger
--- than the whole budget is trimmed in the call that wrote it (its `seq` is still counted).
+-- of its entries' sizes, oldest first (a LIST whose elements are 4-byte big-endian sizes, one
+-- element per writing call: one RPUSH per call, however many entries) and a counter (HASH
+-- `bytes` held, `entries` recorded). A writer XADDs without MAXLEN, measures each entry
+-- (`budget_bytes`, or its own sum of lengths) and ends with one `budget_add`: the oldest entries
+-- are removed until at most `keep` entries and `budget` bytes remain — one exact XTRIM MAXLEN,
+-- their sizes consumed from the head of the ledger. Oldest-first removal keeps the `seq`
+-- contract exact: a reader's gap in `seq` is what was trimmed. An entry bigger than the whole
+-- budget is trimmed by the call that wrote it (its `seq` is still counted).
 --
 -- Every writer keeps the ledger in step with the stream; if entries went another way (an XTRIM
--- by hand, a writer of an older version, entries written before the ledger existed), the
--- counts differ and are put right first: extra sizes are dropped from the oldest end, and
--- entries the ledger never saw are measured (read once, oldest first).
+-- by hand, a writer of an older version), the recorded count and XLEN differ and are put right
+-- first: extra sizes are dropped from the oldest end, and as many of the oldest entries as the
+-- ledger lacks are read once and measured. A stream without a counter (new, or written before
+-- ledgers existed) is measured whole once.
 --
--- budget_bytes(fields)                       size of a flat {name, value, ...} list
--- budget_push(sizes, bytes, list, total)     record new entries' sizes (in order) and total
--- budget_trim(stream, sizes, bytes, keep, budget)
---   stream, sizes, bytes   the stream, its ledger and its byte counter (keys from KEYS)
---   keep                   most entries kept (the entry cap)
---   budget                 most bytes kept
+-- budget_bytes(fields)    size of a flat {name, value, ...} list
+-- budget_add(stream, sizes, counter, list, total, keep, budget)
+--   stream, sizes, counter   the stream, its ledger and its counter (keys from KEYS)
+--   list, total              the sizes of the entries this call added, in order, and their sum
+--   keep                     most entries kept (the entry cap)
+--   budget                   most bytes kept
 -- Returns {entries trimmed, bytes freed}
 
 local function budget_bytes(fields)
   local n = 0
   for i = 1, #fields do
-    n = n + #tostring(fields[i])
+    local v = fields[i]
+    if type(v) == 'string' then n = n + #v else n = n + #tostring(v) end
   end
   return n
 end
 
-local function budget_push(sizes, bytes, list, total)
-  for i = 1, #list, 1000 do
-    redis.call('RPUSH', sizes, unpack(list, i, math.min(i + 999, #list)))
+-- Sizes list[from..to] as one string of 4-byte big-endian integers (struct packs in C: no
+-- string per entry, which would cost Redis about a microsecond each).
+local function budget_pack(list, from, to)
+  local parts = {}
+  for i = from, to, 1000 do
+    local j = math.min(i + 999, to)
+    parts[#parts + 1] = struct.pack('>' .. string.rep('I4', j - i + 1), unpack(list, i, j))
   end
-  if total ~= 0 then
-    redis.call('INCRBY', bytes, total)
-  end
+  return table.concat(parts)
 end
 
-local function budget_sum(values)
-  local n = 0
-  for _, v in ipairs(values) do
-    n = n + (tonumber(v) or 0)
+-- Take sizes from the head of the ledger while fewer than `min_entries` are taken or more
+-- than `budget` of `bytes` would remain; returns entries taken, their bytes.
+local function budget_take(sizes, min_entries, bytes, budget)
+  local taken, freed = 0, 0
+  local step = '>' .. string.rep('I4', 256)
+  while taken < min_entries or bytes - freed > budget do
+    local head = redis.call('LINDEX', sizes, 0)
+    if not head then break end
+    local n, pos, used = math.floor(#head / 4), 1, 0
+    while used < n and (taken < min_entries or bytes - freed > budget) do
+      local k = math.min(256, n - used)
+      local values = {struct.unpack(k == 256 and step or '>' .. string.rep('I4', k), head, pos)}
+      pos = values[k + 1]
+      for i = 1, k do
+        if not (taken < min_entries or bytes - freed > budget) then break end
+        freed, taken, used = freed + values[i], taken + 1, used + 1
+      end
+    end
+    if used < n then
+      redis.call('LSET', sizes, 0, string.sub(head, used * 4 + 1))
+      break
+    end
+    redis.call('LPOP', sizes)
   end
-  return n
+  return taken, freed
 end
 
--- Entries the ledger never saw: the oldest `missing` ones, measured and put first.
-local function budget_adopt(stream, sizes, bytes, missing)
-  local found, start = {}, '-'
+-- Entries the ledger never saw: the oldest `missing` ones, read once, measured and put first.
+local function budget_adopt(stream, sizes, missing)
+  local found, start, total = {}, '-', 0
   while #found < missing do
     local rows = redis.call('XRANGE', stream, start, '+', 'COUNT', math.min(100, missing - #found))
     if #rows == 0 then break end
     for _, row in ipairs(rows) do
       found[#found + 1] = budget_bytes(row[2])
+      total = total + found[#found]
     end
     start = '(' .. rows[#rows][1]
   end
-  local total = 0
-  for i = #found, 1, -1 do
-    redis.call('LPUSH', sizes, found[i])
-    total = total + found[i]
+  if #found > 0 then
+    redis.call('LPUSH', sizes, budget_pack(found, 1, #found))
   end
-  if total ~= 0 then
-    redis.call('INCRBY', bytes, total)
-  end
+  return #found, total
 end
 
-local function budget_trim(stream, sizes, bytes, keep, budget)
+local function budget_add(stream, sizes, counter, list, total, keep, budget)
+  local c = redis.call('HMGET', counter, 'entries', 'bytes')
   local held = redis.call('XLEN', stream)
-  local known = redis.call('LLEN', sizes)
-  if known > held then
-    local gone = redis.call('LRANGE', sizes, 0, known - held - 1)
-    redis.call('LTRIM', sizes, known - held, -1)
-    redis.call('DECRBY', bytes, budget_sum(gone))
-  elseif known < held then
-    if known == 0 then redis.call('SET', bytes, 0) end
-    budget_adopt(stream, sizes, bytes, held - known)
-  end
-  local total = tonumber(redis.call('GET', bytes) or '0')
-  local remove, freed = 0, 0
-  local function more() return remove < held - keep or total - freed > budget end
-  while remove < held and more() do
-    local chunk = redis.call('LRANGE', sizes, remove, remove + 255)
-    if #chunk == 0 then break end
-    for _, v in ipairs(chunk) do
-      if not more() then break end
-      freed = freed + (tonumber(v) or 0)
-      remove = remove + 1
+  local known, bytes
+  if not c[1] then
+    -- No ledger yet (a new stream, or one written before ledgers existed): measure every
+    -- entry the stream holds, this call's included, once.
+    redis.call('DEL', sizes)
+    known, bytes = budget_adopt(stream, sizes, held)
+  else
+    if #list > 0 then
+      redis.call('RPUSH', sizes, budget_pack(list, 1, #list))
+    end
+    known, bytes = tonumber(c[1]) + #list, (tonumber(c[2]) or 0) + total
+    if known > held then
+      local _, gone = budget_take(sizes, known - held, 0, math.huge)
+      bytes = bytes - gone
+    elseif known < held then
+      local _, more = budget_adopt(stream, sizes, held - known)
+      bytes = bytes + more
     end
   end
-  if remove > 0 then
-    redis.call('LTRIM', sizes, remove, -1)
+  local remove, freed = 0, 0
+  if held > keep or bytes > budget then
+    remove, freed = budget_take(sizes, math.max(0, held - keep), bytes, budget)
     redis.call('XTRIM', stream, 'MAXLEN', held - remove)
-    redis.call('DECRBY', bytes, freed)
   end
+  redis.call('HSET', counter, 'entries', held - remove, 'bytes', bytes - freed)
   return {remove, freed}
 end
