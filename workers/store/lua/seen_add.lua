@@ -47,14 +47,15 @@ for i = 1, #items do
     new[#new + 1] = i - 1
     local fields = items[i][2]
     if fields then
+      local seq = redis.call('INCR', KEYS[3])
+      sizes[#sizes + 1] = budget_bytes(fields) + 9 + budget_digits(seq) + #ARGV[8]
+      total = total + sizes[#sizes]
       fields[#fields + 1] = 'seq'
-      fields[#fields + 1] = tostring(redis.call('INCR', KEYS[3]))
+      fields[#fields + 1] = seq
       fields[#fields + 1] = 'schema'
       fields[#fields + 1] = ARGV[8]
       local id = redis.call('XADD', KEYS[2], '*', unpack(fields))
       ids[#ids + 1] = id
-      sizes[#sizes + 1] = budget_bytes(fields)
-      total = total + sizes[#sizes]
       if handoff and items[i][3] then
         redis.call('HSET', KEYS[7], id, items[i][3])
         redis.call('ZADD', KEYS[6], 'NX', now, id)

@@ -19,13 +19,14 @@ local rows = cjson.decode(ARGV[2])
 local last = redis.call('INCRBY', KEYS[2], #rows)
 for i = 1, #rows do
   local fields = rows[i]
+  local seq = last - #rows + i
+  sizes[i] = budget_bytes(fields) + 9 + budget_digits(seq) + #ARGV[3]
+  total = total + sizes[i]
   fields[#fields + 1] = 'seq'
-  fields[#fields + 1] = tostring(last - #rows + i)
+  fields[#fields + 1] = seq
   fields[#fields + 1] = 'schema'
   fields[#fields + 1] = ARGV[3]
   ids[i] = redis.call('XADD', KEYS[1], '*', unpack(fields))
-  sizes[i] = budget_bytes(fields)
-  total = total + sizes[i]
 end
 if #rows > 0 then
   budget_add(KEYS[1], KEYS[3], KEYS[4], sizes, total, tonumber(ARGV[1]), tonumber(ARGV[4]))
