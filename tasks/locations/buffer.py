@@ -75,8 +75,7 @@ class LocKeys:
     flush_flag: str
     stream: str
     stream_seq: str
-    stream_sizes: str
-    stream_bytes: str
+    stream_ledger: str
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -95,8 +94,7 @@ class LocKeys:
             setattr(self, name, getattr(keys, f"LOC_{name.upper()}").key(settings))
         self.stream = keys.STREAM.key(settings, "locations")
         self.stream_seq = keys.STREAM_SEQ.key(settings, "locations")
-        self.stream_sizes = keys.STREAM_SIZES.key(settings, "locations")
-        self.stream_bytes = keys.STREAM_BYTES.key(settings, "locations")
+        self.stream_ledger = keys.STREAM_BYTES.key(settings, "locations")
 
 
 @dataclass(frozen=True)
@@ -179,7 +177,7 @@ class LocationStore:
             for alert_id, loc, method, reason in rows[start : start + IDS_PER_CALL]:
                 args += [alert_id, json.dumps(loc.as_dict()), method, reason]
             keys_ = [k.queued, k.buffer, k.stats, k.stream, k.stream_seq, k.alerts]
-            keys_ += [k.stream_sizes, k.stream_bytes]
+            keys_.append(k.stream_ledger)
             done += [str(i) for i in _FINISH(self.client, keys_, args)]
         return done
 

@@ -59,7 +59,6 @@ def source_health_changed(
                 keys.NOTIFY_HEALTH.key(s),
                 stream_key(s, "health"),
                 seq_key(s, "health"),
-                keys.STREAM_SIZES.key(s, "health"),
                 keys.STREAM_BYTES.key(s, "health"),
             ],
             [

@@ -66,7 +66,6 @@ def record_changes(
             keys.LISTING_SEEN.key(s, site),
             keys.STREAM.key(s, "changes"),
             keys.STREAM_SEQ.key(s, "changes"),
-            keys.STREAM_SIZES.key(s, "changes"),
             keys.STREAM_BYTES.key(s, "changes"),
         ],
         [

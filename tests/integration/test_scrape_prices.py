@@ -87,7 +87,6 @@ def test_the_changes_script_survives_any_price_it_is_handed(rt) -> None:
         keys.LISTING_SEEN.key(s, "raw"),
         keys.STREAM.key(s, "changes"),
         keys.STREAM_SEQ.key(s, "changes"),
-        keys.STREAM_SIZES.key(s, "changes"),
         keys.STREAM_BYTES.key(s, "changes"),
     ]
 

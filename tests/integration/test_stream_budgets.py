@@ -8,6 +8,7 @@ Real listener, real HTTP log endpoint, real Redis.
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 import threading
@@ -23,7 +24,7 @@ from tests.support.helpers import wait_for
 from workers.core import keys
 from workers.ops.status import collect_status
 from workers.polling.poll import poll_now
-from workers.store.streams import CappedStream, output_stream
+from workers.store.streams import CappedStream, ledger_bytes, output_stream
 from workers.tcp.entries import lines_of
 from workers.tcp.listener import BackgroundListener
 
@@ -42,11 +43,13 @@ def held(client: redis.Redis, key: str = STREAM) -> list[dict[str, str]]:
 
 
 def counted(client: redis.Redis, key: str = STREAM) -> int:
-    return int(client.hget(f"{key}:bytes", "bytes") or 0)  # type: ignore[arg-type]
+    return ledger_bytes(client, f"{key}:bytes")
 
 
 def ledger(client: redis.Redis, key: str = STREAM) -> list[int]:
-    """The entry sizes the ledger records, oldest first."""
+    """The entry sizes the ledger records, oldest first: differences of its running totals,
+    which start after the trimmed front (the trailer's first 16 digits) from `start` (the
+    next 16)."""
     pool = client.connection_pool
     raw = redis.Redis(
         connection_pool=redis.ConnectionPool(
@@ -54,10 +57,14 @@ def ledger(client: redis.Redis, key: str = STREAM) -> list[int]:
             **{**pool.connection_kwargs, "decode_responses": False},
         )
     )
-    out: list[int] = []
-    for element in raw.lrange(f"{key}:sizes", 0, -1):  # type: ignore[union-attr]
-        out += struct.unpack(f">{len(element) // 4}I", element)
-    return out
+    data: bytes = raw.get(f"{key}:bytes") or b""  # type: ignore[assignment]
+    assert len(data) >= 48 and data[-48:].isdigit()
+    head, start, held = int(data[-48:-32]), int(data[-32:-16]), int(data[-16:])
+    body = data[head:-48]
+    totals = [start, *struct.unpack(f">{len(body) // 4}I", body)]
+    sizes = [(b - a) % 2**32 for a, b in itertools.pairwise(totals)]
+    assert sum(sizes) == held
+    return sizes
 
 
 def assert_ledger_exact(client: redis.Redis, key: str = STREAM) -> list[dict[str, str]]:
@@ -65,7 +72,6 @@ def assert_ledger_exact(client: redis.Redis, key: str = STREAM) -> list[dict[str
     entries = held(client, key)
     assert ledger(client, key) == [entry_bytes(f) for f in entries]
     assert counted(client, key) == sum(entry_bytes(f) for f in entries)
-    assert client.hget(f"{key}:bytes", "entries") == str(len(entries))
     return entries
 
 
@@ -268,7 +274,30 @@ def test_a_plain_capped_stream_is_trimmed_to_its_exact_cap(redis_client: redis.R
 def test_a_capped_streams_ledger_keys_are_the_declared_ones(runtime: Any) -> None:
     s = runtime.settings
     plain = CappedStream(runtime.redis, keys.STREAM.key(s, "logs"), 1, "x")
-    assert (plain.sizes_key, plain.bytes_key) == (
-        keys.STREAM_SIZES.key(s, "logs"),
-        keys.STREAM_BYTES.key(s, "logs"),
-    )
+    assert plain.ledger_key == keys.STREAM_BYTES.key(s, "logs")
+
+
+def test_the_ledger_stays_exact_and_small_over_thousands_of_calls(
+    redis_client: redis.Redis,
+) -> None:
+    # Given a stream capped at 300 entries and 50,000 bytes, written in calls of 1-40 entries
+    # of 1-3,000 bytes (a fixed seed), so both limits bind by turns
+    import random
+
+    rng = random.Random(19)
+    key = "wk:stream:prop"
+    stream = CappedStream(redis_client, key, cap=300, seq_key=f"{key}:seq", budget=50_000)
+    written = 0
+    for call in range(3000):
+        n = rng.randint(1, 40)
+        stream.add_many([{"v": "p" * rng.randint(1, 3000)} for _ in range(n)])
+        written += n
+        # Then after every call both limits hold, by the counter
+        assert redis_client.xlen(key) <= 300 and 0 < counted(redis_client, key) <= 50_000
+        if call % 500 == 0:
+            assert_ledger_exact(redis_client, key)
+    # and the ledger is exact, holds the newest entries in seq order, and stays small: its
+    # trimmed front (4 bytes per entry trimmed, ~250,000 bytes by now) was cut off as it grew
+    entries = assert_ledger_exact(redis_client, key)
+    assert [int(f["seq"]) for f in entries] == list(range(written - len(entries) + 1, written + 1))
+    assert redis_client.strlen(f"{key}:bytes") <= 2 * 65536 + 4 * 300 + 32

@@ -37,6 +37,8 @@ STREAM_CAPS = {
 
 STREAM_BUDGETS = {name: f"max_{name}_bytes" for name in STREAM_CAPS}
 """The setting that holds each output stream's byte budget."""
+MAX_STREAM_BUDGET = 2**31
+"""Largest byte budget: the ledger keeps running totals modulo 2^32 (lua/lib/stream_budget.lua)."""
 
 
 class SettingsError(ValueError):
@@ -206,6 +208,12 @@ class Settings:
                 f"WATCHKEEPER_NOTIFY_TIMEOUT={self.notify_timeout:g} must stay under "
                 f"WATCHKEEPER_TASK_TIME_LIMIT={self.task_time_limit}"
             )
+        for stream, name in STREAM_BUDGETS.items():
+            if getattr(self, name) > MAX_STREAM_BUDGET:
+                raise SettingsError(
+                    f"WATCHKEEPER_{name.upper()}={getattr(self, name)}: the `{stream}` stream's "
+                    f"byte budget may be at most {MAX_STREAM_BUDGET} (2 GiB)"
+                )
         if not self.memory_warn_mb <= self.memory_recycle_mb <= self.memory_hard_mb:
             raise SettingsError(
                 f"WATCHKEEPER_MEMORY_RECYCLE_MB={self.memory_recycle_mb}: must lie between "

@@ -20,6 +20,7 @@ from workers.core.prometheus import declared_metrics
 from workers.core.runtime import Runtime
 from workers.core.status_sections import SECTIONS, StatusSection, declare_section
 from workers.core.text import table
+from workers.store.streams import ledger_bytes
 
 ORDER = ("redis", "sources", "locations", "notify", "workers", "task_memory", "dead_letters", "tcp")
 """Sections shown first, in this order; others follow in declaration order."""
@@ -39,7 +40,7 @@ def redis_section(rt: Runtime) -> dict[str, Any]:
         name: {
             "size": int(rt.redis.xlen(keys.STREAM.key(rt.settings, name))),
             "cap": rt.settings.stream_cap(name),
-            "bytes": int(rt.redis.hget(keys.STREAM_BYTES.key(rt.settings, name), "bytes") or 0),
+            "bytes": ledger_bytes(rt.redis, keys.STREAM_BYTES.key(rt.settings, name)),
             "budget": rt.settings.stream_budget(name),
         }
         for name in STREAMS

@@ -60,7 +60,7 @@ class SeenSet:
         items = json.dumps([[short_hash(k)] for k in keys])
         new, _, _ = _ADD(
             self.client,
-            [self.key] * 9,
+            [self.key] * 8,
             [self.cap, int(self.max_age), 0, items, "", 0, "", SCHEMA, 0],
         )
         return [keys[int(i)] for i in new]
@@ -83,7 +83,7 @@ class SeenSet:
         never trimmed. Returns how many pipeline results ``parse_add_and_append`` reads.
         """
         hand = handoff or Handoff(self.key, self.key, self.key, 0)
-        stream_key, seq_key, sizes_key, bytes_key = stream.writable_keys()
+        stream_key, seq_key, ledger_key = stream.writable_keys()
         for start in range(0, len(items), BULK_BATCH):
             chunk = [
                 [short_hash(key), stream_row(entry), *_payload(payloads, start + i)]
@@ -100,8 +100,7 @@ class SeenSet:
                     hand.queue,
                     hand.markers,
                     hand.payloads,
-                    sizes_key,
-                    bytes_key,
+                    ledger_key,
                 ],
                 [
                     self.cap,

@@ -75,8 +75,8 @@ class CappedStream:
 
     Writers number entries through ``seq_key`` (``seq`` and ``schema`` fields), so a reader that
     fell behind a trim knows how many it missed; a read-only stream needs no ``seq_key``. The
-    byte ledger and counter are ``<key>:sizes`` and ``<key>:bytes`` (``keys.STREAM_SIZES`` and
-    ``keys.STREAM_BYTES``); ``output_stream`` builds a stream from the settings.
+    byte ledger is ``<key>:bytes`` (``keys.STREAM_BYTES``); ``output_stream`` builds a stream
+    from the settings.
     """
 
     def __init__(
@@ -89,7 +89,7 @@ class CappedStream:
     ) -> None:
         self.client, self.key, self.cap, self.seq_key = client, key, cap, seq_key
         self.budget = budget
-        self.sizes_key, self.bytes_key = f"{key}:sizes", f"{key}:bytes"
+        self.ledger_key = f"{key}:bytes"
 
     def add(self, entry: Mapping[str, Any]) -> str:
         return self.add_many([entry])[0]
@@ -118,11 +118,10 @@ class CappedStream:
         return [str(i) for ids in execute(pipe)[:batches] for i in ids] if batches else []
 
     def writable_keys(self) -> list[str]:
-        """The keys a writing script takes: the stream, its ``seq`` counter, its byte ledger
-        and its byte counter."""
+        """The keys a writing script takes: the stream, its ``seq`` counter, its byte ledger."""
         if not self.seq_key:
             raise ValueError(f"stream {self.key}: written without its sequence counter")
-        return [self.key, self.seq_key, self.sizes_key, self.bytes_key]
+        return [self.key, self.seq_key, self.ledger_key]
 
     def latest(self, count: int) -> list[tuple[str, dict[str, Any]]]:
         """The newest ``count`` entries, oldest first."""
@@ -145,8 +144,16 @@ class CappedStream:
         return Size(self.key, len(self), self.cap)
 
     def bytes_held(self) -> int:
-        """Bytes the stream holds, by its counter."""
-        return int(cast(Any, self.client.hget(self.bytes_key, "bytes")) or 0)
+        """Bytes the stream holds, by its ledger."""
+        return ledger_bytes(self.client, self.ledger_key)
+
+
+def ledger_bytes(client: redis.Redis, ledger_key: str) -> int:
+    """The bytes a stream holds, from its byte ledger's trailer (``lua/lib/stream_budget.lua``:
+    the last 16 characters, decimal); 0 when it has none."""
+    tail = cast(Any, client.getrange(ledger_key, -16, -1))
+    text = tail.decode("ascii", "replace") if isinstance(tail, bytes) else str(tail)
+    return int(text) if len(text) == 16 and text.isdigit() else 0
 
 
 def output_stream(client: redis.Redis, settings: Settings, name: str) -> CappedStream:
@@ -158,6 +165,5 @@ def output_stream(client: redis.Redis, settings: Settings, name: str) -> CappedS
         keys.STREAM_SEQ.key(settings, name),
         settings.stream_budget(name),
     )
-    stream.sizes_key = keys.STREAM_SIZES.key(settings, name)
-    stream.bytes_key = keys.STREAM_BYTES.key(settings, name)
+    stream.ledger_key = keys.STREAM_BYTES.key(settings, name)
     return stream

@@ -285,7 +285,6 @@ class Listener:
             keys.TCP_BATCH.key(s, self.instance),
             s.max_logs,
             s.max_logs_bytes,
-            keys.STREAM_SIZES.key(s, "logs"),
             keys.STREAM_BYTES.key(s, "logs"),
         )
         self.writer = BatchWriter(

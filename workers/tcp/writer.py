@@ -137,16 +137,14 @@ def async_client(url_kwargs: dict[str, Any], url: str | None) -> aioredis.Redis:
 @dataclass(frozen=True)
 class Target:
     """Where a writer writes: the stream, its ``seq`` counter, its cap, this instance's
-    marker key (``wk:tcp:batch:{instance}``), and the stream's byte budget with its ledger and
-    counter keys."""
+    marker key (``wk:tcp:batch:{instance}``), and the stream's byte budget and ledger key."""
 
     stream: str
     seq_key: str
     marker: str
     cap: int
     budget: int
-    sizes_key: str
-    bytes_key: str
+    ledger_key: str
 
 
 class BatchWriter:
@@ -175,8 +173,7 @@ class BatchWriter:
             target.stream,
             target.seq_key,
             target.marker,
-            target.sizes_key,
-            target.bytes_key,
+            target.ledger_key,
         ]
         self.budget = target.budget
         self.cap, self.batch_lines, self.on_taken = target.cap, batch_lines, on_taken

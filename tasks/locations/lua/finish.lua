@@ -11,8 +11,7 @@
 -- KEYS[4]  the locations stream
 -- KEYS[5]  its sequence counter (STRING)
 -- KEYS[6]  payloads: HASH alert id → JSON title, summary, source, coordinates
--- KEYS[7]  the stream's byte ledger (LIST of entry sizes)
--- KEYS[8]  the stream's byte counter (HASH bytes, entries)
+-- KEYS[7]  the stream's byte ledger (STRING, workers/store/lua/lib/stream_budget.lua)
 -- ARGV[1]  stream cap: entries kept
 -- ARGV[2]  counters TTL (seconds)
 -- ARGV[3]  stream schema version
@@ -23,7 +22,7 @@
 local t = redis.call('TIME')
 local now = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
 local done = {}
-local sizes, total = {}, 0
+local sizes = {}
 for i = 5, #ARGV, 4 do
   local id = ARGV[i]
   if redis.call('ZREM', KEYS[1], id) == 1 then
@@ -43,7 +42,6 @@ for i = 5, #ARGV, 4 do
                     'seq', tostring(redis.call('INCR', KEYS[5])), 'schema', ARGV[3]}
     redis.call('XADD', KEYS[4], '*', unpack(fields))
     sizes[#sizes + 1] = budget_bytes(fields)
-    total = total + sizes[#sizes]
     redis.call('HINCRBY', KEYS[3], 'located:' .. ARGV[i + 2], 1)
     if ARGV[i + 3] ~= '' then
       redis.call('HINCRBY', KEYS[3], 'fallback:' .. ARGV[i + 3], 1)
@@ -52,7 +50,7 @@ for i = 5, #ARGV, 4 do
   end
 end
 if #sizes > 0 then
-  budget_add(KEYS[4], KEYS[7], KEYS[8], sizes, total, tonumber(ARGV[1]), tonumber(ARGV[4]))
+  budget_add(KEYS[4], KEYS[7], sizes, tonumber(ARGV[1]), tonumber(ARGV[4]))
 end
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 return done

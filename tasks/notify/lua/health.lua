@@ -8,8 +8,7 @@
 -- KEYS[1]  sources down (HASH source -> JSON {since, errors, error})
 -- KEYS[2]  the health stream
 -- KEYS[3]  its seq counter
--- KEYS[4]  its byte ledger (LIST of entry sizes; workers/store/lua/lib/stream_budget.lua)
--- KEYS[5]  its byte counter (HASH bytes, entries)
+-- KEYS[4]  its byte ledger (STRING, workers/store/lua/lib/stream_budget.lua)
 -- ARGV[1]  source name
 -- ARGV[2]  source kind
 -- ARGV[3]  consecutive errors after this poll
@@ -45,5 +44,5 @@ local fields = {'source', source, 'kind', ARGV[2], 'state', state, 'errors', tos
   'title', title, 'message', message, 'seq', tostring(seq), 'schema', ARGV[7]}
 redis.call('XADD', KEYS[2], '*', unpack(fields))
 local size = budget_bytes(fields)
-budget_add(KEYS[2], KEYS[4], KEYS[5], {size}, size, tonumber(ARGV[6]), tonumber(ARGV[8]))
+budget_add(KEYS[2], KEYS[4], {size}, tonumber(ARGV[6]), tonumber(ARGV[8]))
 return state

@@ -20,8 +20,7 @@
 -- KEYS[2]  seen index (ZSET id -> last seen)
 -- KEYS[3]  the changes stream
 -- KEYS[4]  its seq counter
--- KEYS[5]  its byte ledger (LIST of entry sizes; workers/store/lua/lib/stream_budget.lua)
--- KEYS[6]  its byte counter (HASH bytes, entries)
+-- KEYS[5]  its byte ledger (STRING, workers/store/lua/lib/stream_budget.lua)
 -- ARGV[1]  site name
 -- ARGV[2]  drop threshold, percent ("" = drops not reported)
 -- ARGV[3]  rise threshold, percent ("" = rises not reported)
@@ -80,7 +79,7 @@ local function compare(st, price, currency)
   return nil, nil
 end
 
-local written, sizes, total = 0, {}, 0
+local written, sizes = 0, {}
 local ok_rows, rows = pcall(cjson.decode, ARGV[9])
 if not ok_rows or type(rows) ~= 'table' then rows = {} end
 for _, item in ipairs(rows) do
@@ -107,7 +106,6 @@ for _, item in ipairs(rows) do
         redis.call('XADD', KEYS[3], '*', unpack(fields))
         written = written + 1
         sizes[written] = budget_bytes(fields)
-        total = total + sizes[written]
       end
       if price and (moved or change or not old) then st.p = price[2] end
       if not old and not price then st.p = cjson.null end
@@ -122,7 +120,7 @@ for _, item in ipairs(rows) do
 end
 
 if written > 0 then
-  budget_add(KEYS[3], KEYS[5], KEYS[6], sizes, total, tonumber(ARGV[6]), tonumber(ARGV[11]))
+  budget_add(KEYS[3], KEYS[5], sizes, tonumber(ARGV[6]), tonumber(ARGV[11]))
 end
 
 local function forget(ids)

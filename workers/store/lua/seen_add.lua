@@ -17,8 +17,7 @@
 -- KEYS[5]  hand-off queue: ZSET stream id → enqueued at (with ARGV[7])
 -- KEYS[6]  hand-off markers: ZSET stream id → enqueued at, every item not yet done
 -- KEYS[7]  hand-off payloads: HASH stream id → payload
--- KEYS[8]  the stream's byte ledger (LIST of entry sizes)
--- KEYS[9]  the stream's byte counter (HASH bytes, entries)
+-- KEYS[8]  the stream's byte ledger (STRING, lib/stream_budget.lua)
 -- ARGV[1]  cap: members kept
 -- ARGV[2]  max_age: seconds a member not seen again is kept; 0 = no age limit
 -- ARGV[3]  stream cap: entries kept
@@ -41,7 +40,7 @@ if max_age > 0 then
 end
 local items = cjson.decode(ARGV[4])
 local new, ids, evicted = {}, {}, {}
-local sizes, total = {}, 0
+local sizes = {}
 for i = 1, #items do
   if redis.call('ZADD', KEYS[1], now, items[i][1]) == 1 then
     new[#new + 1] = i - 1
@@ -49,7 +48,6 @@ for i = 1, #items do
     if fields then
       local seq = redis.call('INCR', KEYS[3])
       sizes[#sizes + 1] = budget_bytes(fields) + 9 + budget_digits(seq) + #ARGV[8]
-      total = total + sizes[#sizes]
       fields[#fields + 1] = 'seq'
       fields[#fields + 1] = seq
       fields[#fields + 1] = 'schema'
@@ -65,7 +63,7 @@ for i = 1, #items do
   end
 end
 if #sizes > 0 then
-  budget_add(KEYS[2], KEYS[8], KEYS[9], sizes, total, tonumber(ARGV[3]), tonumber(ARGV[9]))
+  budget_add(KEYS[2], KEYS[8], sizes, tonumber(ARGV[3]), tonumber(ARGV[9]))
 end
 if ARGV[5] == 'set' then
   redis.call('HSET', KEYS[4], 'last_new', #new, 'last_duplicate', #items - #new)

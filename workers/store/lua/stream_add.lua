@@ -6,22 +6,20 @@
 --
 -- KEYS[1]  the stream
 -- KEYS[2]  the stream's sequence counter (STRING)
--- KEYS[3]  the stream's byte ledger (LIST of entry sizes)
--- KEYS[4]  the stream's byte counter (HASH bytes, entries)
+-- KEYS[3]  the stream's byte ledger (STRING, lib/stream_budget.lua)
 -- ARGV[1]  cap: entries kept
 -- ARGV[2]  JSON [[field, value, ...], ...]
 -- ARGV[3]  stream schema version
 -- ARGV[4]  byte budget: bytes kept
 -- Returns  the new entries' ids, in order
 
-local ids, sizes, total = {}, {}, 0
+local ids, sizes = {}, {}
 local rows = cjson.decode(ARGV[2])
 local last = redis.call('INCRBY', KEYS[2], #rows)
 for i = 1, #rows do
   local fields = rows[i]
   local seq = last - #rows + i
   sizes[i] = budget_bytes(fields) + 9 + budget_digits(seq) + #ARGV[3]
-  total = total + sizes[i]
   fields[#fields + 1] = 'seq'
   fields[#fields + 1] = seq
   fields[#fields + 1] = 'schema'
@@ -29,6 +27,6 @@ for i = 1, #rows do
   ids[i] = redis.call('XADD', KEYS[1], '*', unpack(fields))
 end
 if #rows > 0 then
-  budget_add(KEYS[1], KEYS[3], KEYS[4], sizes, total, tonumber(ARGV[1]), tonumber(ARGV[4]))
+  budget_add(KEYS[1], KEYS[3], sizes, tonumber(ARGV[1]), tonumber(ARGV[4]))
 end
 return ids

@@ -22,8 +22,7 @@
 -- KEYS[2]  the stream's sequence counter (STRING, shared with the stream's other writers)
 -- KEYS[3]  this listener instance's written batch numbers: ZSET number → number (the newest
 --          ARGV[4] are kept; TTL ARGV[3])
--- KEYS[4]  the stream's byte ledger (LIST of entry sizes)
--- KEYS[5]  the stream's byte counter (HASH bytes, entries)
+-- KEYS[4]  the stream's byte ledger (STRING, workers/store/lua/lib/stream_budget.lua)
 -- ARGV[1]  stream cap in lines (once per batch, scaled to entries)
 -- ARGV[2]  batch number (per listener instance, from 1)
 -- ARGV[3]  marker TTL, seconds
@@ -46,7 +45,7 @@ local schema = ARGV[5]
 local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
 local first = seq
 local entries = 0
-local sizes, total = {}, 0
+local sizes = {}
 -- Bytes of every entry's fixed field names and values ('source', 'tcp', 'peer', ... 'schema')
 -- besides the line(s) and the seq: 6+3+4+11+3+6 names and values, plus `line` (4) or
 -- `lines` and `count` (5+5).
@@ -70,7 +69,6 @@ for i = 8, #ARGV, 3 do
                  'line', piece, 'seq', seq, 'schema', schema)
       entries = entries + 1
       sizes[entries] = common + 4 + #piece + digits
-      total = total + sizes[entries]
       if not nl then break end
       pos = nl + 1
     end
@@ -93,12 +91,11 @@ for i = 8, #ARGV, 3 do
       else
         redis.call('XADD', key, '*', 'source', 'tcp', 'peer', peer, 'received_at', at,
                    'lines', piece, 'count', k, 'seq', seq + 1, 'schema', schema)
-        size = common + 10 + #tostring(k) + #piece + digits
+        size = common + 10 + budget_digits(k) + #piece + digits
       end
       seq = seq + k
       entries = entries + 1
       sizes[entries] = size
-      total = total + size
       if not nl then break end
       pos = nl + 1
     end
@@ -127,7 +124,7 @@ local keep = held_entries
 if held > cap then
   keep = math.ceil(held_entries * cap / held)
 end
-budget_add(key, KEYS[4], KEYS[5], sizes, total, keep, tonumber(ARGV[7]))
+budget_add(key, KEYS[4], sizes, keep, tonumber(ARGV[7]), held_entries)
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[2] .. ':' .. (seq - first) .. ':' .. entries)
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[4]) + 1))
 redis.call('EXPIRE', KEYS[3], ARGV[3])
