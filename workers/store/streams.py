@@ -4,7 +4,7 @@ each capped in entries and in bytes.
 An entry cap alone lets whoever chooses the entry sizes choose the stream's memory (100,000
 ``logs`` entries of 100 KB are 10 GB), so every stream also has a byte budget, enforced in the
 same script call that adds (``lua/lib/stream_budget.lua``): each entry's bytes (field names and
-values) go to the stream's ledger and counter, and the oldest entries are trimmed exactly until
+values) go to the stream's byte ledger, and the oldest entries are trimmed exactly until
 both the cap and the budget hold — oldest first, so a reader's gap in ``seq`` is still exactly
 what was trimmed. Field values are strings: nested values (``JSON_FIELDS``) are stored as JSON
 and decoded on read.
@@ -20,7 +20,7 @@ from typing import Any, cast
 import redis
 
 from workers.core import keys
-from workers.core.settings import Settings
+from workers.core.settings import MAX_STREAM_BUDGET, Settings
 from workers.store.scripts import Script, execute
 from workers.store.size import Size
 
@@ -29,9 +29,6 @@ BULK_BATCH = 1000
 """Entries per script call when many are written at once."""
 SCHEMA = "1"
 """The version of the stream contract (README "Streams") every entry carries in ``schema``."""
-
-NO_BUDGET = 2**62
-"""The byte budget of a stream written without one (tests, ad-hoc streams)."""
 
 _ADD = Script("workers.store", "stream_add", include=("stream_budget",))
 
@@ -85,7 +82,7 @@ class CappedStream:
         key: str,
         cap: int,
         seq_key: str = "",
-        budget: int = NO_BUDGET,
+        budget: int = MAX_STREAM_BUDGET,
     ) -> None:
         self.client, self.key, self.cap, self.seq_key = client, key, cap, seq_key
         self.budget = budget
