@@ -54,7 +54,7 @@ _CLAIM = Script("tasks.locations", "claim")
 _REAP = Script("tasks.locations", "reap")
 _RELEASE = Script("tasks.locations", "release")
 _EXTEND = Script("tasks.locations", "extend")
-_FINISH = Script("tasks.locations", "finish")
+_FINISH = Script("tasks.locations", "finish", include=("workers.store:stream_budget",))
 REAP_LIMIT = 200
 """Expired leases returned per call."""
 
@@ -75,6 +75,7 @@ class LocKeys:
     flush_flag: str
     stream: str
     stream_seq: str
+    stream_ledger: str
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -93,6 +94,7 @@ class LocKeys:
             setattr(self, name, getattr(keys, f"LOC_{name.upper()}").key(settings))
         self.stream = keys.STREAM.key(settings, "locations")
         self.stream_seq = keys.STREAM_SEQ.key(settings, "locations")
+        self.stream_ledger = keys.STREAM_BYTES.key(settings, "locations")
 
 
 @dataclass(frozen=True)
@@ -165,10 +167,17 @@ class LocationStore:
         done: list[str] = []
         k = self.keys
         for start in range(0, len(rows), IDS_PER_CALL):
-            args: list[Any] = [self.settings.max_alerts, self.settings.state_ttl, SCHEMA]
+            s = self.settings
+            args: list[Any] = [
+                s.stream_cap("locations"),
+                s.state_ttl,
+                SCHEMA,
+                s.max_locations_bytes,
+            ]
             for alert_id, loc, method, reason in rows[start : start + IDS_PER_CALL]:
                 args += [alert_id, json.dumps(loc.as_dict()), method, reason]
             keys_ = [k.queued, k.buffer, k.stats, k.stream, k.stream_seq, k.alerts]
+            keys_.append(k.stream_ledger)
             done += [str(i) for i in _FINISH(self.client, keys_, args)]
         return done
 

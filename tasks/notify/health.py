@@ -25,7 +25,7 @@ from workers.store.scripts import Script
 log = logging.getLogger(__name__)
 
 MAX_ERROR = 300
-_HEALTH = Script("tasks.notify", "health")
+_HEALTH = Script("tasks.notify", "health", include=("workers.store:stream_budget",))
 
 
 def source_health_changed(
@@ -55,7 +55,12 @@ def source_health_changed(
     change = str(
         _HEALTH(
             rt.redis,
-            [keys.NOTIFY_HEALTH.key(s), stream_key(s, "health"), seq_key(s, "health")],
+            [
+                keys.NOTIFY_HEALTH.key(s),
+                stream_key(s, "health"),
+                seq_key(s, "health"),
+                keys.STREAM_BYTES.key(s, "health"),
+            ],
             [
                 source_name,
                 kind,
@@ -64,6 +69,7 @@ def source_health_changed(
                 error,
                 s.stream_cap("health"),
                 SCHEMA,
+                s.stream_budget("health"),
             ],
         )
         or ""

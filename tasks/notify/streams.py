@@ -17,7 +17,7 @@ import redis
 
 from workers.core import keys
 from workers.core.settings import Settings
-from workers.store.streams import SCHEMA, CappedStream, decode_fields
+from workers.store.streams import SCHEMA, decode_fields, output_stream
 
 __all__ = ["SCHEMA", "append", "as_int", "first_entry", "seq_key", "stream_key"]
 
@@ -39,14 +39,12 @@ def append(
     exact: bool = False,
     cap: int | None = None,
 ) -> list[str]:
-    """Append stamped entries in one round trip; return their ids. ``exact`` trims to ``cap``
-    exactly afterwards (the writers trim approximately: whole radix nodes)."""
-    limit = settings.stream_cap(name) if cap is None else cap
-    stream = CappedStream(client, stream_key(settings, name), limit, seq_key(settings, name))
-    ids = stream.add_many(entries)
-    if exact:
-        client.xtrim(stream.key, maxlen=limit, approximate=False)
-    return ids
+    """Append stamped entries in one round trip; return their ids. Every writer trims exactly
+    now (entry cap and byte budget, in the call that adds); ``exact`` is kept for callers."""
+    stream = output_stream(client, settings, name)
+    if cap is not None:
+        stream.cap = cap
+    return stream.add_many(entries)
 
 
 def as_int(value: Any) -> int | None:

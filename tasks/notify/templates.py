@@ -31,14 +31,30 @@ DEFAULTS: dict[str, Template] = {
     "locations": Template("{title}", "Located: {location.name} {location.country_code}"),
     "changes": Template(
         "{site}: {change_text} — {fields.title}",
-        "{old_price} → {new_price} {currency} ({change_pct}%)\n{fields.link}\n\n"
-        "{site} · listing {id}",
+        "{price_text}\n{fields.link}\n\n{site} · listing {id}",
     ),
     "health": Template("{title}", "{message}"),
 }
 GENERIC = Template("{stream} {id}", "{_all}")
 
-CHANGE_TEXT = {"price_drop": "price drop", "price_rise": "price rise", "back": "back again"}
+CHANGE_TEXT = {
+    "price_drop": "price drop",
+    "price_rise": "price rise",
+    "back": "back again",
+    "currency": "currency changed",
+}
+
+
+def price_text(fields: Mapping[str, Any]) -> str:
+    """A change's prices as one line: ``1000 USD → 900 EUR`` for a currency change (no
+    percentage between currencies), else ``1000 → 900 USD (-10.0%)``, the percentage left out
+    when there is none (a move from 0, a listing back)."""
+    old, new = fields.get("old_price") or "", fields.get("new_price") or ""
+    currency, pct = fields.get("currency") or "", fields.get("change_pct") or ""
+    if fields.get("change") == "currency":
+        return f"{old} {fields.get('old_currency') or ''} → {new} {currency}".replace("  ", " ")
+    text = f"{old} → {new} {currency}".strip() if old or new else ""
+    return f"{text} ({pct}%)" if text and pct else text
 
 
 def default_template(stream: str) -> Template:
@@ -92,11 +108,12 @@ def tidy(text: str) -> str:
 
 def context_for(stream: str, entry_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     """What a template can name: the entry's fields, plus ``stream``, ``id`` when the entry has
-    none, ``change_text`` for changes, ``_line`` (a log entry's line or lines) and ``_all``
-    (every field, one per line)."""
+    none, ``change_text`` and ``price_text`` for changes, ``_line`` (a log entry's line or
+    lines) and ``_all`` (every field, one per line)."""
     context: dict[str, Any] = {"stream": stream, "id": entry_id, **fields}
     if "change" in fields:
         context["change_text"] = CHANGE_TEXT.get(str(fields["change"]), str(fields["change"]))
+        context["price_text"] = price_text(fields)
     context["_line"] = fields.get("line") or fields.get("lines") or ""
     context["_all"] = "\n".join(
         f"{k}: {v}" for k, v in fields.items() if k not in ("seq", "schema") and v not in ("", None)

@@ -3,9 +3,15 @@
 The seen-set only says whether a listing is new; this remembers, per listing id, the last
 reported price and the last complete run that saw it, and writes each change to the capped
 ``changes`` stream (``lua/changes.lua``, one atomic call per run). Entry fields: ``site``,
-``id``, ``change`` (``price_drop``, ``price_rise``, ``back``), ``old_price``, ``new_price``,
-``change_pct`` (one decimal, signed), ``currency``, ``fields`` (the listing's fields, JSON),
-``at`` (epoch seconds), plus the stream contract's ``seq`` and ``schema``.
+``id``, ``change`` (``price_drop``, ``price_rise``, ``currency``, ``back``), ``old_price``,
+``new_price``, ``change_pct`` (one decimal, signed; empty for a move from 0 or a currency
+change), ``currency``, ``old_currency``, ``fields`` (the listing's fields, JSON), ``at`` (epoch
+seconds), plus the stream contract's ``seq`` and ``schema``.
+
+Prices travel to the script as plain decimal strings and are stored and written as such: a
+number the scraper refused (``price.read_price``) never gets here, and one that is not finite,
+negative or above WATCHKEEPER_SCRAPE_MAX_PRICE is dropped here too (and by the script), so one
+listing can never fail the call for the others.
 
 Thresholds are per site (``price_drop_pct``, ``price_rise_pct`` in ``[[sites]]``): ``None``
 does not report that direction, ``0`` reports any move. Only a run that read every page
@@ -17,6 +23,8 @@ WATCHKEEPER_SEEN_MAX_AGE.
 from __future__ import annotations
 
 import json
+import logging
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -25,7 +33,8 @@ from workers.core.runtime import Runtime
 from workers.store.scripts import Script
 from workers.store.streams import SCHEMA
 
-_CHANGES = Script("tasks.scrape", "changes")
+_CHANGES = Script("tasks.scrape", "changes", include=("workers.store:stream_budget",))
+log = logging.getLogger(__name__)
 
 
 def record_changes(
@@ -43,20 +52,21 @@ def record_changes(
     rows = [
         [
             str(item["id"]),
-            _number(item.get("price_amount")),
+            price_text(item.get("price_amount"), s.scrape_max_price),
             item.get("price_currency") or None,
             json.dumps(item.get("fields") or {}, ensure_ascii=False),
         ]
         for item in listings
         if item.get("id")
     ]
-    written, tracked = _CHANGES(
+    written, tracked, refused = _CHANGES(
         rt.redis,
         [
             keys.LISTING_PRICES.key(s, site),
             keys.LISTING_SEEN.key(s, site),
             keys.STREAM.key(s, "changes"),
             keys.STREAM_SEQ.key(s, "changes"),
+            keys.STREAM_BYTES.key(s, "changes"),
         ],
         [
             site,
@@ -68,13 +78,25 @@ def record_changes(
             SCHEMA,
             "1" if complete else "0",
             json.dumps(rows, ensure_ascii=False),
+            s.scrape_max_price,
+            s.stream_budget("changes"),
         ],
     )
+    if int(refused):
+        log.warning("[scrape] site %r: %d prices refused by changes.lua", site, int(refused))
     return int(written), int(tracked)
 
 
-def _number(value: Any) -> float | None:
+def price_text(value: Any, max_price: float) -> str | None:
+    """An amount as the plain decimal string the script takes (``880.0`` → ``"880"``), or None
+    when there is none or it is unusable: not a finite number, negative, above ``max_price``."""
     try:
-        return float(value) if value not in (None, "") else None
+        amount = float(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
+    if amount is None or not math.isfinite(amount) or not 0 <= amount <= max_price:
+        return None
+    if amount == int(amount):
+        return str(int(amount))
+    text = repr(amount)
+    return text if "e" not in text else f"{amount:.10f}".rstrip("0").rstrip(".")

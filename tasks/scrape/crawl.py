@@ -45,6 +45,7 @@ class Crawl(Extracted):
         self.matched += page.matched
         self.missing_id += page.missing_id
         self.duplicates += page.duplicates
+        self.bad_prices += page.bad_prices
         self.warnings.extend(page.warnings)
         for name, count in page.missing.items():
             self.missing[name] = self.missing.get(name, 0) + count
@@ -133,6 +134,7 @@ def _read_page(
             next_page=site.next_page,
             price_field=site.price,
             max_chars=settings.scrape_max_field_chars,
+            max_price=settings.scrape_max_price,
         )
     except FetchError as exc:
         crawl.http_status, crawl.retry_after = exc.status, exc.retry_after

@@ -23,7 +23,7 @@ from urllib.parse import urldefrag, urljoin
 
 from bs4 import BeautifulSoup, Tag
 
-from tasks.scrape.price import parse_price
+from tasks.scrape.price import MAX_PRICE, read_price
 from workers.core.redact import without_credentials
 
 URL_ATTRS = frozenset({"href", "src", "action", "data-href", "data-src", "data-url", "poster"})
@@ -46,6 +46,7 @@ class Extracted:
     missing_id: int = 0
     duplicates: int = 0
     missing: dict[str, int] = field(default_factory=dict)
+    bad_prices: int = 0
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -120,10 +121,16 @@ def extract_listings(
     id_field: str,
     price_field: str | None,
     max_chars: int,
+    max_price: float = MAX_PRICE,
 ) -> PageResult:
-    """Apply the site's selectors to a parsed page (the caller releases the soup)."""
+    """Apply the site's selectors to a parsed page (the caller releases the soup).
+
+    A price that is shown but unusable (``read_price``'s problems) leaves its listing without a
+    price and is counted in ``bad_prices``, with one warning per page naming the first.
+    """
     result = PageResult(url=page_url)
     seen_ids: set[str] = set()
+    first_bad = ""
     for element in soup.select(item):
         result.matched += 1
         values = {
@@ -140,12 +147,27 @@ def extract_listings(
         for name, value in values.items():
             if value == "":
                 result.missing[name] = result.missing.get(name, 0) + 1
-        amount, currency = parse_price(values.get(price_field, "")) if price_field else (None, None)
+        shown = values.get(price_field, "") if price_field else ""
+        price = read_price(shown, max_price)
+        if price.problem:
+            result.bad_prices += 1
+            first_bad = first_bad or f"{listing_id[:40]!r}: {shown[:40]!r}: {price.problem}"
         result.listings.append(
-            {"id": listing_id, "fields": values, "price_amount": amount, "price_currency": currency}
+            {
+                "id": listing_id,
+                "fields": values,
+                "price_amount": price.amount,
+                "price_currency": price.currency,
+            }
         )
     if result.matched == 0:
         result.warnings.append(f"0 items: selector {item!r} matched nothing on {page_url}")
+    if result.bad_prices:
+        n = result.bad_prices
+        result.warnings.append(
+            f"{n} listing{'s' if n > 1 else ''} with an unusable price (kept without one) on "
+            f"{page_url}; first {first_bad}"
+        )
     return result
 
 
@@ -173,6 +195,7 @@ def extract_page(
     next_page: str | None = None,
     price_field: str | None = None,
     max_chars: int = 2000,
+    max_price: float = MAX_PRICE,
 ) -> PageResult:
     """Parse ``body`` (checked to be HTML), extract listings and the next link, free the tree.
 
@@ -184,7 +207,9 @@ def extract_page(
     try:
         # Links in listings are data: resolved against the page URL without its credentials.
         public = without_credentials(page_url)
-        result = extract_listings(soup, public, item, fields, id_field, price_field, max_chars)
+        result = extract_listings(
+            soup, public, item, fields, id_field, price_field, max_chars, max_price
+        )
         result.next_url = next_page_url(soup, page_url, next_page)
         return result
     finally:

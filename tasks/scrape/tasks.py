@@ -93,6 +93,7 @@ def collected_from_crawl(
             "missing_id": crawl.missing_id,
             "incomplete": crawl.incomplete,
             "duplicates_on_pages": crawl.duplicates,
+            "bad_prices": crawl.bad_prices,
         },
         context=RunContext(crawl, started, memory_start),
     )
@@ -119,6 +120,7 @@ def record_run(rt: Runtime, site: SiteSource, collected: Collected, added: Added
         "missing_id": crawl.missing_id,
         "missing_fields": crawl.missing,
         "incomplete": crawl.incomplete,
+        "bad_prices": crawl.bad_prices,
         "errors": [m[:MAX_MESSAGE] for m in crawl.errors],
         "warnings": [m[:MAX_MESSAGE] for m in crawl.warnings],
         "memory_usage_start_mb": round(context.memory_start_mb, 2),

@@ -803,8 +803,12 @@ def _resp_command(buffer: bytes) -> tuple[list[bytes], int] | None:
 
 
 def batch_number(args: list[bytes]) -> int:
-    """The batch number of a ``write_lines`` call (0 for any other command)."""
-    return int(args[7]) if args[:1] == [b"EVALSHA"] and len(args) > 7 else 0
+    """The batch number of a ``write_lines`` call (0 for any other command): its second
+    argument, after EVALSHA, the SHA, the key count and the keys."""
+    if args[:1] != [b"EVALSHA"] or len(args) < 3:
+        return 0
+    at = 3 + int(args[2]) + 1
+    return int(args[at]) if len(args) > at else 0
 
 
 def test_two_listeners_resending_after_a_lost_reply_write_each_line_exactly_once(

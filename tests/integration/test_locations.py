@@ -359,6 +359,7 @@ def test_100k_alerts_with_the_api_down_stay_bounded_and_all_end_located(
         moonshot_base_url=http_server.url("/v1"),
         moonshot_max_retries=0,
         max_alerts=200_000,
+        max_locations_bytes=256 * 1024 * 1024,
     )
     store = LocationStore(runtime.redis, runtime.settings)
     resolver = ChatCompletionsResolver(runtime.settings)

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from bs4 import Tag
 
-from tasks.scrape.extract import NotHTML, extract_page, parse_price, split_spec
+from tasks.scrape.extract import NotHTML, extract_page, split_spec
+from tasks.scrape.price import Price, parse_price, read_price
 
 PAGE_URL = "http://shop.test/listings?page=1"
 FIELDS = {
@@ -226,6 +227,27 @@ def test_price_is_parsed_into_number_and_currency(
     text: str, expected: tuple[float | None, str | None]
 ) -> None:
     assert parse_price(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("-5", "negative"),
+        ("EUR \u22125", "negative"),
+        ("1e309", "exponent notation"),
+        ("$3.5E+2", "exponent notation"),
+        ("$" + "9" * 400, "400-digit amount over the bound 1000000000000000"),
+        ("9" * 16, "16-digit amount over the bound 1000000000000000"),
+    ],
+)
+def test_a_shown_but_unusable_price_is_a_problem_not_a_number(text: str, problem: str) -> None:
+    assert read_price(text) == Price(None, None, problem)
+    assert parse_price(text) == (None, None)
+
+
+def test_the_price_bound_is_the_callers() -> None:
+    assert read_price("$1,000", max_amount=999).problem == "4-digit amount over the bound 999"
+    assert read_price("$999", max_amount=999).amount == 999.0
 
 
 @pytest.mark.parametrize(

@@ -166,3 +166,16 @@ def test_templates_render_nested_fields_and_count_missing_ones():
     text, missing = render("{site}: {change_text} {pct:.1f}% {fields.title}{nope}", context)
     assert text == "w: price drop -12.0%"
     assert missing == ["fields.title", "nope"]
+
+
+def test_a_change_renders_its_prices_without_a_percentage_between_currencies():
+    from tasks.notify.templates import context_for, default_template, render
+
+    body_of = default_template("changes").body
+    drop = {"site": "s", "change": "price_drop", "old_price": "1000", "new_price": "900"}
+    drop |= {"currency": "USD", "change_pct": "-10.0", "fields": {"title": "W", "link": "L"}}
+    switch = {**drop, "change": "currency", "new_price": "900", "currency": "EUR"}
+    switch |= {"old_currency": "USD", "change_pct": ""}
+    assert "1000 → 900 USD (-10.0%)" in render(body_of, context_for("changes", "1-0", drop))[0]
+    body = render(body_of, context_for("changes", "1-0", switch))[0]
+    assert "1000 USD → 900 EUR" in body and "%" not in body

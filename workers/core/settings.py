@@ -36,6 +36,11 @@ STREAM_CAPS = {
 }
 """The setting that caps each output stream."""
 
+STREAM_BUDGETS = {name: f"max_{name}_bytes" for name in STREAM_CAPS}
+"""The setting that holds each output stream's byte budget."""
+MAX_STREAM_BUDGET = 2**31
+"""Largest byte budget: the ledger keeps running totals modulo 2^32 (lua/lib/stream_budget.lua)."""
+
 
 class SettingsError(ValueError):
     """A setting's value is unusable; the message names the variable and the value."""
@@ -130,6 +135,7 @@ class Settings:
     feed_max_entries: int
     feedparser_max_elements: int
     scrape_max_field_chars: int
+    scrape_max_price: int
     memory_warn_mb: int
     memory_recycle_mb: int
     memory_hard_mb: int
@@ -168,6 +174,12 @@ class Settings:
     api_read_tokens: str
     max_changes: int
     max_health: int
+    max_alerts_bytes: int
+    max_logs_bytes: int
+    max_listings_bytes: int
+    max_locations_bytes: int
+    max_changes_bytes: int
+    max_health_bytes: int
     notify_after_errors: int
     notify_interval: float
     notify_batch: int
@@ -243,6 +255,12 @@ class Settings:
                 f"WATCHKEEPER_NOTIFY_TASK_TIME_LIMIT={self.notify_task_time_limit}: must exceed "
                 f"WATCHKEEPER_NOTIFY_RUN_WAIT={self.notify_run_wait:g}"
             )
+        for stream, name in STREAM_BUDGETS.items():
+            if getattr(self, name) > MAX_STREAM_BUDGET:
+                raise SettingsError(
+                    f"WATCHKEEPER_{name.upper()}={getattr(self, name)}: the `{stream}` stream's "
+                    f"byte budget may be at most {MAX_STREAM_BUDGET} (2 GiB)"
+                )
         if not self.memory_warn_mb <= self.memory_recycle_mb <= self.memory_hard_mb:
             raise SettingsError(
                 f"WATCHKEEPER_MEMORY_RECYCLE_MB={self.memory_recycle_mb}: must lie between "
@@ -280,6 +298,10 @@ class Settings:
     def stream_cap(self, stream: str) -> int:
         """The cap of an output stream, by its name."""
         return int(getattr(self, STREAM_CAPS[stream]))
+
+    def stream_budget(self, stream: str) -> int:
+        """The byte budget of an output stream, by its name."""
+        return int(getattr(self, STREAM_BUDGETS[stream]))
 
 
 def _parse(env: str, raw: str, default: Any, minimum: float | None) -> Any:

@@ -21,6 +21,7 @@ from workers.core.prometheus import declared_metrics
 from workers.core.runtime import Runtime
 from workers.core.status_sections import SECTIONS, StatusSection, declare_section
 from workers.core.text import table
+from workers.store.streams import ledger_bytes
 
 ORDER = (
     "redis",
@@ -39,7 +40,8 @@ STREAMS = ("alerts", "logs", "listings", "locations", "changes", "health")
 
 
 def redis_section(rt: Runtime) -> dict[str, Any]:
-    """Used memory, key counts by kind (the part after the prefix) and each stream's size."""
+    """Used memory, key counts by kind (the part after the prefix), and each stream's size
+    against its cap and bytes against its budget."""
     info = rt.redis.info("memory")
     kinds: Counter[str] = Counter()
     prefix = rt.settings.prefix
@@ -49,6 +51,8 @@ def redis_section(rt: Runtime) -> dict[str, Any]:
         name: {
             "size": int(rt.redis.xlen(keys.STREAM.key(rt.settings, name))),
             "cap": rt.settings.stream_cap(name),
+            "bytes": ledger_bytes(rt.redis, keys.STREAM_BYTES.key(rt.settings, name)),
+            "budget": rt.settings.stream_budget(name),
         }
         for name in STREAMS
     }
@@ -69,8 +73,11 @@ def render_redis(section: dict[str, Any]) -> list[str]:
         + ", ".join(f"{k} {v}" for k, v in section.get("keys_by_kind", {}).items())
     ]
     lines += table(
-        ["stream", "size", "cap"],
-        [[n, s.get("size"), s.get("cap")] for n, s in section.get("streams", {}).items()],
+        ["stream", "size", "cap", "bytes", "budget"],
+        [
+            [n, s.get("size"), s.get("cap"), s.get("bytes"), s.get("budget")]
+            for n, s in section.get("streams", {}).items()
+        ],
     )
     return lines
 

@@ -40,6 +40,7 @@ from workers.polling.state import SourceState, backoff_delay, claim, queue_save
 from workers.store.scripts import execute
 from workers.store.seen import Added, SeenSet
 from workers.store.streams import CappedStream
+from workers.store.streams import output_stream as store_output_stream
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,7 @@ def seen_set(rt: Runtime, name: str) -> SeenSet:
 
 
 def output_stream(rt: Runtime, name: str) -> CappedStream:
-    s = rt.settings
-    return CappedStream(
-        rt.redis, keys.STREAM.key(s, name), s.stream_cap(name), keys.STREAM_SEQ.key(s, name)
-    )
+    return store_output_stream(rt.redis, rt.settings, name)
 
 
 def poll_source(

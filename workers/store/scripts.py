@@ -9,7 +9,8 @@ that failed are repeated, in their order — a NOSCRIPT call did nothing, so not
 
 A script may start with the functions of shared ``lua/lib/<name>.lua`` files (``include``), so
 two scripts that do one thing the same way (take a host's request slot) share its code and each
-still runs as one call.
+still runs as one call; ``"<package>:<name>"`` includes another package's library (every stream
+writer includes ``workers.store:stream_budget``).
 
 redis-py's own ``register_script`` is not used: in a pipeline it asks ``SCRIPT EXISTS`` before
 every execute, one extra round trip on every poll.
@@ -30,12 +31,16 @@ _BY_SHA: dict[str, Script] = {}
 
 class Script:
     """A Lua script from ``<package>/lua/<name>.lua``, after ``<package>/lua/lib/<x>.lua`` for
-    each ``x`` in ``include``."""
+    each ``x`` in ``include`` (``<other package>:<x>``: that package's ``lua/lib/<x>.lua``)."""
 
     def __init__(self, package: str, name: str, include: Sequence[str] = ()) -> None:
         self.name = name
         folder = resources.files(package).joinpath("lua")
-        files = [folder.joinpath("lib", f"{lib}.lua") for lib in include]
+        files = []
+        for lib in include:
+            owner, _, lib_name = lib.rpartition(":")
+            lib_folder = resources.files(owner).joinpath("lua") if owner else folder
+            files.append(lib_folder.joinpath("lib", f"{lib_name}.lua"))
         files.append(folder.joinpath(f"{name}.lua"))
         self.source = "\n".join(f.read_text(encoding="utf-8") for f in files)
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()

@@ -19,7 +19,7 @@ from workers.store.scripts import Script, execute
 from workers.store.size import Size
 from workers.store.streams import BULK_BATCH, SCHEMA, CappedStream, stream_row
 
-_ADD = Script("workers.store", "seen_add")
+_ADD = Script("workers.store", "seen_add", include=("stream_budget",))
 
 
 def short_hash(key: str) -> str:
@@ -59,7 +59,9 @@ class SeenSet:
             return []
         items = json.dumps([[short_hash(k)] for k in keys])
         new, _, _ = _ADD(
-            self.client, [self.key] * 7, [self.cap, int(self.max_age), 0, items, "", 0, "", SCHEMA]
+            self.client,
+            [self.key] * 8,
+            [self.cap, int(self.max_age), 0, items, "", 0, "", SCHEMA, 0],
         )
         return [keys[int(i)] for i in new]
 
@@ -81,6 +83,7 @@ class SeenSet:
         never trimmed. Returns how many pipeline results ``parse_add_and_append`` reads.
         """
         hand = handoff or Handoff(self.key, self.key, self.key, 0)
+        stream_key, seq_key, ledger_key = stream.writable_keys()
         for start in range(0, len(items), BULK_BATCH):
             chunk = [
                 [short_hash(key), stream_row(entry), *_payload(payloads, start + i)]
@@ -91,12 +94,13 @@ class SeenSet:
                 pipe,
                 [
                     self.key,
-                    stream.key,
-                    stream.writable_seq_key(),
+                    stream_key,
+                    seq_key,
                     counts_key or self.key,
                     hand.queue,
                     hand.markers,
                     hand.payloads,
+                    ledger_key,
                 ],
                 [
                     self.cap,
@@ -107,6 +111,7 @@ class SeenSet:
                     protect_since,
                     hand.cap if handoff else "",
                     SCHEMA,
+                    stream.budget,
                 ],
             )
         return (len(items) + BULK_BATCH - 1) // BULK_BATCH

@@ -1,8 +1,13 @@
-"""Output streams (``alerts``, ``logs``, ``listings``, ``locations``), each capped.
+"""Output streams (``alerts``, ``logs``, ``listings``, ``locations``, ``changes``, ``health``),
+each capped in entries and in bytes.
 
-``XADD MAXLEN ~ cap`` lets Redis trim whole radix-tree nodes, so a stream can exceed its cap by
-at most one node (100 entries by default) — the price of O(1) trimming on every add. Field
-values are strings: nested values (``JSON_FIELDS``) are stored as JSON and decoded on read.
+An entry cap alone lets whoever chooses the entry sizes choose the stream's memory (100,000
+``logs`` entries of 100 KB are 10 GB), so every stream also has a byte budget, enforced in the
+same script call that adds (``lua/lib/stream_budget.lua``): each entry's bytes (field names and
+values) go to the stream's byte ledger, and the oldest entries are trimmed exactly until
+both the cap and the budget hold — oldest first, so a reader's gap in ``seq`` is still exactly
+what was trimmed. Field values are strings: nested values (``JSON_FIELDS``) are stored as JSON
+and decoded on read.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from typing import Any, cast
 
 import redis
 
+from workers.core import keys
+from workers.core.settings import MAX_STREAM_BUDGET, Settings
 from workers.store.scripts import Script, execute
 from workers.store.size import Size
 
@@ -23,7 +30,7 @@ BULK_BATCH = 1000
 SCHEMA = "1"
 """The version of the stream contract (README "Streams") every entry carries in ``schema``."""
 
-_ADD = Script("workers.store", "stream_add")
+_ADD = Script("workers.store", "stream_add", include=("stream_budget",))
 
 
 def encode_fields(entry: Mapping[str, Any]) -> dict[str, str]:
@@ -61,14 +68,25 @@ def decode_fields(fields: Mapping[str, str]) -> dict[str, Any]:
 
 
 class CappedStream:
-    """One output stream trimmed to about ``cap`` entries.
+    """One output stream trimmed to ``cap`` entries and ``budget`` bytes.
 
     Writers number entries through ``seq_key`` (``seq`` and ``schema`` fields), so a reader that
-    fell behind a trim knows how many it missed; a read-only stream needs no ``seq_key``.
+    fell behind a trim knows how many it missed; a read-only stream needs no ``seq_key``. The
+    byte ledger is ``<key>:bytes`` (``keys.STREAM_BYTES``); ``output_stream`` builds a stream
+    from the settings.
     """
 
-    def __init__(self, client: redis.Redis, key: str, cap: int, seq_key: str = "") -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        key: str,
+        cap: int,
+        seq_key: str = "",
+        budget: int = MAX_STREAM_BUDGET,
+    ) -> None:
         self.client, self.key, self.cap, self.seq_key = client, key, cap, seq_key
+        self.budget = budget
+        self.ledger_key = f"{key}:bytes"
 
     def add(self, entry: Mapping[str, Any]) -> str:
         return self.add_many([entry])[0]
@@ -80,11 +98,12 @@ class CappedStream:
         for start in range(0, len(rows), BULK_BATCH):
             _ADD.queue(
                 pipe,
-                [self.key, self.writable_seq_key()],
+                self.writable_keys(),
                 [
                     self.cap,
                     json.dumps(rows[start : start + BULK_BATCH], ensure_ascii=False),
                     SCHEMA,
+                    self.budget,
                 ],
             )
         return (len(rows) + BULK_BATCH - 1) // BULK_BATCH
@@ -95,10 +114,11 @@ class CappedStream:
         batches = self.queue(pipe, entries)
         return [str(i) for ids in execute(pipe)[:batches] for i in ids] if batches else []
 
-    def writable_seq_key(self) -> str:
+    def writable_keys(self) -> list[str]:
+        """The keys a writing script takes: the stream, its ``seq`` counter, its byte ledger."""
         if not self.seq_key:
             raise ValueError(f"stream {self.key}: written without its sequence counter")
-        return self.seq_key
+        return [self.key, self.seq_key, self.ledger_key]
 
     def latest(self, count: int) -> list[tuple[str, dict[str, Any]]]:
         """The newest ``count`` entries, oldest first."""
@@ -119,3 +139,28 @@ class CappedStream:
 
     def size(self) -> Size:
         return Size(self.key, len(self), self.cap)
+
+    def bytes_held(self) -> int:
+        """Bytes the stream holds, by its ledger."""
+        return ledger_bytes(self.client, self.ledger_key)
+
+
+def ledger_bytes(client: redis.Redis, ledger_key: str) -> int:
+    """The bytes a stream holds, from its byte ledger's trailer (``lua/lib/stream_budget.lua``:
+    the last 16 characters, decimal); 0 when it has none."""
+    tail = cast(Any, client.getrange(ledger_key, -16, -1))
+    text = tail.decode("ascii", "replace") if isinstance(tail, bytes) else str(tail)
+    return int(text) if len(text) == 16 and text.isdigit() else 0
+
+
+def output_stream(client: redis.Redis, settings: Settings, name: str) -> CappedStream:
+    """The output stream ``name`` with its cap, budget and keys from ``settings``."""
+    stream = CappedStream(
+        client,
+        keys.STREAM.key(settings, name),
+        settings.stream_cap(name),
+        keys.STREAM_SEQ.key(settings, name),
+        settings.stream_budget(name),
+    )
+    stream.ledger_key = keys.STREAM_BYTES.key(settings, name)
+    return stream

@@ -284,6 +284,8 @@ class Listener:
             keys.STREAM_SEQ.key(s, "logs"),
             keys.TCP_BATCH.key(s, self.instance),
             s.max_logs,
+            s.max_logs_bytes,
+            keys.STREAM_BYTES.key(s, "logs"),
         )
         self.writer = BatchWriter(
             self.client,

@@ -5,7 +5,8 @@ lines/s with one pipelined XADD per line, ~285k with one script per batch). So a
 over *chunks* — the lines of one read from one peer, joined by ``\\n`` — and the writer sends one
 call of ``lua/write_lines.lua`` per batch whose arguments are three per chunk (peer, receive
 time, lines); the script splits them and XADDs each line inside Redis, then trims the stream
-once (``MAXLEN ~``). Every entry carries ``seq`` and ``schema`` from the stream's counter, as
+once, oldest first, to its cap and byte budget (``workers/store/lua/lib/stream_budget.lua``).
+Every entry carries ``seq`` and ``schema`` from the stream's counter, as
 every stream entry does (``workers/store/streams.py``).
 
 Redis itself then bounds the rate at one stream entry per line (~3.5 µs of Redis CPU each with
@@ -54,7 +55,7 @@ PIPELINE_DEPTH = 4
 MARKER_WINDOW = 64
 """Batch numbers an instance remembers: far more than the ``PIPELINE_DEPTH`` ever resent."""
 
-_WRITE_LINES = Script("workers.tcp", "write_lines")
+_WRITE_LINES = Script("workers.tcp", "write_lines", include=("workers.store:stream_budget",))
 
 
 def new_instance() -> str:
@@ -135,13 +136,15 @@ def async_client(url_kwargs: dict[str, Any], url: str | None) -> aioredis.Redis:
 
 @dataclass(frozen=True)
 class Target:
-    """Where a writer writes: the stream, its ``seq`` counter, its cap, and this instance's
-    marker key (``wk:tcp:batch:{instance}``)."""
+    """Where a writer writes: the stream, its ``seq`` counter, its cap, this instance's
+    marker key (``wk:tcp:batch:{instance}``), and the stream's byte budget and ledger key."""
 
     stream: str
     seq_key: str
     marker: str
     cap: int
+    budget: int
+    ledger_key: str
 
 
 class BatchWriter:
@@ -166,7 +169,13 @@ class BatchWriter:
     ) -> None:
         self.client, self.queue, self.stats = client, queue, stats
         self.pack_lines, self.pack_backlog = pack_lines, pack_backlog
-        self.keys = [target.stream, target.seq_key, target.marker]
+        self.keys = [
+            target.stream,
+            target.seq_key,
+            target.marker,
+            target.ledger_key,
+        ]
+        self.budget = target.budget
         self.cap, self.batch_lines, self.on_taken = target.cap, batch_lines, on_taken
         self.batch = 0
         self.inflight: deque[tuple[list[Any], int]] = deque()
@@ -264,7 +273,15 @@ class BatchWriter:
     async def _send(self, batch: list[Chunk]) -> None:
         self.batch += 1
         pack = self.pack_for_next()
-        args: list[Any] = [self.cap, self.batch, MARKER_TTL_S, MARKER_WINDOW, SCHEMA, pack]
+        args: list[Any] = [
+            self.cap,
+            self.batch,
+            MARKER_TTL_S,
+            MARKER_WINDOW,
+            SCHEMA,
+            pack,
+            self.budget,
+        ]
         for chunk in batch:
             args += (chunk.peer, chunk.received_at, chunk.payload)
         self.inflight.append((args, sum(c.count for c in batch)))

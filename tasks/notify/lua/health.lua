@@ -8,13 +8,15 @@
 -- KEYS[1]  sources down (HASH source -> JSON {since, errors, error})
 -- KEYS[2]  the health stream
 -- KEYS[3]  its seq counter
+-- KEYS[4]  its byte ledger (STRING, workers/store/lua/lib/stream_budget.lua)
 -- ARGV[1]  source name
 -- ARGV[2]  source kind
 -- ARGV[3]  consecutive errors after this poll
 -- ARGV[4]  threshold (WATCHKEEPER_NOTIFY_AFTER_ERRORS)
 -- ARGV[5]  last error (already redacted and shortened)
--- ARGV[6]  stream cap (XADD MAXLEN ~)
+-- ARGV[6]  stream cap: entries kept
 -- ARGV[7]  schema version
+-- ARGV[8]  stream byte budget: bytes kept
 -- Returns  "down", "up" or "" (no change)
 
 local t = redis.call('TIME')
@@ -37,8 +39,10 @@ else
   return ''
 end
 local seq = redis.call('INCR', KEYS[3])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*',
-  'source', source, 'kind', ARGV[2], 'state', state, 'errors', tostring(errors),
+local fields = {'source', source, 'kind', ARGV[2], 'state', state, 'errors', tostring(errors),
   'last_error', ARGV[5], 'since', tostring(since), 'at', tostring(now),
-  'title', title, 'message', message, 'seq', tostring(seq), 'schema', ARGV[7])
+  'title', title, 'message', message, 'seq', tostring(seq), 'schema', ARGV[7]}
+redis.call('XADD', KEYS[2], '*', unpack(fields))
+local size = budget_bytes(fields)
+budget_add(KEYS[2], KEYS[4], {size}, tonumber(ARGV[6]), tonumber(ARGV[8]))
 return state

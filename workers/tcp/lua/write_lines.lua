@@ -14,18 +14,24 @@
 -- of its first line and covers `count` numbers, so a reader's gap in seq is always the number
 -- of lines it missed (workers/tcp/entries.py unpacks entries into lines).
 --
+-- Each entry's bytes go to the stream's byte ledger, and the stream is trimmed oldest first to
+-- its cap and byte budget at the end of the call (lib/stream_budget.lua): a peer that sends
+-- 100 KB lines fills the budget, not 100,000 entries of them.
+--
 -- KEYS[1]  the `logs` stream
 -- KEYS[2]  the stream's sequence counter (STRING, shared with the stream's other writers)
 -- KEYS[3]  this listener instance's written batch numbers: ZSET number → number (the newest
 --          ARGV[4] are kept; TTL ARGV[3])
--- ARGV[1]  stream cap in lines (XTRIM MAXLEN ~ once per batch, scaled to entries)
+-- KEYS[4]  the stream's byte ledger (STRING, workers/store/lua/lib/stream_budget.lua)
+-- ARGV[1]  stream cap in lines (once per batch, scaled to entries)
 -- ARGV[2]  batch number (per listener instance, from 1)
 -- ARGV[3]  marker TTL, seconds
 -- ARGV[4]  batch numbers remembered (more than the batches a listener has in flight)
 -- ARGV[5]  stream schema version
 -- ARGV[6]  lines per entry: 1 = one entry per line (field `line`); N > 1 = up to N lines of
 --          one chunk per entry (fields `lines`, newline-joined, and `count`)
--- ARGV[7..] per chunk, three values: peer, received_at, its lines joined by "\n"
+-- ARGV[7]  the stream's byte budget
+-- ARGV[8..] per chunk, three values: peer, received_at, its lines joined by "\n"
 -- Returns  {lines written, entries written, 1 if the batch had been written before else 0}
 
 local done = redis.call('ZRANGEBYSCORE', KEYS[3], ARGV[2], ARGV[2])
@@ -39,8 +45,18 @@ local schema = ARGV[5]
 local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
 local first = seq
 local entries = 0
-for i = 7, #ARGV, 3 do
+local sizes = {}
+-- Bytes of every entry's fixed field names and values ('source', 'tcp', 'peer', ... 'schema')
+-- besides the line(s) and the seq: 6+3+4+11+3+6 names and values, plus `line` (4) or
+-- `lines` and `count` (5+5).
+local fixed = 33 + #schema
+-- The digits of seq, kept by comparison as it grows (a tostring per line would cost Redis about
+-- a microsecond: Lua interns every string it makes).
+local digits, above = 1, 10
+while above <= seq + 1 do digits, above = digits + 1, above * 10 end
+for i = 8, #ARGV, 3 do
   local peer, at, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local common = fixed + #peer + #at
   local pos = 1
   if pack == 1 then
     while true do
@@ -48,9 +64,11 @@ for i = 7, #ARGV, 3 do
       local piece
       if nl then piece = string.sub(payload, pos, nl - 1) else piece = string.sub(payload, pos) end
       seq = seq + 1
+      if seq >= above then digits, above = digits + 1, above * 10 end
       redis.call('XADD', key, '*', 'source', 'tcp', 'peer', peer, 'received_at', at,
                  'line', piece, 'seq', seq, 'schema', schema)
       entries = entries + 1
+      sizes[entries] = common + 4 + #piece + digits
       if not nl then break end
       pos = nl + 1
     end
@@ -64,15 +82,20 @@ for i = 7, #ARGV, 3 do
       until (not nl) or k >= pack
       local piece
       if nl then piece = string.sub(payload, pos, nl - 1) else piece = string.sub(payload, pos) end
+      while seq + 1 >= above do digits, above = digits + 1, above * 10 end
+      local size
       if k == 1 then
         redis.call('XADD', key, '*', 'source', 'tcp', 'peer', peer, 'received_at', at,
                    'line', piece, 'seq', seq + 1, 'schema', schema)
+        size = common + 4 + #piece + digits
       else
         redis.call('XADD', key, '*', 'source', 'tcp', 'peer', peer, 'received_at', at,
                    'lines', piece, 'count', k, 'seq', seq + 1, 'schema', schema)
+        size = common + 10 + budget_digits(k) + #piece + digits
       end
       seq = seq + k
       entries = entries + 1
+      sizes[entries] = size
       if not nl then break end
       pos = nl + 1
     end
@@ -97,9 +120,11 @@ if oldest then
     end
   end
 end
+local keep = held_entries
 if held > cap then
-  redis.call('XTRIM', key, 'MAXLEN', '~', math.floor(held_entries * cap / held))
+  keep = math.ceil(held_entries * cap / held)
 end
+budget_add(key, KEYS[4], sizes, keep, tonumber(ARGV[7]), held_entries)
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[2] .. ':' .. (seq - first) .. ':' .. entries)
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[4]) + 1))
 redis.call('EXPIRE', KEYS[3], ARGV[3])
