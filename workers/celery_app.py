@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from celery import Celery, signals
 
 from workers import stages
+from workers.core import broker
 from workers.core.connection import (
     RedisUnavailable,
     check_reachable,
@@ -28,6 +29,8 @@ from workers.core.connection import (
     url_for,
 )
 from workers.core.runtime import get_runtime
+from workers.core.sentinel import is_sentinel
+from workers.core.sentinel import parse as parse_sentinel
 from workers.core.settings import Settings, SettingsError
 from workers.core.sources_file import (
     ConfigError,
@@ -48,6 +51,14 @@ def _fail(message: str) -> NoReturn:
 
 def celery_config(settings: Settings, url: str) -> dict[str, object]:
     """Celery settings for runs measured in weeks; each line says why."""
+    config = _base_config(settings, url)
+    if is_sentinel(url):
+        # Broker and results through Sentinel, following a failover (workers/core/broker.py).
+        config.update(broker.celery_options(parse_sentinel(url), settings.visibility_timeout))
+    return config
+
+
+def _base_config(settings: Settings, url: str) -> dict[str, object]:
     return {
         "broker_url": url,
         # kombu's redis+socket:// form also selects Celery's Redis backend over the socket.

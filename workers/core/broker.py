@@ -1,0 +1,104 @@
+"""Celery's broker and result backend on Redis Sentinel, following a failover.
+
+kombu's Sentinel transport asks Sentinel for the primary when it connects and redis-py's
+Sentinel connection turns ``READONLY`` (a demoted primary) into a connection error, so a
+reconnect reaches the new primary. Two cases it left stuck, found by the fault run and the
+integration tests:
+
+* a primary cut off from its replicas answers writes with ``NOREPLICAS``
+  (``min-replicas-to-write``) while still reachable: kombu took that for a channel error, a
+  publish failed without reconnecting, and every later one went to the same deposed server. The
+  transport below uses ``FollowingConnection``, which treats ``NOREPLICAS`` like ``READONLY``:
+  drop the connection, ask Sentinel again;
+* a primary that vanishes without closing its connections (a partition, a dead machine: no
+  RST) left a consumer waiting on its ``BRPOP`` forever (celery #6348). Socket timeouts, TCP
+  keepalive and kombu's BRPOP health check (``health_check_interval``) bound that wait; a
+  ``READONLY`` or ``NOREPLICAS`` met by the consumer is retried as a connection loss
+  (``broker_channel_error_retry``, celery #7946).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+
+from workers.core.sentinel import FollowingConnection, SentinelTarget
+
+HEALTH_CHECK_S = 5
+"""Seconds between kombu's checks of its long-lived connections; a consumer whose BRPOP got no
+reply for its timeout plus this is reconnected (kombu's default, 25, took ~51 s)."""
+
+SOCKET_TIMEOUT_S = 15
+"""A synchronous broker command (a publish, an ack) gives up on a silent server after this."""
+
+KEEPALIVE = {
+    getattr(socket, "TCP_KEEPIDLE", 4): 5,
+    getattr(socket, "TCP_KEEPINTVL", 5): 2,
+    getattr(socket, "TCP_KEEPCNT", 6): 3,
+}
+"""TCP keepalive: a connection whose server went silent fails after about 11 s."""
+
+
+class FollowingKombuSSLConnection(FollowingConnection, kombu_redis.SentinelManagedSSLConnection):
+    """kombu's Sentinel TLS connection, following ``NOREPLICAS`` too."""
+
+
+class FollowingSentinelChannel(kombu_redis.SentinelChannel):
+    connection_class = FollowingConnection
+    connection_class_ssl = FollowingKombuSSLConnection
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    """kombu's Sentinel transport with connections that follow ``NOREPLICAS`` too."""
+
+    Channel = FollowingSentinelChannel
+
+
+TRANSPORT = f"{__name__}:SentinelTransport"
+
+
+def connection_options() -> dict[str, Any]:
+    """Socket options every broker and result connection gets with Sentinel."""
+    return {
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": 5,
+        "socket_keepalive": True,
+        "socket_keepalive_options": KEEPALIVE,
+        "health_check_interval": HEALTH_CHECK_S,
+        "retry_on_timeout": True,
+    }
+
+
+def celery_options(target: SentinelTarget, visibility_timeout: int) -> dict[str, Any]:
+    """Celery settings for a broker and result backend behind Sentinel."""
+    sentinel_kwargs = target.sentinel_kwargs(5)
+    transport = {
+        "master_name": target.master,
+        "sentinel_kwargs": sentinel_kwargs,
+        "visibility_timeout": visibility_timeout,
+        **connection_options(),
+    }
+    backend = {
+        "master_name": target.master,
+        "sentinel_kwargs": sentinel_kwargs,
+        "visibility_timeout": visibility_timeout,
+    }
+    return {
+        "broker_url": target.kombu_url(),
+        "broker_transport": TRANSPORT,
+        "broker_transport_options": transport,
+        "result_backend": target.kombu_url(),
+        "result_backend_transport_options": backend,
+        "redis_socket_timeout": SOCKET_TIMEOUT_S,
+        "redis_socket_connect_timeout": 5,
+        "redis_socket_keepalive": True,
+        "redis_retry_on_timeout": True,
+        "redis_backend_health_check_interval": HEALTH_CHECK_S,
+        # A READONLY or NOREPLICAS met by the consumer is a channel error to kombu: reconnect
+        # (through Sentinel) rather than stop consuming (celery #7946).
+        "broker_channel_error_retry": True,
+        "broker_connection_retry": True,
+        "broker_connection_max_retries": None,
+    }
