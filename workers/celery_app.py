@@ -156,6 +156,8 @@ def create_app(settings: Settings | None = None, config_path: Path | None = None
     celery.watchkeeper_settings = settings
     celery.watchkeeper_config_path, celery.watchkeeper_config = path, config
     celery.conf.update(celery_config(settings, url_for(settings)))
+    if settings.uses_sentinel:
+        celery.amqp_cls = broker.AMQP_CLASS  # a lost broker connection is retried promptly
     memory_guard.install(celery, settings)
     dispatch.install(celery, lambda: get_runtime().redis, settings)
     _check_redis_at_start(celery)

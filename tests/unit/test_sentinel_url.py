@@ -95,12 +95,15 @@ def test_the_settings_are_folded_into_one_complete_url() -> None:
 
 
 def test_celery_gets_kombus_form_transport_options_and_retries() -> None:
-    settings = Settings.from_env({"REDIS_URL": "sentinel://:pw@h1,h2:26380/mm/1?sentinel_password=s"})
+    settings = Settings.from_env(
+        {"REDIS_URL": "sentinel://:pw@h1,h2:26380/mm/1?sentinel_password=s"}
+    )
     config = celery_config(settings, url_for(settings))
-    assert config["broker_url"] == "sentinel://:pw@h1:26379/1;sentinel://:pw@h2:26380/1"
-    assert config["result_backend"] == config["broker_url"]
+    assert config["broker_url"] == "sentinel://:pw@h1:26379/1"
+    assert config["result_backend"] == "sentinel://:pw@h1:26379/1;sentinel://:pw@h2:26380/1"
     options = config["broker_transport_options"]
     assert isinstance(options, dict)
+    assert options["sentinels"] == [["h1", 26379], ["h2", 26380]]
     assert options["master_name"] == "mm" and options["sentinel_kwargs"]["password"] == "s"
     assert options["visibility_timeout"] == settings.visibility_timeout
     assert options["socket_keepalive"] and options["health_check_interval"] > 0

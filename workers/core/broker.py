@@ -22,7 +22,11 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+import redis
+from celery.app.amqp import AMQP
+from kombu.connection import Connection
 from kombu.transport import redis as kombu_redis
+from redis.sentinel import Sentinel
 
 from workers.core.sentinel import FollowingConnection, SentinelTarget
 
@@ -46,8 +50,37 @@ class FollowingKombuSSLConnection(FollowingConnection, kombu_redis.SentinelManag
 
 
 class FollowingSentinelChannel(kombu_redis.SentinelChannel):
+    """kombu's Sentinel channel, given every Sentinel in its transport options (``sentinels``)
+    instead of one ``;``-separated URL each: kombu treats those URLs as failover alternates,
+    and switching to one re-creates the connection with kombu's own transport (the URL's
+    scheme), losing this one's connections."""
+
+    from_transport_options = (
+        *kombu_redis.SentinelChannel.from_transport_options,
+        "sentinels",
+    )  # type: ignore[assignment]
     connection_class = FollowingConnection
     connection_class_ssl = FollowingKombuSSLConnection
+    sentinels: list[tuple[str, int]] | None = None
+
+    def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
+        params = self._connparams(asynchronous)  # type: ignore[no-untyped-call]
+        params.pop("host", None)
+        params.pop("port", None)
+        manager = Sentinel(
+            [(str(h), int(p)) for h, p in self.sentinels or ()],
+            min_other_sentinels=getattr(self, "min_other_sentinels", 0),
+            sentinel_kwargs=getattr(self, "sentinel_kwargs", None),
+            **params,
+        )
+        if asynchronous:  # kept so that kombu closes its Sentinel connections too
+            self._async_sentinel_manager = manager
+        else:
+            self._sentinel_manager = manager
+        master = getattr(self, "master_name", None)
+        if not master:
+            raise ValueError("'master_name' transport option must be specified.")
+        return manager.master_for(master, redis.Redis).connection_pool
 
 
 class SentinelTransport(kombu_redis.SentinelTransport):
@@ -57,6 +90,29 @@ class SentinelTransport(kombu_redis.SentinelTransport):
 
 
 TRANSPORT = f"{__name__}:SentinelTransport"
+
+RECONNECT = {"interval_start": 0.5, "interval_step": 0.5, "interval_max": 2.0}
+"""How often a lost broker connection is tried again. kombu waits 2, 4, 6… s (up to 30)
+between attempts, so a worker came back up to 6 s after the new primary was in place."""
+
+
+class PromptConnection(Connection):
+    """A kombu connection that, lost, is tried again every 0.5-2 s (``RECONNECT``)."""
+
+    def _ensure_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if len(args) <= 2:  # errback, max_retries: the intervals were not given
+            for name, value in RECONNECT.items():
+                kwargs.setdefault(name, value)
+        return super()._ensure_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+
+class SentinelAMQP(AMQP):  # type: ignore[misc]
+    """Celery's broker plumbing with ``PromptConnection`` (the app's ``amqp_cls``)."""
+
+    Connection = PromptConnection
+
+
+AMQP_CLASS = f"{__name__}:SentinelAMQP"
 
 
 def connection_options() -> dict[str, Any]:
@@ -76,6 +132,7 @@ def celery_options(target: SentinelTarget, visibility_timeout: int) -> dict[str,
     sentinel_kwargs = target.sentinel_kwargs(5)
     transport = {
         "master_name": target.master,
+        "sentinels": [list(address) for address in target.sentinels],
         "sentinel_kwargs": sentinel_kwargs,
         "visibility_timeout": visibility_timeout,
         **connection_options(),
@@ -86,7 +143,8 @@ def celery_options(target: SentinelTarget, visibility_timeout: int) -> dict[str,
         "visibility_timeout": visibility_timeout,
     }
     return {
-        "broker_url": target.kombu_url(),
+        # One URL (the servers' credentials and database); the Sentinels are in the options.
+        "broker_url": target.kombu_url().split(";", 1)[0],
         "broker_transport": TRANSPORT,
         "broker_transport_options": transport,
         "result_backend": target.kombu_url(),
