@@ -55,7 +55,11 @@ class StatusCollector(Collector):
 
 
 def serve(rt: Runtime, port: int, host: str = "127.0.0.1") -> int:
-    """Serve /metrics until SIGINT or SIGTERM."""
+    """Serve /metrics until SIGINT or SIGTERM (handled from before the port opens, so a stop
+    that comes as soon as it is listening is still a clean one)."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     try:
         server, thread = start_http_server(port, addr=host)
     except OSError as exc:  # port in use, address not on this host, no permission
@@ -64,9 +68,6 @@ def serve(rt: Runtime, port: int, host: str = "127.0.0.1") -> int:
         ) from None
     REGISTRY.register(StatusCollector(rt))
     print(f"[metrics] serving http://{host}:{port}/metrics", flush=True)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     stop.wait()
     server.shutdown()
     thread.join(timeout=5)
