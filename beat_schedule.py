@@ -183,7 +183,13 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
             entries = self.entries
         else:  # only what the due set says is due: a pass costs what is due
             entries = [self._by_name[n] for n in due if n in self._by_name]
-        result = dispatch_pass(self.client, self.settings, queue, entries, self._send, full)
+        result = dispatch_pass(
+            self.client, self.settings, queue, entries, self._send, full, self.holder
+        )
+        if result.fenced:  # the server we reached now has another holder (a failover)
+            log.warning("[beat] %s no longer holds the dispatch lock; standing by", self.holder)
+            self.held = False
+            return
         if full:
             self._full_due = time.monotonic() + FULL_PASS_EVERY
         if result.sent:

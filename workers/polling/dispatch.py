@@ -47,7 +47,8 @@ from workers.core.settings import Settings
 from workers.core.sources_file import Source
 from workers.polling.locks import compare_delete
 from workers.polling.state import entry_name, state_ttl
-from workers.store.scripts import Script
+from workers.store import replicas
+from workers.store.scripts import Script, execute
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,8 @@ class PassResult:
     failed: list[Entry]
     queue_length: int
     messages: int = 0
+    fenced: bool = False
+    """The dispatch lock was not this beat's on the server the pass ran on: nothing sent."""
 
 
 Send = Callable[[Sequence[Entry], Sequence[str]], None]
@@ -209,18 +212,21 @@ def dispatch_pass(
     entries: Sequence[Entry],
     send: Send,
     full: bool = True,
+    holder: str = "",
 ) -> PassResult:
     """Mark the due entries queued (one Lua call), send their tasks — several due sources in one
     message when they may share a task — then confirm the sent ones' markers and clear the
     failed ones' (so the next pass tries them again). ``full``: ``entries`` are all there are,
     and the due set is rebuilt from their states; otherwise they are the ones it says are due
-    (``due_entries``), and a pass costs what is due, not what is configured."""
+    (``due_entries``), and a pass costs what is due, not what is configured. ``holder``: the
+    beat's id; the pass dispatches nothing unless the dispatch lock names it (checked in the
+    same atomic step, on whichever server is primary now)."""
     base = uuid.uuid4().hex[:24]
     tokens = [f"{base}{i:08x}" for i in range(len(entries))]  # task ids, unique per pass
     due_set = keys.BEAT_DUE.key(settings)
-    names: list[str] = [queue, keys.BEAT_STATS.key(settings), due_set]
+    names: list[str] = [queue, keys.BEAT_STATS.key(settings), due_set, keys.BEAT_LOCK.key(settings)]
     args: list[Any] = [settings.max_queue_length, PENDING_TTL, settings.state_ttl]
-    args += [repr(float(settings.poll_batch_slow)), "1" if full else "0"]
+    args += [repr(float(settings.poll_batch_slow)), "1" if full else "0", holder]
     for entry, token in zip(entries, tokens, strict=True):
         names += [entry.state_key, entry.marker, entry.busy_key or entry.marker]
         args += [
@@ -231,9 +237,9 @@ def dispatch_pass(
             entry.name,
             entry.wait(settings),
         ]
-    chosen, length, _now, shared = _DISPATCH(client, names, args)
+    chosen, length, _now, shared, fenced = _DISPATCH(client, names, args)
     picked = [(entries[int(k) - 1], tokens[int(k) - 1]) for k in chosen]
-    result = PassResult([], [], int(length))
+    result = PassResult([], [], int(length), fenced=bool(int(fenced)))
     confirm: dict[str, tuple[str, int]] = {}
     for indices in group(settings, [e for e, _ in picked], [int(s) == 1 for s in shared]):
         batch = [picked[i][0] for i in indices]
@@ -258,10 +264,23 @@ def dispatch_pass(
 
 
 def hold_lock(client: redis.Redis, settings: Settings, holder: str) -> tuple[bool, str]:
-    """Take or refresh the dispatch lock: (this beat holds it, who holds it)."""
-    held, who = _LOCK(
-        client, [keys.BEAT_LOCK.key(settings)], [holder, int(settings.beat_lock_ttl * 1000)]
-    )
+    """Take or refresh the dispatch lock: (this beat holds it, who holds it).
+
+    With Sentinel, the lock counts only once a replica has it (``WAIT`` on the connection that
+    took it): a lock a failover could take back would let a standby take it too, on the new
+    primary, while this beat still dispatched — two holders."""
+    pipe = client.pipeline(transaction=False)
+    _LOCK.queue(pipe, [keys.BEAT_LOCK.key(settings)], [holder, int(settings.beat_lock_ttl * 1000)])
+    waited = replicas.queue_wait(pipe, settings)
+    replies = execute(pipe)
+    held, who = replies[0]
+    if waited and int(held) and int(replies[1]) < settings.replica_acks:
+        log.warning(
+            "[beat] the dispatch lock is on %s of %d replicas: not dispatching this pass",
+            replies[1],
+            settings.replica_acks,
+        )
+        return False, str(who)
     return bool(int(held)), str(who)
 
 
