@@ -24,9 +24,7 @@ def sources(*names: str, interval: str = "1h") -> str:
     )
 
 
-def run_pass(
-    rt: Any, fail: tuple[str, ...] = (), full: bool = True, holder: str = ""
-) -> list[str]:
+def run_pass(rt: Any, fail: tuple[str, ...] = (), full: bool = True, holder: str = "") -> list[str]:
     """One pass over the log sources: a full one, or one over what the due set says is due
     (as beat makes between full passes). The entries sent."""
     sent: list[str] = []

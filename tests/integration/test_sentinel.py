@@ -210,6 +210,91 @@ def test_the_tcp_listener_loses_no_line_across_a_primary_kill(
     assert sorted(lines) == sorted(f"sentinel line {n} end" for n in range(1000))
 
 
+# --- nothing is told before a replica has it ---------------------------------------------------
+
+
+class ReplicasSilenced:
+    """Both replicas killed, and the primary told to take writes anyway (no
+    ``min-replicas-to-write``): writes succeed but no replica confirms them — the window in
+    which a primary's death would lose them."""
+
+    def __init__(self, topo: LocalTopology) -> None:
+        self.topo = topo
+
+    def __enter__(self) -> ReplicasSilenced:
+        healthy(self.topo)
+        primary = self.topo.primary_port()
+        self.primary = self.topo.client(primary)
+        self.primary.config_set("min-replicas-to-write", 0)
+        self.stopped = [i for i, p in enumerate(self.topo.servers) if p.port != primary]
+        for i in self.stopped:
+            self.topo.servers[i].kill()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for i in self.stopped:
+            self.topo.restart(i)
+        self.primary.config_set("min-replicas-to-write", 1)
+        healthy(self.topo)
+
+
+def test_the_tcp_listener_holds_lines_no_replica_has_confirmed(
+    topology: LocalTopology, tmp_path: Path
+) -> None:
+    env = env_for(tmp_path, topology.url(), WATCHKEEPER_REPLICA_WAIT_MS="200")
+    settings = Settings.from_env(env)
+    client = connect(topology.url())
+    client.delete(keys.STREAM.key(settings, "logs"))
+    with BackgroundListener(settings, topology.url()) as listener:
+        with ReplicasSilenced(topology):
+            _send_lines(listener.port, 0, 300)
+            wait_for(lambda: len(_lines_in(client, settings)) == 300, 30, message="300 lines")
+            # written, but not confirmed: still held (and resent, written once, until then)
+            time.sleep(1.0)
+            assert listener.call(lambda: listener.listener.writer.holding) == 300
+            assert "NotReplicated" in (listener.stats.last_write_error or "")
+        wait_for(
+            lambda: listener.call(lambda: listener.listener.writer.holding) == 0,
+            60,
+            message="the lines let go once a replica has them",
+        )
+    assert sorted(_lines_in(client, settings)) == sorted(
+        f"sentinel line {n} end" for n in range(300)
+    )
+
+
+def test_a_sink_sends_nothing_before_a_replica_has_the_entries(
+    topology: LocalTopology, tmp_path: Path, hook: Any
+) -> None:
+    from tasks.notify.config import notify_config
+    from tasks.notify.outbox import claim
+    from tasks.notify.tasks import deliver_all
+    from tests.support.notify import add_alerts, alert, fast, pump
+    from workers.core.runtime import Runtime
+    from workers.store.replicas import NotReplicated
+
+    config = tmp_path / "notify.toml"
+    config.write_text(f'[[notify]]\nname = "ops"\nurls = ["{hook.url()}"]\nstreams = ["alerts"]\n')
+    env = env_for(tmp_path, topology.url(), WATCHKEEPER_REPLICA_WAIT_MS="200")
+    env["WATCHKEEPER_CONFIG"] = str(config)
+    rt = fast(Runtime(Settings.from_env(env), connect(topology.url()), config), notify_redis_wait=1)
+    rt.redis.delete(keys.STREAM.key(rt.settings, "alerts"))
+    deliver_all(rt)  # the sink's group, at the end of the stream
+    with ReplicasSilenced(topology):
+        add_alerts(rt, [alert(n) for n in range(3)])
+        for _ in range(2):  # the read lock is not confirmed: the sink reads nothing, sends nothing
+            result = deliver_all(rt)
+            assert result["ops"]["read"] == {"busy": 1}, result
+        ncfg = notify_config(rt.config())
+        with pytest.raises(NotReplicated):  # and the read itself waits for a replica
+            claim(rt, ncfg.sinks[0], ncfg.filters, {})
+        assert hook.accepted == []
+    pump(lambda: deliver_all(rt), lambda: len(hook.accepted) >= 3, 60, message="3 messages")
+    deliver_all(rt)
+    assert sorted(hook.titles()) == ["Alert 0", "Alert 1", "Alert 2"]
+    assert len(set(hook.idem_keys())) == 3 and len(hook.accepted) == 3
+
+
 # --- the CLI ----------------------------------------------------------------------------------
 
 

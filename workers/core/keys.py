@@ -132,6 +132,7 @@ BEAT_ENTRY: KeySpec
 BEAT_LOCK: KeySpec
 BEAT_STATS: KeySpec
 BEAT_DUE: KeySpec
+REPLICA_FENCE: KeySpec
 
 _missing = {n for n in __annotations__ if not n.startswith("_")} ^ set(_DECLARED)
 if _missing:

@@ -274,13 +274,12 @@ def hold_lock(client: redis.Redis, settings: Settings, holder: str) -> tuple[boo
     waited = replicas.queue_wait(pipe, settings)
     replies = execute(pipe)
     held, who = replies[0]
-    if waited and int(held) and int(replies[1]) < settings.replica_acks:
-        log.warning(
-            "[beat] the dispatch lock is on %s of %d replicas: not dispatching this pass",
-            replies[1],
-            settings.replica_acks,
-        )
-        return False, str(who)
+    if waited and int(held):
+        try:
+            replicas.check(replies[-1], settings, "the dispatch lock")
+        except replicas.NotReplicated as exc:
+            log.warning("[beat] %s: not dispatching this pass", exc)
+            return False, str(who)
     return bool(int(held)), str(who)
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import redis
 
+from workers.core import keys
 from workers.core.settings import Settings
 
 
@@ -47,10 +48,20 @@ def wait_args(settings: Settings) -> tuple[str, int, int]:
     return ("WAIT", settings.replica_acks, settings.replica_wait_ms)
 
 
+FENCE_TTL_S = 3600
+
+
 def queue_wait(pipe: Any, settings: Settings) -> bool:
-    """Add a WAIT to a pipeline after its writes (same connection); False when none is due."""
+    """Add a WAIT to a pipeline after its writes (same connection); False when none is due.
+
+    WAIT waits for the replication offset of this connection's last *write*. A connection that
+    only read (pending stream entries read again) or whose write changed nothing (a retried
+    script finding its work done) has none, and WAIT would answer at once. So a one-key write
+    (``wk:replicas:fence``) goes first: its offset is past everything the primary had written
+    when the pipeline ran, which WAIT then waits for."""
     if not wanted(settings):
         return False
+    pipe.set(keys.REPLICA_FENCE.key(settings), "1", ex=FENCE_TTL_S)
     pipe.execute_command(*wait_args(settings))
     return True
 
@@ -68,8 +79,8 @@ def confirmed(reply: Any, wait: tuple[Any, ...], what: str) -> None:
 
 
 def split(replies: list[Any], waited: bool, settings: Settings, what: str) -> list[Any]:
-    """A pipeline's replies without its trailing WAIT, checked."""
+    """A pipeline's replies without the fence and WAIT ``queue_wait`` added, checked."""
     if not waited:
         return replies
     check(replies[-1], settings, what)
-    return replies[:-1]
+    return replies[:-2]
