@@ -26,6 +26,7 @@ from tasks.locations.model import Location, Resolver, ResolverError, ResolveResu
 from tasks.locations.resolvers import make_resolver
 from tasks.locations.resolvers.gazetteer import get_gazetteer
 from workers.core.runtime import Runtime
+from workers.store import replicas
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,11 @@ def flush(rt: Runtime, max_batches: int | None = None) -> list[str]:
         if not ids:
             break
         batches.append(batch_id)
+    if batches:
+        # With Sentinel, a lease counts once a replica has it: one a failover took back would
+        # return its alerts to the buffer while a worker resolved them (a second API call).
+        # Unconfirmed, the batches are not sent; their leases expire and they come back.
+        replicas.confirm(rt.redis, settings, "location batches")
     return batches
 
 

@@ -84,3 +84,12 @@ def split(replies: list[Any], waited: bool, settings: Settings, what: str) -> li
         return replies
     check(replies[-1], settings, what)
     return replies[:-2]
+
+
+def confirm(client: Any, settings: Settings, what: str) -> None:
+    """After writes made on any connection of ``client``: raise ``NotReplicated`` unless
+    enough replicas have everything the primary wrote so far (the fence key is written, then
+    waited for)."""
+    pipe = client.pipeline(transaction=False)
+    if queue_wait(pipe, settings):
+        split(pipe.execute(), True, settings, what)
