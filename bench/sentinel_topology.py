@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -110,6 +111,17 @@ def sentinel_conf(
     if sentinel_password:
         lines += [f"requirepass {sentinel_password}", f"sentinel sentinel-pass {sentinel_password}"]
     return "\n".join(lines) + "\n"
+
+
+CAUGHT_UP_BYTES = 1 << 20
+
+
+def caught_up(replica: dict[str, Any], primary_offset: int) -> bool:
+    """A replica (a row of ``INFO replication``) acknowledged within the last two seconds and
+    is less than 1 MiB of the replication stream behind (under writes it is always a little
+    behind: replicas acknowledge once a second)."""
+    lag = int(replica.get("lag", 0) or 0)
+    return lag <= 2 and primary_offset - int(replica.get("offset", 0) or 0) < CAUGHT_UP_BYTES
 
 
 def write_private(path: Path, text: str) -> None:
@@ -329,7 +341,7 @@ class LocalTopology:
             for k, v in info.items()
             if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
         ]
-        return len(online) >= replicas and all(int(v["offset"]) >= offset for v in online)
+        return len(online) >= replicas and all(caught_up(v, offset) for v in online)
 
     def sentinels_agree(self) -> bool:
         """Every live Sentinel knows the primary, its replicas and the other Sentinels."""

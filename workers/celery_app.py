@@ -173,7 +173,9 @@ def _check_redis_at_start(celery: WatchkeeperCelery) -> None:
         if getattr(instance or sender, "app", None) is not celery:
             return
         try:
-            check_reachable(celery.ensure_redis())
+            check_reachable(
+                celery.ensure_redis(), failover_wait=celery.watchkeeper_settings.failover_wait
+            )
         except RedisUnavailable as exc:
             _fail(str(exc))
 

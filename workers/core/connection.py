@@ -361,11 +361,14 @@ def check_sentinels(url: str, timeout: float) -> None:
     )
 
 
-def check_reachable(url: str, timeout: float = 5.0) -> None:
-    """Raise ``RedisUnavailable`` (one line, password redacted) unless ``url`` answers PING."""
+def check_reachable(url: str, timeout: float = 5.0, failover_wait: float = 0.0) -> None:
+    """Raise ``RedisUnavailable`` (one line, password redacted) unless ``url`` answers PING.
+    With Sentinel: at once when no Sentinel answers, else after waiting ``failover_wait``
+    seconds for a primary (a process started during a failover waits it out)."""
     if sentinel.is_sentinel(url):
         check_sentinels(url, timeout)
-    client = connect(url, 0.0, socket_timeout=timeout, socket_connect_timeout=timeout)
+    options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    client = connect(url, failover_wait, **options)
     try:
         client.ping()
     except redis.RedisError as exc:
