@@ -295,6 +295,34 @@ def test_a_sink_sends_nothing_before_a_replica_has_the_entries(
     assert len(set(hook.idem_keys())) == 3 and len(hook.accepted) == 3
 
 
+def test_a_flush_sends_no_location_batch_before_a_replica_has_its_lease(
+    topology: LocalTopology, tmp_path: Path
+) -> None:
+    from tasks.locations.batches import enqueue, flush
+    from tasks.locations.buffer import LocKeys
+    from tests.support.helpers import clear_watchkeeper_keys
+    from workers.core.runtime import Runtime
+
+    env = env_for(
+        tmp_path,
+        topology.url(),
+        WATCHKEEPER_REPLICA_WAIT_MS="200",
+        WATCHKEEPER_LOCATION_LEASE="1",
+        WATCHKEEPER_LOCATION_BATCH="5",
+    )
+    rt = Runtime(Settings.from_env(env), connect(topology.url()), Path(env["WATCHKEEPER_CONFIG"]))
+    clear_watchkeeper_keys(rt.redis)
+    fields = {"source": "news", "title": "Flood in Lyon", "summary": "", "link": "https://x/"}
+    enqueue(rt, [(f"1700000000000-{n}", dict(fields)) for n in range(5)])
+    with ReplicasSilenced(topology):
+        assert flush(rt) == []  # claimed, but the lease is on no replica: not sent
+        assert rt.redis.zcard(LocKeys(rt.settings).lease) == 1
+    time.sleep(1.5)  # the unconfirmed lease expires; the next flush reaps and claims again
+    batches = flush(rt)
+    assert len(batches) == 1
+    clear_watchkeeper_keys(rt.redis)
+
+
 # --- the CLI ----------------------------------------------------------------------------------
 
 
