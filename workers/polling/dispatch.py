@@ -12,8 +12,10 @@ same atomic step. So:
 * an entry whose previous task still waits in the queue (its marker ``queued:{entry}``), whose
   source is being polled (its lock) or is paused is not dispatched, and nothing is dispatched
   while the broker queue holds ``WATCHKEEPER_MAX_QUEUE_LENGTH`` messages; skips are counted;
-* only the beat holding the dispatch lock (``beat:lock``, refreshed every pass) dispatches, and
-  even two beats passing at once cannot both mark one entry;
+* only the beat holding the dispatch lock (``beat:lock``, refreshed every pass) dispatches —
+  the pass itself checks the lock in its atomic step, so a beat whose lock a Redis failover
+  took back dispatches nothing on the new primary — and even two beats passing at once cannot
+  both mark one entry;
 * when many sources are due at once, they share tasks (``batch``): one message polls up to
   ``WATCHKEEPER_POLL_BATCH`` of them one after another, so Celery's fixed cost per task (the
   send, the worker's bookkeeping and ack, several round trips) is paid once per batch, not once
