@@ -178,6 +178,31 @@ def test_a_prefork_worker_follows_failovers_without_restart(
         assert worker.wait(timeout=60) == 0, log.read_text()[-3000:]
 
 
+def test_a_broker_channel_closed_after_its_connection_raises_a_connection_error(
+    topology: LocalTopology,
+) -> None:
+    """kombu, closing a channel after a failover, restores unacked messages through a new pool
+    of a connection it already let go of: kombu's own channel died of an AttributeError there,
+    which stopped the worker ("Unrecoverable error", seen in the fault run)."""
+    from kombu.connection import Connection
+
+    from workers.core import broker
+    from workers.core.sentinel import parse
+
+    target = parse(topology.url())
+    options = broker.celery_options(target, 60)
+    with Connection(
+        options["broker_url"],
+        transport=broker.TRANSPORT,
+        transport_options=options["broker_transport_options"],
+    ) as conn:
+        channel = conn.channel()
+        channel._pool = None
+        channel.connection.client = None  # what kombu's close leaves behind
+        with pytest.raises(redis.ConnectionError):
+            channel._get_pool()
+
+
 # --- the TCP listener -------------------------------------------------------------------------
 
 

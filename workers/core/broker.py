@@ -63,13 +63,16 @@ class FollowingSentinelChannel(kombu_redis.SentinelChannel):
     connection_class_ssl = FollowingKombuSSLConnection
     sentinels: list[tuple[str, int]] | None = None
 
-    def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
+    def _get_pool(self, asynchronous: bool = False) -> Any:
         if self.connection.client is None:
             # kombu closing a channel after its connection let go (a failover): it would
             # restore unacked messages through a new pool and die on an AttributeError that
             # stopped the worker ("Unrecoverable error"). A connection error is ignored there;
             # the messages come back after the visibility timeout instead.
             raise redis.ConnectionError("the broker connection is closed")
+        return super()._get_pool(asynchronous)  # type: ignore[no-untyped-call]
+
+    def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
         params = self._connparams(asynchronous)  # type: ignore[no-untyped-call]
         params.pop("host", None)
         params.pop("port", None)
