@@ -126,6 +126,11 @@ RUN_ENV = {
     "MOONSHOT_MAX_BUFFER_AGE": "30",
     "MOONSHOT_CLEANUP_INTERVAL": "5",
     "MOONSHOT_API_KEY": "",
+    # A send cut off by a fault is retried within seconds, not after a backoff grown past the
+    # drain (5 s doubling to 10 min by default), and never given up on (dead-lettered).
+    "WATCHKEEPER_NOTIFY_BACKOFF_BASE": "0.5",
+    "WATCHKEEPER_NOTIFY_BACKOFF_MAX": "4",
+    "WATCHKEEPER_NOTIFY_MAX_ATTEMPTS": "1000",
 }
 
 #: Bytes one element of each capped structure may take (generous: entries measured here are
@@ -671,6 +676,10 @@ def diagnose(client: redis.Redis, settings: Settings, checks: dict[str, Any]) ->
     out["dead_letters"] = {
         "count": int(client.llen(keys.DEAD_LETTERS.key(settings))),
         "first": dead,
+    }
+    out["notify"] = {
+        "outbox": int(client.hlen(keys.NOTIFY_OUTBOX.key(settings, "faults"))),
+        "dead_letters": int(client.llen(keys.NOTIFY_DEAD.key(settings, "faults"))),
     }
     out["unlocated_markers"] = int(client.zcard(loc.queued))
     out["buffer"] = int(client.zcard(loc.buffer))
