@@ -258,7 +258,13 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
         else:  # what the due set says is due, and what changed: a pass costs only that
             names = dict.fromkeys([*due, *sorted(changed)])
             entries = [self._by_name[n] for n in names if n in self._by_name]
-        result = dispatch_pass(self.client, self.settings, queue, entries, self._send, full)
+        result = dispatch_pass(
+            self.client, self.settings, queue, entries, self._send, full, self.holder
+        )
+        if result.fenced:  # the server we reached now has another holder (a failover)
+            log.warning("[beat] %s no longer holds the dispatch lock; standing by", self.holder)
+            self.held = False
+            return
         if full:
             self._full_due = time.monotonic() + FULL_PASS_EVERY
         if result.sent:

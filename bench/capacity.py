@@ -2,6 +2,7 @@
 
     python bench/capacity.py          # steps 500 ... 24000 items/s, until one falls behind
     python bench/capacity.py --steps 1000 4000 --step-seconds 60
+    python bench/capacity.py --sentinel [--replica-acks 0] [--min-replicas 0]
 
 Runs ``watchkeeper run`` (default concurrency, embedded Redis, fresh home) against the soak's
 local sources (``bench/soak_sources.py``: two feeds, an ndjson log endpoint, three listing
@@ -19,6 +20,13 @@ Redis), CPU-µs per item per stage — fetch, parse, dedup + write, locate, TCP 
 children's on-CPU py-spy samples split by stack (the listener's CPU is the TCP stage), Redis
 round trips per item, and the hottest functions. Caps are set so that no item still served is
 evicted from a seen-set. Results: ``bench/results/capacity.json``.
+
+``--sentinel`` runs the same against Redis on Sentinel on this machine — a primary, two
+replicas, three Sentinels (``bench/sentinel_topology.py``) — with ``--replica-acks`` replicas
+confirming the writes the outside world is told about (``WATCHKEEPER_REPLICA_ACKS``; 0: no
+``WAIT``) and the servers' ``min-replicas-to-write`` at ``--min-replicas``: the price of each
+guarantee, in items/s (README "Reliability"). Redis CPU is the primary's; the replicas' and
+Sentinels' is reported apart.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psutil
 
 from bench.common import write_result
+from bench.sentinel_topology import LocalTopology
 from bench.soak import SOAK_ENV, STREAMS, StreamCounter, _free_port
 from bench.soak_sources import WINDOW_S, Rates, SoakSources
 from bench.wk_run import (
@@ -242,6 +251,9 @@ def measure_step(
     stages = {name: round(pool_cpu * pct / 100 * per_item, 1) for name, pct in stage_pct.items()}
     stages["TCP (listener)"] = round(cpu.get("listener", 0.0) * per_item, 1)
     stages["Redis server"] = round(cpu.get("redis", 0.0) * per_item, 1)
+    for role, label in (("redis_replicas", "Redis replicas"), ("sentinels", "Sentinels")):
+        if role in cpu:
+            stages[label] = round(cpu[role] * per_item, 1)
     stages["worker parent (dispatch, ack)"] = round(cpu.get("worker_parent", 0.0) * per_item, 1)
     stages["beat"] = round(cpu.get("beat", 0.0) * per_item, 1)
     ratio = done / offered if offered else 0.0
@@ -278,6 +290,26 @@ def measure_step(
     return step
 
 
+def topology_roles(topology: LocalTopology) -> Any:
+    """The Sentinel topology's processes by role: the primary (``redis``), the replicas and
+    the Sentinels."""
+
+    def roles() -> dict[str, list[psutil.Process]]:
+        out: dict[str, list[psutil.Process]] = {"redis": [], "redis_replicas": [], "sentinels": []}
+        with contextlib.suppress(RuntimeError):
+            primary = topology.primary_port()
+            for proc in topology.servers:
+                if proc.popen is not None and proc.alive():
+                    role = "redis" if proc.port == primary else "redis_replicas"
+                    out[role].append(psutil.Process(proc.popen.pid))
+        out["sentinels"] = [
+            psutil.Process(p.popen.pid) for p in topology.watchers if p.popen and p.alive()
+        ]
+        return out
+
+    return roles
+
+
 def _skipped(sources: SoakSources) -> int:
     return int(sources.tcp_skipped.get("watchkeeper", 0))
 
@@ -295,15 +327,25 @@ def main() -> int:
         "--site-interval", default="2s", help="the listing site's interval (the soak's: 2s)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--sentinel", action="store_true", help="Redis on Sentinel: 1 primary, 2 replicas"
+    )
+    parser.add_argument("--replica-acks", type=int, default=1, help="WATCHKEEPER_REPLICA_ACKS")
+    parser.add_argument("--min-replicas", type=int, default=1, help="min-replicas-to-write")
     parser.add_argument("--name", default="capacity", help="bench/results/NAME.json")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="wk-capacity-"))
     env = run_env(max(args.steps), args.concurrency or None)
+    topology = roles = None
+    if args.sentinel:
+        topology = LocalTopology(min_replicas=args.min_replicas).start()
+        env.update(REDIS_URL=topology.url(), WATCHKEEPER_REPLICA_ACKS=str(args.replica_acks))
+        roles = topology_roles(topology)
     settings = Settings.from_env(env)
     config = work / "sources.toml"
     tcp_port = _free_port()
-    run = WatchkeeperRun(work / "home", config, env)
+    run = WatchkeeperRun(work / "home", config, env, roles)
     steps: list[dict[str, Any]] = []
     load0 = os.getloadavg()
     sources = Generator(tcp_port, args.steps[0], args.site_interval)
@@ -321,6 +363,8 @@ def main() -> int:
     finally:
         problems = run.stop()
         sources.stop()
+        if topology is not None:
+            topology.stop()
     for problem in problems:
         print(f"[capacity] {problem}", file=sys.stderr)
     held = [s["offered_per_s"] for s in steps if s["sustained"]]
@@ -331,6 +375,15 @@ def main() -> int:
         "criterion": f"processed >= {SUSTAINED:.0%} of offered, no TCP lines skipped",
         "mix": "soak: feeds 15 % (two feeds), logs 35 %, listings 10 %, TCP 40 %",
         "intervals": {"feeds": "1s", "logs": "1s", "site": args.site_interval},
+        "redis": (
+            {
+                "topology": "Sentinel: 1 primary, 2 replicas, 3 Sentinels on this machine",
+                "replica_acks": args.replica_acks,
+                "min_replicas_to_write": args.min_replicas,
+            }
+            if args.sentinel
+            else "embedded (one server)"
+        ),
         "env": {k: v for k, v in env.items() if k.startswith(("WATCHKEEPER_", "MOONSHOT_"))},
         "steps": steps,
         "load_before": [round(x, 2) for x in load0],

@@ -3,6 +3,7 @@
     sudo python bench/faults.py             # about 10 minutes, 50 faults of every kind
     sudo python bench/faults.py --quick     # under 3 minutes, 10 of every kind (the CI run)
     sudo python bench/faults.py --seed 7 --faults 20 --keep
+    sudo python bench/faults.py --sentinel  # Redis on Sentinel: 1 primary, 2 replicas, 3 Sentinels
 
 Builds hosts on this machine with network namespaces joined by veth links to a switch
 (``bench/faults_net.py``; root needed, the machine's own network namespace is not touched):
@@ -21,9 +22,15 @@ process). Then, at moments drawn from a fixed seed, it injects faults of every k
 * ``second_beat``   a second beat started on another host for a few seconds, then stopped
 * ``outage``        both worker hosts down for longer than MOONSHOT_MAX_ALERT_BATCH_AGE
 
+With ``--sentinel`` Redis is a primary, two replicas and three Sentinels on six more hosts
+(``bench/faults_sentinel.py``), ``redis_restart`` restarts the primary, and four kinds join:
+``primary_kill``, ``split_brain``, ``replica_kill`` and ``sentinel_kill``; the time from each
+primary kill to the first write that succeeds is reported (p50/p99).
+
 Then it freezes the sources, lets the system drain and checks: every item the sources served
 (every TCP line sent) is in its output stream exactly once by key; every alert of a
-``locate = true`` feed has exactly one location result; Redis ``used_memory`` stayed under the
+``locate = true`` feed has exactly one location result and one notification (one idempotency
+key; redeliveries of a key are counted apart); Redis ``used_memory`` stayed under the
 budget its caps allow; no process is left; neither planted secret appears in any file, log, key
 name or ``watchkeeper status`` output. Writes ``bench/results/faults.json``; exit status 0 only
 if every check held. Ctrl-C (or any failure) still removes every process and namespace.
@@ -45,6 +52,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +63,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import faults_sentinel as fs
 from bench.common import RESULTS, machine
 from bench.faults_checks import (
     STREAMS,
@@ -67,10 +76,12 @@ from bench.faults_checks import (
 )
 from bench.faults_hosts import ROOT, Cluster
 from bench.faults_net import Network, enter
-from bench.faults_sources import FaultSources
+from bench.faults_sources import FaultSources, NotifyReceiver
+from bench.sentinel_topology import DOWN_AFTER_MS, MAX_LAG_S
 from bench.soak_sources import FEEDS, Rates
 from tasks.locations.buffer import LocKeys
 from workers.core import keys
+from workers.core.connection import connect, url_for
 from workers.core.settings import Settings
 from workers.store.seen import short_hash
 
@@ -84,6 +95,10 @@ KINDS = (
     "second_beat",
     "outage",
 )
+QUICK_SENTINEL = 2
+"""Faults of each topology kind in ``--sentinel --quick`` (each takes seconds: a failover)."""
+SENTINEL_FAULT_S = 10.0
+"""Average seconds one topology fault takes, from a healthy topology back to one."""
 TCP_PORT = 5140
 LEASE_S = 2
 BATCH_AGE_S = 4
@@ -111,6 +126,11 @@ RUN_ENV = {
     "MOONSHOT_MAX_BUFFER_AGE": "30",
     "MOONSHOT_CLEANUP_INTERVAL": "5",
     "MOONSHOT_API_KEY": "",
+    # A send cut off by a fault is retried within seconds, not after a backoff grown past the
+    # drain (5 s doubling to 10 min by default), and never given up on (dead-lettered).
+    "WATCHKEEPER_NOTIFY_BACKOFF_BASE": "0.5",
+    "WATCHKEEPER_NOTIFY_BACKOFF_MAX": "4",
+    "WATCHKEEPER_NOTIFY_MAX_ATTEMPTS": "1000",
 }
 
 #: Bytes one element of each capped structure may take (generous: entries measured here are
@@ -130,6 +150,22 @@ class Plan:
     inject_s: float
     drain_s: float
     ready_wait_s: float
+    sentinel: bool = False
+    per_kind: dict[str, int] = field(default_factory=dict)
+    """Faults of a kind when not ``faults`` (the quick Sentinel run's topology kinds)."""
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return (*KINDS, *fs.KINDS) if self.sentinel else KINDS
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        if self.sentinel:
+            return (*(h for h in HOSTS if h != "redis"), *fs.SERVERS, *fs.SENTINELS)
+        return HOSTS
+
+    def count(self, kind: str) -> int:
+        return self.per_kind.get(kind, self.faults)
 
 
 @dataclass
@@ -154,6 +190,7 @@ class Run:
     run_dir: Path
     password: str = field(default_factory=lambda: "pw" + secrets.token_hex(12))
     token: str = field(default_factory=lambda: "tk" + secrets.token_hex(12))
+    sentinel_password: str = field(default_factory=lambda: "sp" + secrets.token_hex(12))
     events: list[Event] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     unplanned: list[dict[str, Any]] = field(default_factory=list)
@@ -162,7 +199,7 @@ class Run:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.plan.seed)
-        self.net = Network(HOSTS)
+        self.net = Network(self.plan.hosts)
         self.lock = threading.Lock()
 
     def t(self) -> float:
@@ -174,7 +211,7 @@ class Run:
         print(f"[faults] {self.t():6.1f}s  {kind:<13} {target:<6} {detail}", flush=True)
 
     def counts(self) -> dict[str, int]:
-        return {k: sum(1 for e in self.events if e.kind == k) for k in KINDS}
+        return {k: sum(1 for e in self.events if e.kind == k) for k in self.plan.kinds}
 
 
 # --- setup ------------------------------------------------------------------------------------
@@ -190,6 +227,8 @@ def redis_conf(run: Run) -> bytes:
 
 
 def environment(run: Run, config: Path) -> dict[str, str]:
+    """The workers' environment; with Sentinel, ``REDIS_URL`` names the Sentinels (with the
+    servers' password) and the Sentinels' own password is ``WATCHKEEPER_SENTINEL_PASSWORD``."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -197,8 +236,13 @@ def environment(run: Run, config: Path) -> dict[str, str]:
         and k != "REDIS_URL"
     }
     env.update(RUN_ENV)
+    if run.plan.sentinel:
+        url = fs.sentinel_url(run.net, run.password)
+        env["WATCHKEEPER_SENTINEL_PASSWORD"] = run.sentinel_password
+    else:
+        url = f"redis://:{run.password}@{run.net.address['redis']}:6379/0"
     env.update(
-        REDIS_URL=f"redis://:{run.password}@{run.net.address['redis']}:6379/0",
+        REDIS_URL=url,
         WATCHKEEPER_CONFIG=str(config),
         PYTHONPATH=str(ROOT),
         PYTHONUNBUFFERED="1",
@@ -217,7 +261,7 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
 
 
 def redis_up(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1)
+    client = connect(url, 0.0, socket_timeout=2, socket_connect_timeout=1)
     try:
         return bool(client.ping())
     finally:
@@ -249,18 +293,21 @@ class Injector:
     """One thread per fault kind, each at its seeded moments; host locks keep faults on one
     host from overlapping (a partition may overlap process faults: it is the network's)."""
 
-    def __init__(self, run: Run, cluster: Cluster, url: str) -> None:
+    def __init__(
+        self, run: Run, cluster: Cluster, url: str, topo: fs.TopologyFaults | None = None
+    ) -> None:
         self.run, self.cluster, self.url = run, cluster, url
+        self.topo = topo
         self.threads: list[threading.Thread] = []
         self.killed: set[int] = set()
 
     def schedule(self, kind: str) -> list[float]:
         rng = random.Random(f"{self.run.plan.seed}-{kind}")
         span = self.run.plan.inject_s
-        return sorted(rng.uniform(0, span) for _ in range(self.run.plan.faults))
+        return sorted(rng.uniform(0, span) for _ in range(self.run.plan.count(kind)))
 
     def start(self, offset: float) -> None:
-        for kind in KINDS:
+        for kind in self.run.plan.kinds:
             action = getattr(self, kind)
             times = [offset + t for t in self.schedule(kind)]
             th = threading.Thread(target=self._lane, args=(kind, action, times), daemon=True)
@@ -374,6 +421,9 @@ class Injector:
 
     def redis_restart(self, rng: random.Random) -> None:
         down = rng.uniform(0.2, 1.5)
+        if self.topo is not None:
+            self.topo.primary_restart(down)
+            return
         with self.cluster.locks["redis"]:
             self.run.log("redis_restart", "redis", f"SIGTERM, down {down:.1f} s")
             proc = self.cluster.procs["redis"]
@@ -382,6 +432,31 @@ class Injector:
             time.sleep(down)
             self.cluster.start("redis")
             wait_for("redis after restart", lambda: redis_up(self.url), 30)
+
+    # Sentinel's kinds (bench/faults_sentinel.py): one topology fault at a time
+
+    def _topology(self) -> fs.TopologyFaults:
+        if self.topo is None:
+            raise RuntimeError("a Sentinel fault in a run without --sentinel")
+        return self.topo
+
+    def primary_kill(self, rng: random.Random) -> None:
+        self._topology().primary_kill(rng.uniform(0.5, 2.0))
+
+    def split_brain(self, rng: random.Random) -> None:
+        topo = self._topology()
+        variant = (
+            "sentinels" if topo.variants["sentinels"] <= topo.variants["clients"] else "clients"
+        )
+        topo.split_brain(
+            variant, rng.uniform(1.0, 3.0) if variant == "sentinels" else rng.uniform(2.0, 6.0)
+        )
+
+    def replica_kill(self, rng: random.Random) -> None:
+        self._topology().replica_kill(rng.uniform(0.5, 3.0), rng.randrange(2))
+
+    def sentinel_kill(self, rng: random.Random) -> None:
+        self._topology().sentinel_kill(rng.choice(fs.SENTINELS), rng.uniform(1.0, 5.0))
 
     def second_beat(self, rng: random.Random) -> None:
         up = rng.uniform(2.0, 6.0)
@@ -434,6 +509,60 @@ def missing_count(collector: Collector, expected: dict[str, set[str]]) -> int:
 
 def unlocated(client: redis.Redis, settings: Settings) -> int:
     return int(client.zcard(keys.LOC_QUEUED.key(settings)))
+
+
+def start_sinks(settings: Settings, client: redis.Redis, config: Path) -> None:
+    """Create the notification sink's consumer group before anything is written: a sink reads
+    from where its group starts (README "Streams"), so alerts written before the workers'
+    first delivery run would never be notified, by design."""
+    import workers.stages  # noqa: F401 (the source kinds and sections the file holds)
+    from tasks.notify.config import notify_config
+    from tasks.notify.outbox import ensure_groups, sink_keys
+    from workers.core.runtime import Runtime
+
+    rt = Runtime(settings, client, config)
+    for sink in notify_config(rt.config()).sinks:
+        ensure_groups(rt, sink, sink_keys(settings, sink))
+
+
+def notification_checks(collector: Collector, receiver: NotifyReceiver | None) -> dict[str, Any]:
+    """Every alert the collector found notified under exactly one idempotency key
+    (``alerts:{entry id}:faults``); redeliveries of a key (at-least-once: a worker killed
+    between sending and recording) counted apart; a key for an entry the collector never
+    found (one a failover took back after it was notified) is an orphan."""
+    if receiver is None:
+        return {"alerts": 0, "notified": 0, "lost": 0, "doubled": 0, "orphans": 0}
+    received = Counter(receiver.received())
+    with collector.lock:
+        alert_key = dict(collector.seen.alert_key)
+    by_alert: dict[str, set[str]] = {}
+    orphans = []
+    for key in received:
+        entry_id = key.partition(":")[2].rpartition(":")[0]
+        alert = alert_key.get(entry_id)
+        if alert is None:
+            orphans.append(key)
+        else:
+            by_alert.setdefault(alert, set()).add(key)
+    alerts = set(alert_key.values())
+    lost = sorted(a for a in alerts if a not in by_alert)
+    doubled = sorted(a for a, found in by_alert.items() if len(found) > 1)
+    return {
+        "alerts": len(alerts),
+        "notified": len(by_alert),
+        "lost": len(lost),
+        "doubled": len(doubled),
+        "orphans": len(orphans),
+        "deliveries": sum(received.values()),
+        "redelivered_same_key": sum(n - 1 for n in received.values()),
+        "lost_examples": lost[:20],
+        "doubled_examples": [{"alert": a, "keys": sorted(by_alert[a])} for a in doubled[:20]],
+        "orphan_examples": orphans[:20],
+    }
+
+
+def unnotified(collector: Collector, receiver: NotifyReceiver | None) -> int:
+    return int(notification_checks(collector, receiver)["lost"])
 
 
 def near(events: list[Event], t: float, span: float = 15.0) -> list[str]:
@@ -548,6 +677,10 @@ def diagnose(client: redis.Redis, settings: Settings, checks: dict[str, Any]) ->
         "count": int(client.llen(keys.DEAD_LETTERS.key(settings))),
         "first": dead,
     }
+    out["notify"] = {
+        "outbox": int(client.hlen(keys.NOTIFY_OUTBOX.key(settings, "faults"))),
+        "dead_letters": int(client.llen(keys.NOTIFY_DEAD.key(settings, "faults"))),
+    }
     out["unlocated_markers"] = int(client.zcard(loc.queued))
     out["buffer"] = int(client.zcard(loc.buffer))
     out["leases"] = int(client.zcard(loc.lease))
@@ -603,6 +736,10 @@ class FaultRun:
         self.sources: FaultSources | None = None
         self.collector: Collector | None = None
         self.sampler: MemorySampler | None = None
+        self.receiver: NotifyReceiver | None = None
+        self.topology: fs.Topology | None = None
+        self.topo_faults: fs.TopologyFaults | None = None
+        self.prober: fs.Prober | None = None
         self.result: dict[str, Any] = {}
 
     # phases ----------------------------------------------------------------------------------
@@ -614,25 +751,38 @@ class FaultRun:
         self.sources = sources = FaultSources(
             RATES, run.net.address["src"], run.token, WINDOW_S, LISTING_WINDOW_S
         )
+        self.receiver = NotifyReceiver(run.net.address["src"]).start()
         self.config.touch(mode=0o600)
         self.config.write_text(
             sources.config_toml(TCP_PORT).replace(
                 'host = "127.0.0.1"', f'host = "{run.net.address["tcp"]}"'
             )
+            + self.receiver.sink_toml()
         )
         sources.start()
         enter(run.net.ns("obs"))  # everything else this process does, it does as the observer
         self.env = environment(run, self.config)
         self.settings = Settings.from_env(self.env)
-        self.url = self.env["REDIS_URL"]
-        self.cluster = cluster = Cluster(run.net, self.env, self.run_dir, redis_conf(run))
-        cluster.start("redis")
+        self.url = url_for(self.settings)  # with Sentinel: the Sentinels' password folded in
+        conf = b"" if self.plan.sentinel else redis_conf(run)
+        self.cluster = cluster = Cluster(run.net, self.env, self.run_dir, conf)
+        reader = None
+        if self.plan.sentinel:
+            self.topology = fs.Topology(cluster, run.password, run.sentinel_password)
+            self.topology.start()
+            self.topo_faults = fs.TopologyFaults(self.topology, run.log)
+            reader = self.topology.replica_reader
+        else:
+            cluster.start("redis")
         wait_for("redis", lambda: redis_up(self.url), 30)
-        self.client = redis.Redis.from_url(self.url, socket_timeout=5, retry_on_timeout=True)
+        self.client = connect(self.url, socket_timeout=5, retry_on_timeout=True)
         self.base_memory = int(self.client.info("memory")["used_memory"])
         stream_keys = {name: keys.STREAM.key(self.settings, name) for name in STREAMS}
-        self.collector = Collector(self.url, stream_keys, capture_hook(sources)).start()
+        start_sinks(self.settings, self.client, self.config)
+        self.collector = Collector(self.url, stream_keys, capture_hook(sources), reader).start()
         self.sampler = MemorySampler(self.url).start()
+        if self.plan.sentinel:
+            self.prober = fs.Prober(self.url).start()
         for host in ("w1", "w2", "beat", "tcp"):
             cluster.start(host)
         for host in ("w1", "w2"):
@@ -644,7 +794,7 @@ class FaultRun:
         self.started_wall = time.time() - run.t()
         print(
             f"[faults] run dir {self.run_dir}; seed {self.plan.seed}; {self.plan.faults} faults "
-            f"of each of {len(KINDS)} kinds over {self.plan.inject_s:.0f} s; hosts "
+            f"of each of {len(self.plan.kinds)} kinds over {self.plan.inject_s:.0f} s; hosts "
             + ", ".join(f"{h}={a}" for h, a in run.net.address.items()),
             flush=True,
         )
@@ -652,7 +802,7 @@ class FaultRun:
     def inject(self) -> None:
         assert self.cluster is not None
         run, cluster = self.run, self.cluster
-        injector = Injector(run, cluster, self.url)
+        injector = Injector(run, cluster, self.url, self.topo_faults)
         injector.start(offset=run.t() + 5)
         until = run.t() + self.plan.inject_s + 5
         while run.t() < until or not injector.join(0):
@@ -667,7 +817,11 @@ class FaultRun:
             run.net.link(host, up=True)
             if not cluster.procs[host].alive():
                 cluster.start(host)
-        if not cluster.procs["redis"].alive():
+        if self.topology is not None:
+            with cluster.locks["redis"]:
+                self.topology.revive()
+                self.topology.wait_healthy()
+        elif not cluster.procs["redis"].alive():
             cluster.start("redis")
         wait_for("redis", lambda: redis_up(self.url), 30)
 
@@ -710,6 +864,7 @@ class FaultRun:
                 if (
                     missing_count(self.collector, expected) == 0
                     and unlocated(self.client, self.settings) == 0
+                    and not unnotified(self.collector, self.receiver)
                 ):
                     break
             time.sleep(1.0)
@@ -722,11 +877,14 @@ class FaultRun:
         run, cluster, sources = self.run, self.cluster, self.sources
         uncertain = {str(n) for a, b in sources.tcp_uncertain for n in range(a, b)}
         checks = item_checks(self.collector, expected, uncertain, run, self.started_wall)
+        checks["notifications"] = notification_checks(self.collector, self.receiver)
         try:
             checks["diagnosis"] = diagnose(self.client, self.settings, checks)
         except redis.RedisError as exc:
             checks["diagnosis"] = {"error": str(exc)}
         secrets_ = needles(run.password, run.token)
+        if self.plan.sentinel:
+            secrets_["sentinel password"] = run.sentinel_password
         n_keys, leaks = scan_keys(self.client, secrets_)
         status_text, status_problems = status_output(run, cluster)
         leaks += scan_text("watchkeeper status", status_text, secrets_)
@@ -735,22 +893,48 @@ class FaultRun:
         }
         self.collector.stop()
         self.sampler.stop()
-        stopped["redis"] = cluster.procs["redis"].stop(timeout=30)  # Redis last
+        resume = None
+        if self.prober is not None and self.topo_faults is not None:
+            self.prober.stop()
+            resume = fs.resume_report(
+                self.topo_faults.kills, self.prober, self.collector.write_times()
+            )
+        if self.topology is not None:  # Redis last
+            stopped.update(self.topology.stop(timeout=30))
+        else:
+            stopped["redis"] = cluster.procs["redis"].stop(timeout=30)
         sources.stop()
+        if self.receiver is not None:
+            self.receiver.stop()
         time.sleep(1.0)
         left = cluster.left(run.net)
         in_netns = {k: v for k, v in run.net.pids().items() if v}
-        leaks += scan_files(self.run_dir, secrets_, allowed=[self.config])
+        allowed = [self.config, *self.run_dir.glob("hosts/s*/sentinel.conf")]
+        leaks += scan_files(self.run_dir, secrets_, allowed=allowed)
         budget = memory_budget(self.settings, self.base_memory, sources=len(FEEDS) + 2)
         self.result = assemble(
             run, self.plan, checks, cluster, sources, self.sampler, budget, left, in_netns,
             stopped, leaks, n_keys, status_problems, status_text,
         )  # fmt: skip
+        if self.plan.sentinel and self.topo_faults is not None:
+            self.result["sentinel"] = {
+                "resume_after_primary_kill": resume,
+                "failovers": self.topo_faults.failovers,
+                "split_brain_variants": self.topo_faults.variants,
+                "prober_failed_writes": self.prober.failures if self.prober else None,
+                "collector_stale_replica_reads": self.collector.stale_reads,
+                "settings": {"down_after_ms": DOWN_AFTER_MS, "min_replicas_to_write": 1,
+                             "min_replicas_max_lag_s": MAX_LAG_S,
+                             "replica_acks": self.settings.replica_acks},
+            }  # fmt: skip
+            self.result["command"] = self.result["command"].replace(
+                "bench/faults.py", "bench/faults.py --sentinel"
+            )
 
     def teardown(self) -> None:
         """Whatever happened: every process we started, and every namespace, gone."""
         self.run.stop.set()
-        for part in (self.collector, self.sampler, self.sources):
+        for part in (self.collector, self.sampler, self.sources, self.receiver, self.prober):
             if part is not None:
                 with contextlib.suppress(Exception):
                     part.stop()
@@ -815,8 +999,9 @@ def assemble(
     status_text: str,
 ) -> dict[str, Any]:
     counts = run.counts()
-    lost = sum(checks[k]["lost"] for k in ("alerts", "logs", "listings", "tcp", "locations"))
-    doubled = sum(checks[k]["doubled"] for k in ("alerts", "logs", "listings", "tcp", "locations"))
+    outputs = ("alerts", "logs", "listings", "tcp", "locations", "notifications")
+    lost = sum(checks[k]["lost"] for k in outputs)
+    doubled = sum(checks[k]["doubled"] for k in outputs)
     missed = sum(checks["stream_entries_missed"].values())
     failures = []
     if lost:
@@ -827,13 +1012,15 @@ def assemble(
         failures.append(f"{missed} stream entries trimmed before the collector read them")
     if checks["locations"]["orphans"]:
         failures.append(f"{checks['locations']['orphans']} location results for unknown alerts")
+    if checks["notifications"]["orphans"]:
+        failures.append(f"{checks['notifications']['orphans']} notifications for unknown alerts")
     if sampler.peak >= budget["total"]:
         failures.append(f"Redis used_memory peak {sampler.peak} >= budget {budget['total']}")
     if left or in_netns:
         failures.append(f"processes left: {left or in_netns}")
     if leaks:
         failures.append(f"{len(leaks)} secret leaks")
-    short = [k for k, n in counts.items() if n < plan.faults]
+    short = [k for k, n in counts.items() if n < plan.count(k)]
     if short:
         failures.append(f"fewer faults than planned: {', '.join(short)}")
     failures += run.errors + status_problems
@@ -851,6 +1038,7 @@ def assemble(
         "faults_total": sum(counts.values()),
         "items": {k: checks[k] for k in ("alerts", "logs", "listings", "tcp")},
         "locations": checks["locations"],
+        "notifications": checks["notifications"],
         "collector": {
             "entries_read": checks["stream_entries_read"],
             "entries_missed": checks["stream_entries_missed"],
@@ -923,6 +1111,21 @@ def report(result: dict[str, Any]) -> None:
         f"{'locations':<10} {loc['alerts']:>8} {loc['located']:>8} {loc['lost']:>6} "
         f"{loc['doubled']:>8} {loc['orphans']:>10}   methods {loc['methods']}"
     )
+    note = result.get("notifications") or {}
+    if note:
+        print(
+            f"{'notified':<10} {note['alerts']:>8} {note['notified']:>8} {note['lost']:>6} "
+            f"{note['doubled']:>8} {note['orphans']:>10}   redelivered (same key) "
+            f"{note.get('redelivered_same_key', 0)}"
+        )
+    resume = (result.get("sentinel") or {}).get("resume_after_primary_kill")
+    if resume:
+        probe, own = resume["probe_write_s"], resume["watchkeeper_write_s"]
+        print(
+            f"time to resume after a primary kill ({resume['primary_kills']} kills): first write "
+            f"through Sentinel p50 {probe['p50']} s p99 {probe['p99']} s; watchkeeper's own "
+            f"first write p50 {own['p50']} s p99 {own['p99']} s (goal p99 <= 15 s)"
+        )
     mem = result["memory"]
     print(
         f"redis used_memory peak {mem['redis_used_memory_peak'] / 2**20:.1f} MiB "
@@ -943,10 +1146,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--inject", type=float, help="seconds of injection")
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
+    parser.add_argument(
+        "--sentinel",
+        action="store_true",
+        help="Redis on Sentinel (1 primary, 2 replicas, 3 Sentinels) and its four fault kinds",
+    )
     parser.add_argument("--out", type=Path, help="result file (default bench/results/faults.json)")
     args = parser.parse_args(argv)
     faults = args.faults or (10 if args.quick else 50)
     inject = args.inject or (90.0 if args.quick else 480.0) * faults / (10 if args.quick else 50)
+    per_kind: dict[str, int] = {}
+    if args.sentinel:
+        # Topology faults come one at a time, each from and back to a healthy topology
+        # (SENTINEL_FAULT_S each on average): the injection lasts as long as they take.
+        topology = ("redis_restart", *fs.KINDS[:-1])
+        n = args.faults or (QUICK_SENTINEL if args.quick else 50)
+        per_kind = dict.fromkeys(topology, n)
+        inject = args.inject or max(inject, SENTINEL_FAULT_S * n * len(topology))
     plan = Plan(
         args.quick,
         faults,
@@ -954,8 +1170,11 @@ def main(argv: list[str] | None = None) -> int:
         inject,
         drain_s=45.0 if args.quick else 90.0,
         ready_wait_s=2.0 if args.quick else 5.0,
+        sentinel=args.sentinel,
+        per_kind=per_kind,
     )
-    out = args.out or RESULTS / ("faults-quick.json" if args.quick else "faults.json")
+    name = "faults-sentinel" if args.sentinel else "faults"
+    out = args.out or RESULTS / (f"{name}-quick.json" if args.quick else f"{name}.json")
     return execute(plan, args.keep, out)
 
 

@@ -48,19 +48,32 @@ class Seen:
 
 
 class Collector:
-    """Follows the output streams from the start of the run, counting items by key."""
+    """Follows the output streams from the start of the run, counting items by key.
+
+    With Sentinel it reads from a replica (``replica`` gives a client of one), never from the
+    primary: an entry on a replica survives a failover (Sentinel promotes the most advanced
+    replica, and the run's faults come one at a time), while one read from the primary before
+    it reached a replica may vanish with it and be written again — counted twice by a reader
+    that saw both. Each read checks, in the same transaction, that the server is a replica
+    with its link to the primary up (a demoted primary still resyncing serves its own stale
+    data, lost writes included), else it is discarded and another replica chosen."""
 
     def __init__(
         self,
         url: str,
         stream_keys: dict[str, str],
         on_item: Callable[[str, str], None] = lambda kind, key: None,
+        replica: Callable[[], redis.Redis] | None = None,
     ) -> None:
         self.url, self.stream_keys, self.on_item = url, stream_keys, on_item
+        self.replica = replica
+        self.stale_reads = 0
         self.last = {name: "0-0" for name in stream_keys}
         self.seen = Seen(hook=on_item)
         self.stop_event = threading.Event()
         self.reconnects = 0
+        self.times: list[float] = []
+        """When each entry read was written (its id's time, seconds): watchkeeper's writes."""
         self.read_count: Counter[str] = Counter()
         self.missed: Counter[str] = Counter()
         self.lock = threading.Lock()
@@ -79,9 +92,7 @@ class Collector:
         while not self.stop_event.is_set():
             try:
                 if client is None:
-                    client = redis.Redis.from_url(
-                        self.url, socket_timeout=5, socket_connect_timeout=3, decode_responses=True
-                    )
+                    client = self._client()
                 if not self.read(client):
                     self.stop_event.wait(0.3)
             except (redis.RedisError, OSError):
@@ -91,6 +102,13 @@ class Collector:
                         client.close()
                 client = None
                 self.stop_event.wait(0.5)
+
+    def _client(self) -> redis.Redis:
+        if self.replica is not None:
+            return self.replica()
+        from workers.core.connection import connect
+
+        return connect(self.url, socket_timeout=5, socket_connect_timeout=3)
 
     def read(self, client: redis.Redis) -> int:
         """One pass over every stream; the number of entries read.
@@ -102,9 +120,19 @@ class Collector:
         n = 0
         for name, key in self.stream_keys.items():
             pipe = client.pipeline(transaction=True)
+            if self.replica is not None:
+                pipe.info("replication")
             pipe.xinfo_stream(key)
             pipe.xrange(key, f"({self.last[name]}", "+")
-            info, entries = pipe.execute(raise_on_error=False)
+            replies = pipe.execute(raise_on_error=False)
+            if self.replica is not None:
+                role = replies.pop(0)
+                if not isinstance(role, dict) or not (
+                    role.get("role") == "slave" and role.get("master_link_status") == "up"
+                ):
+                    self.stale_reads += 1
+                    raise redis.ConnectionError("not a replica in sync: choosing another")
+            info, entries = replies
             if isinstance(info, Exception) or isinstance(entries, Exception):
                 continue  # the stream does not exist yet
             added = int(info.get("entries-added", 0))
@@ -120,9 +148,14 @@ class Collector:
                 n += len(entries)
         return n
 
+    def write_times(self) -> list[float]:
+        with self.lock:
+            return sorted(self.times)
+
     def take(self, stream: str, entry_id: str, f: dict[str, Any]) -> None:
         s = self.seen
         s.entries[stream] += 1
+        self.times.append(int(entry_id.partition("-")[0]) / 1000)
         if stream == "alerts":
             key = f"{f.get('source')}|{f.get('key')}"
             s.note("alerts", key, entry_id)
@@ -168,7 +201,9 @@ class MemorySampler:
         self.thread.join(timeout=10)
 
     def _run(self) -> None:
-        client = redis.Redis.from_url(self.url, socket_timeout=3, socket_connect_timeout=2)
+        from workers.core.connection import connect
+
+        client = connect(self.url, socket_timeout=3, socket_connect_timeout=2)
         while not self.stop_event.wait(1.0):
             with contextlib.suppress(redis.RedisError, OSError):
                 used = int(client.info("memory")["used_memory"])

@@ -67,6 +67,8 @@ class Proc:
     popen: subprocess.Popen[bytes] | None = None
     starts: int = 0
     skewed: bool = False
+    umask: int = -1
+    """The program's umask (-1: inherited); a Sentinel's rewritten config must stay 0600."""
 
     @property
     def pid(self) -> int | None:
@@ -97,6 +99,7 @@ class Proc:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                 start_new_session=True,
+                umask=self.umask,
             )
         if stdin is not None and self.popen.stdin is not None:
             self.popen.stdin.write(stdin)
@@ -192,9 +195,11 @@ class Cluster:
     def host_env(self, host: str) -> dict[str, str]:
         return {**self.env, "WATCHKEEPER_HOME": str(self.run_dir / "hosts" / host)}
 
-    def start(self, host: str, skew: bool = False) -> int:
+    def start(self, host: str, skew: bool = False, stdin: bytes | None = None) -> int:
+        """Start ``host``'s program; a Redis server gets its configuration on stdin."""
         proc = self.procs[host]
-        stdin = self.redis_conf if host == "redis" else None
+        if stdin is None and host == "redis":
+            stdin = self.redis_conf
         pid = proc.start(self.net, self.host_env(host), stdin=stdin, skew=skew)
         self.pids.add(pid)
         return pid

@@ -10,6 +10,8 @@ Namespaces are named ``wkf<pid>-<host>`` after the process that made them, so a 
 remove those of a run that died without cleaning up (its pid is gone) and never touches those
 of a run still going. Processes inside are started with ``ip netns exec`` (which execs, so the
 pid is the program's own); the controlling process moves itself with ``setns`` (``enter``).
+A partition between two groups of hosts (``cut``: a Redis primary from its Sentinels and
+replicas, or from its clients) is blackhole routes at both ends.
 """
 
 from __future__ import annotations
@@ -93,6 +95,17 @@ class Network:
     def link(self, host: str, up: bool) -> None:
         """Cut (or restore) the host's only link: a partition from everything else."""
         ip("-n", self.ns(SWITCH), "link", "set", self.port(host), "up" if up else "down")
+
+    def cut(self, host: str, peers: Iterable[str], cut: bool = True) -> None:
+        """Cut (or heal) ``host`` from ``peers`` only, both ways: a blackhole route to each
+        peer in ``host``'s namespace and one back in each peer's. Packets on established
+        connections vanish silently, as in a real partition; the rest of the network, and
+        ``host``'s links to everyone else, are untouched."""
+        verb = "add" if cut else "del"
+        for peer in peers:
+            for a, b in ((host, peer), (peer, host)):
+                ip("-n", self.ns(a), "route", verb, "blackhole", f"{self.address[b]}/32",
+                   check=cut)  # fmt: skip
 
     def exec_prefix(self, host: str) -> list[str]:
         return ["ip", "netns", "exec", self.ns(host)]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import socket
 import threading
 import time
@@ -284,3 +285,57 @@ class FaultSources(SoakSources):
         if self.token not in text:
             raise RuntimeError("the planted token is in no source URL")
         return text
+
+
+class NotifyReceiver:
+    """The run's notification destination: a JSON webhook (Apprise ``json://``) on the sources
+    host that accepts every POST and records its idempotency key. The contract is
+    at-least-once with a key per message (README "Notifications"): a receiver acting once per
+    key acts exactly once per message, so the run counts keys, and reports redeliveries of a
+    key apart."""
+
+    def __init__(self, host: str) -> None:
+        self.keys: list[str] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                size = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(size) if size > 0 else b""
+                key = str(self.headers.get("Idempotency-Key") or "")
+                with contextlib.suppress(ValueError):
+                    key = key or str(json.loads(body).get("idempotency_key") or "")
+                with receiver.lock:
+                    receiver.keys.append(key)
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                except OSError:
+                    pass
+
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"json://{host}:{self.httpd.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def start(self) -> NotifyReceiver:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def sink_toml(self) -> str:
+        return f'\n[[notify]]\nname = "faults"\nurls = ["{self.url}"]\nstreams = ["alerts"]\n'
+
+    def received(self) -> list[str]:
+        with self.lock:
+            return list(self.keys)

@@ -45,11 +45,19 @@ def clean_env(extra: dict[str, str]) -> dict[str, str]:
 class WatchkeeperRun:
     """``python -m workers.cli run --config <file>`` under ``home``; logs in ``home/run.log``."""
 
-    def __init__(self, home: Path, config: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        home: Path,
+        config: Path,
+        env: dict[str, str],
+        redis_roles: Any = None,
+    ) -> None:
         self.home, self.config = home, config
         self.env = {**env, "WATCHKEEPER_HOME": str(home)}
         self.proc: subprocess.Popen[bytes] | None = None
         self.pids: set[int] = set()
+        self.redis_roles = redis_roles
+        """For an external Redis (``REDIS_URL``): a callable giving its processes by role."""
 
     def start(self, timeout: float = 120) -> redis.Redis:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -66,6 +74,12 @@ class WatchkeeperRun:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise SystemExit(f"watchkeeper run exited; see {self.home / 'run.log'}")
+            if self.env.get("REDIS_URL") and (self.home / "run.json").exists():
+                from workers.core.connection import url_for
+                from workers.core.settings import Settings
+
+                self.url = url_for(Settings.from_env(self.env))  # run.json's is redacted
+                return connect(self.url)
             with contextlib.suppress(OSError, ValueError, KeyError):
                 url = str(json.loads((self.home / "run.json").read_text())["redis_url"])
                 # run.json's redacted form of a socket URL has lost a slash or two
@@ -88,10 +102,14 @@ class WatchkeeperRun:
             "notify": ([tree["notify"]] if tree["notify"] else []) + list(tree["notify_pool"]),
             "supervisor": [psutil.Process(self.proc.pid)],
         }
-        rpid = redis_pid(self.home)
-        out["redis"] = [psutil.Process(rpid)] if rpid and psutil.pid_exists(rpid) else []
-        for procs in out.values():
+        for procs in out.values():  # the run's own: none may outlive it
             self.pids.update(p.pid for p in procs)
+        if self.redis_roles is not None:  # an external Redis outlives the run
+            out.update(self.redis_roles())
+        else:
+            rpid = redis_pid(self.home)
+            out["redis"] = [psutil.Process(rpid)] if rpid and psutil.pid_exists(rpid) else []
+            self.pids.update(p.pid for p in out["redis"])
         return out
 
     def cpu(self) -> dict[str, float]:

@@ -27,6 +27,7 @@ from celery import Celery, signals
 
 from tasks.notify.status import QUEUE as NOTIFY_QUEUE
 from workers import stages
+from workers.core import broker
 from workers.core.connection import (
     RedisUnavailable,
     check_reachable,
@@ -35,6 +36,8 @@ from workers.core.connection import (
     url_for,
 )
 from workers.core.runtime import get_runtime
+from workers.core.sentinel import is_sentinel
+from workers.core.sentinel import parse as parse_sentinel
 from workers.core.settings import Settings, SettingsError
 from workers.core.sources_file import (
     ConfigError,
@@ -60,6 +63,14 @@ def _fail(message: str) -> NoReturn:
 
 def celery_config(settings: Settings, url: str) -> dict[str, object]:
     """Celery settings for runs measured in weeks; each line says why."""
+    config = _base_config(settings, url)
+    if is_sentinel(url):
+        # Broker and results through Sentinel, following a failover (workers/core/broker.py).
+        config.update(broker.celery_options(parse_sentinel(url), settings.visibility_timeout))
+    return config
+
+
+def _base_config(settings: Settings, url: str) -> dict[str, object]:
     return {
         "broker_url": url,
         # kombu's redis+socket:// form also selects Celery's Redis backend over the socket.
@@ -170,6 +181,8 @@ def create_app(settings: Settings | None = None, config_path: Path | None = None
     celery.watchkeeper_settings = settings
     celery.watchkeeper_config_path, celery.watchkeeper_config = path, config
     celery.conf.update(celery_config(settings, url_for(settings)))
+    if settings.uses_sentinel:
+        celery.amqp_cls = broker.AMQP_CLASS  # a lost broker connection is retried promptly
     memory_guard.install(celery, settings)
     dispatch.install(celery, lambda: get_runtime().redis, settings)
     _check_redis_at_start(celery)
@@ -185,7 +198,9 @@ def _check_redis_at_start(celery: WatchkeeperCelery) -> None:
         if getattr(instance or sender, "app", None) is not celery:
             return
         try:
-            check_reachable(celery.ensure_redis())
+            check_reachable(
+                celery.ensure_redis(), failover_wait=celery.watchkeeper_settings.failover_wait
+            )
         except RedisUnavailable as exc:
             _fail(str(exc))
 

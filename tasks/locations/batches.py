@@ -17,6 +17,7 @@ workers race (see ``tasks.locations.buffer``). Failure handling:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,9 @@ from tasks.locations.model import Location, Resolver, ResolverError, ResolveResu
 from tasks.locations.resolvers import make_resolver
 from tasks.locations.resolvers.gazetteer import get_gazetteer
 from workers.core.runtime import Runtime
+from workers.store import replicas
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,15 @@ def flush(rt: Runtime, max_batches: int | None = None) -> list[str]:
         if not ids:
             break
         batches.append(batch_id)
+    if batches:
+        # With Sentinel, a lease counts once a replica has it: one a failover took back would
+        # return its alerts to the buffer while a worker resolved them (a second API call).
+        # Unconfirmed, the batches are not sent; their leases expire and they come back.
+        try:
+            replicas.confirm(rt.redis, settings, "location batches")
+        except replicas.NotReplicated as exc:
+            log.warning("[location] %s: %d batches left to their leases", exc, len(batches))
+            return []
     return batches
 
 

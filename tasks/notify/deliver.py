@@ -38,7 +38,8 @@ from tasks.notify.send import Message, SendResult, plugin_for, send
 from workers.core.exchange import Exchange
 from workers.core.runtime import Runtime
 from workers.core.settings import Settings
-from workers.store.scripts import Script
+from workers.store import replicas
+from workers.store.scripts import Script, execute
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +257,16 @@ def settle(
         json.dumps(outcomes, ensure_ascii=False),
     ]
     keys = [k.state, k.outbox, k.queue, k.dead, k.log, k.due[slot], *k.streams]
-    delivered, retried, dead, _ = with_redis(rt, lambda: _SETTLE(rt.redis, keys, args))
+
+    def record() -> Any:
+        """Settle, and with Sentinel wait until a replica has it (else a failover forgets a
+        message was sent and it is sent again); settling twice changes nothing."""
+        pipe = rt.redis.pipeline(transaction=False)
+        _SETTLE.queue(pipe, keys, args)
+        waited = replicas.queue_wait(pipe, s)
+        return replicas.split(execute(pipe), waited, s, "notification outcomes")[0]
+
+    delivered, retried, dead, _ = with_redis(rt, record)
     counts["delivered"] += int(delivered)
     counts["retried"] += int(retried)
     counts["dead"] += int(dead)

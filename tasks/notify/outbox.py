@@ -37,6 +37,7 @@ from tasks.notify.templates import context_for, default_template, render
 from workers.core import keys
 from workers.core.runtime import Runtime
 from workers.core.settings import Settings
+from workers.store import replicas
 from workers.store.scripts import Script
 from workers.store.streams import decode_fields
 
@@ -111,21 +112,30 @@ Entry = tuple[int, str, dict[str, Any]]
 def read_entries(rt: Runtime, sink: Sink, k: SinkKeys, count: int) -> list[Entry]:
     """Pending entries of consumer ``new`` (a crashed run's), then new ones, in stream order."""
     try:
-        return _read(rt.redis, k, count)
+        return _read(rt.redis, k, count, rt.settings)
     except redis.ResponseError as exc:
         if "NOGROUP" not in str(exc):
             raise
         ensure_groups(rt, sink, k)
-        return _read(rt.redis, k, count)
+        return _read(rt.redis, k, count, rt.settings)
 
 
-def _read(client: redis.Redis, k: SinkKeys, count: int) -> list[Entry]:
+def _read(
+    client: redis.Redis, k: SinkKeys, count: int, settings: Settings | None = None
+) -> list[Entry]:
+    """With Sentinel, entries are returned only once a replica has them (``WAIT`` after the
+    read): an entry a failover takes back is written again under a new id, and notifying the
+    lost one as well would send it twice (``workers.store.replicas``)."""
     pipe = client.pipeline(transaction=False)
     pipe.xreadgroup(k.group, NEW, dict.fromkeys(k.streams, "0"), count=count)
     pipe.xreadgroup(k.group, NEW, dict.fromkeys(k.streams, ">"), count=count)
+    waited = settings is not None and replicas.queue_wait(pipe, settings)
+    replies = pipe.execute()
+    if settings is not None:
+        replies = replicas.split(replies, waited, settings, "notification entries read")
     index = {key: i for i, key in enumerate(k.streams)}
     entries: list[Entry] = []
-    for reply in pipe.execute():
+    for reply in replies:
         for skey, rows in cast(list[Any], reply or []):
             for entry_id, fields in rows:
                 entries.append((index[str(skey)], str(entry_id), decode_fields(fields or {})))

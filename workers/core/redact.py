@@ -21,7 +21,15 @@ MASK = "***"
 
 def redact_url(url: str) -> str:
     """``url`` with its password (or whole user info when it is a token) and secret-looking
-    query values replaced; anything unparseable comes back with every ``user@`` masked."""
+    query values replaced; anything unparseable comes back with every ``user@`` masked.
+    Several URLs joined by ``;`` (kombu's Sentinel form) are each redacted."""
+    joined = re.split(r";(?=[a-zA-Z][a-zA-Z0-9+.-]*://)", url)
+    if len(joined) > 1:
+        return ";".join(_redact_one(part) for part in joined)
+    return _redact_one(url)
+
+
+def _redact_one(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from workers.core import sentinel
 from workers.core.redact import redact_url
 
 MIB = 1024 * 1024
@@ -81,6 +82,11 @@ class Settings:
     ``settings.toml`` for each field's variable, default and meaning."""
 
     redis_url: str
+    sentinel_master: str
+    sentinel_password: str
+    failover_wait: float
+    replica_acks: int
+    replica_wait_ms: int
     home: str
     config: str
     max_sources: int
@@ -273,13 +279,22 @@ class Settings:
         if not self.redis_url or scheme in REDIS_SCHEMES:
             return
         shown = f"REDIS_URL={redact_url(self.redis_url)!r}"
-        if "sentinel" in scheme:
-            why = "Redis Sentinel is not supported; point REDIS_URL at the current master"
-        elif "cluster" in scheme:
-            why = "Redis Cluster is not supported; use one Redis server (or a primary/replica pair)"
+        if scheme in sentinel.SCHEMES:
+            try:
+                sentinel.parse(self.redis_url, self.sentinel_master, self.sentinel_password)
+            except sentinel.SentinelURLError as exc:
+                raise SettingsError(f"{shown}: {exc}") from None
+            return
+        if "cluster" in scheme:
+            why = "Redis Cluster is not supported; use one Redis server, or Sentinel"
         else:
             why = f"unsupported scheme {scheme or '(none)'!r}"
-        raise SettingsError(f"{shown}: {why} (redis://, rediss:// or unix://)")
+        raise SettingsError(f"{shown}: {why} (redis://, rediss://, unix://, sentinel://)")
+
+    @property
+    def uses_sentinel(self) -> bool:
+        """REDIS_URL names Sentinels (a primary with replicas that fails over)."""
+        return sentinel.is_sentinel(self.redis_url)
 
     @property
     def web_allowed_host_list(self) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ from workers.core.prometheus import declared_metrics
 from workers.core.runtime import Runtime
 from workers.core.status_sections import SECTIONS, StatusSection, declare_section
 from workers.core.text import table
+from workers.ops import topology
 from workers.store.streams import ledger_bytes
 
 ORDER = (
@@ -56,6 +57,10 @@ def redis_section(rt: Runtime) -> dict[str, Any]:
         }
         for name in STREAMS
     }
+    try:
+        replication: dict[str, Any] = topology.topology(rt)
+    except Exception as exc:  # the topology must not hide memory and keys
+        replication = {"error": f"{type(exc).__name__}: {exc}"}
     return {
         "used_memory": int(info.get("used_memory", 0)),
         "used_memory_human": info.get("used_memory_human"),
@@ -63,6 +68,7 @@ def redis_section(rt: Runtime) -> dict[str, Any]:
         "keys_total": int(rt.redis.dbsize()),
         "keys_by_kind": dict(sorted(kinds.items())),
         "streams": streams,
+        "topology": replication,
     }
 
 
@@ -79,6 +85,11 @@ def render_redis(section: dict[str, Any]) -> list[str]:
             for n, s in section.get("streams", {}).items()
         ],
     )
+    replication = section.get("topology") or {}
+    if "error" in replication:
+        lines.append(f"  topology: (cannot read: {replication['error']})")
+    elif replication:
+        lines += topology.render(replication)
     return lines
 
 

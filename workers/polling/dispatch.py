@@ -12,8 +12,10 @@ same atomic step. So:
 * an entry whose previous task still waits in the queue (its marker ``queued:{entry}``), whose
   source is being polled (its lock) or is paused is not dispatched, and nothing is dispatched
   while the broker queue holds ``WATCHKEEPER_MAX_QUEUE_LENGTH`` messages; skips are counted;
-* only the beat holding the dispatch lock (``beat:lock``, refreshed every pass) dispatches, and
-  even two beats passing at once cannot both mark one entry;
+* only the beat holding the dispatch lock (``beat:lock``, refreshed every pass) dispatches —
+  the pass itself checks the lock in its atomic step, so a beat whose lock a Redis failover
+  took back dispatches nothing on the new primary — and even two beats passing at once cannot
+  both mark one entry;
 * when many sources are due at once, they share tasks (``batch``): one message polls up to
   ``WATCHKEEPER_POLL_BATCH`` of them one after another, so Celery's fixed cost per task (the
   send, the worker's bookkeeping and ack, several round trips) is paid once per batch, not once
@@ -48,7 +50,8 @@ from workers.core.settings import Settings
 from workers.core.sources_file import Source
 from workers.polling.locks import compare_delete
 from workers.polling.state import entry_name, state_ttl
-from workers.store.scripts import Script
+from workers.store import replicas
+from workers.store.scripts import Script, execute
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +184,8 @@ class PassResult:
     queue_length: int
     messages: int = 0
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)
+    fenced: bool = False
+    """The dispatch lock was not this beat's on the server the pass ran on: nothing sent."""
 
 
 Send = Callable[[Sequence[Entry], Sequence[str]], None]
@@ -235,6 +240,7 @@ def dispatch_pass(
     entries: Sequence[Entry],
     send: Send,
     full: bool = True,
+    holder: str = "",
     *,
     check: bool = False,
 ) -> PassResult:
@@ -242,15 +248,17 @@ def dispatch_pass(
     message when they may share a task — then confirm the sent ones' markers and clear the
     failed ones' (so the next pass tries them again). ``full``: ``entries`` are all there are,
     and the due set is rebuilt from their states; otherwise they are the ones it says are due
-    (``due_entries``), and a pass costs what is due, not what is configured. ``check``: "check
-    now" of one entry (``check_now``)."""
+    (``due_entries``), and a pass costs what is due, not what is configured. ``holder``: the
+    beat's id; the pass dispatches nothing unless the dispatch lock names it (checked in the
+    same atomic step, on whichever server is primary now). ``check``: "check now" of one entry
+    (``check_now``)."""
     base = ("check-" if check else "") + uuid.uuid4().hex[:24]
     tokens = [f"{base}{i:08x}" for i in range(len(entries))]  # task ids, unique per pass
     due_set = keys.BEAT_DUE.key(settings)
-    names: list[str] = [queue, keys.BEAT_STATS.key(settings), due_set]
+    names: list[str] = [queue, keys.BEAT_STATS.key(settings), due_set, keys.BEAT_LOCK.key(settings)]
     args: list[Any] = [settings.max_queue_length, PENDING_TTL, settings.state_ttl]
     mode = "check" if check else "1" if full else "0"
-    args += [repr(float(settings.poll_batch_slow)), mode]
+    args += [repr(float(settings.poll_batch_slow)), mode, holder]
     for entry, token in zip(entries, tokens, strict=True):
         names += [entry.state_key, entry.marker, entry.busy_key or entry.marker]
         args += [
@@ -261,9 +269,9 @@ def dispatch_pass(
             entry.name,
             entry.wait(settings),
         ]
-    chosen, length, _now, shared, skips = _DISPATCH(client, names, args)
+    chosen, length, _now, shared, skips, fenced = _DISPATCH(client, names, args)
     picked = [(entries[int(k) - 1], tokens[int(k) - 1]) for k in chosen]
-    result = PassResult([], [], int(length))
+    result = PassResult([], [], int(length), fenced=bool(int(fenced)))
     result.skipped = {str(skips[i]): int(skips[i + 1]) for i in range(0, len(skips), 2)}
     confirm: dict[str, tuple[str, int]] = {}
     for indices in group(settings, [e for e, _ in picked], [int(s) == 1 for s in shared]):
@@ -324,10 +332,22 @@ def check_now(
 
 
 def hold_lock(client: redis.Redis, settings: Settings, holder: str) -> tuple[bool, str]:
-    """Take or refresh the dispatch lock: (this beat holds it, who holds it)."""
-    held, who = _LOCK(
-        client, [keys.BEAT_LOCK.key(settings)], [holder, int(settings.beat_lock_ttl * 1000)]
-    )
+    """Take or refresh the dispatch lock: (this beat holds it, who holds it).
+
+    With Sentinel, the lock counts only once a replica has it (``WAIT`` on the connection that
+    took it): a lock a failover could take back would let a standby take it too, on the new
+    primary, while this beat still dispatched — two holders."""
+    pipe = client.pipeline(transaction=False)
+    _LOCK.queue(pipe, [keys.BEAT_LOCK.key(settings)], [holder, int(settings.beat_lock_ttl * 1000)])
+    waited = replicas.queue_wait(pipe, settings)
+    replies = execute(pipe)
+    held, who = replies[0]
+    if waited and int(held):
+        try:
+            replicas.check(replies[-1], settings, "the dispatch lock")
+        except replicas.NotReplicated as exc:
+            log.warning("[beat] %s: not dispatching this pass", exc)
+            return False, str(who)
     return bool(int(held)), str(who)
 
 

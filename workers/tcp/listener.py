@@ -37,6 +37,7 @@ from workers.core import keys
 from workers.core.connection import client_kwargs, resolve_url
 from workers.core.runtime import Runtime
 from workers.core.settings import Settings
+from workers.store import replicas
 from workers.store.series import Every, queue_point
 from workers.tcp.stats import (
     RUNNING_TTL_S,
@@ -296,6 +297,7 @@ class Listener:
             self._maybe_resume,
             pack_lines=s.tcp_pack_lines,
             pack_backlog=s.tcp_pack_backlog,
+            wait=replicas.wait_args(s) if replicas.wanted(s) else None,
         )
         self.server = await loop.create_server(
             lambda: _Connection(self), self.host, self.port, backlog=BACKLOG, reuse_address=True

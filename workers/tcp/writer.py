@@ -23,6 +23,13 @@ batch carries its number, and the script records written numbers in this listene
 own set (``wk:tcp:batch:{instance}``), in the same atomic step as the writes. Resending every
 batch in flight after a broken connection or an error reply therefore writes each exactly once,
 whatever other listeners on the same Redis do.
+
+Replicas (with Sentinel): Redis replicates asynchronously, so a batch a primary accepted can
+vanish with it in a failover — and lines the listener has let go of are never sent again. So
+after each round of batches the writer sends ``WAIT n ms`` on the same connection
+(``workers.store.replicas``) and lets go of the batches before it only when ``n`` replicas
+have them; otherwise it reconnects — through Sentinel, to whichever server is primary now — and
+resends them, and the batch numbers make the resend write only what the failover lost.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
+from workers.core import sentinel
+from workers.store import replicas
 from workers.store.scripts import Script
 from workers.store.streams import SCHEMA
 from workers.tcp.stats import TcpStats, now_ms
@@ -119,7 +128,8 @@ class LineQueue:
 
 
 def async_client(url_kwargs: dict[str, Any], url: str | None) -> aioredis.Redis:
-    """An asyncio client without redis-py's own retries: the writer owns retry and backoff."""
+    """An asyncio client without redis-py's own retries: the writer owns retry and backoff.
+    With a Sentinel URL each connection it makes asks Sentinel for the primary first."""
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
@@ -131,6 +141,9 @@ def async_client(url_kwargs: dict[str, Any], url: str | None) -> aioredis.Redis:
     if url_kwargs:
         return aioredis.Redis(**url_kwargs, **options)
     assert url is not None
+    if sentinel.is_sentinel(url):
+        client: aioredis.Redis = sentinel.async_client(sentinel.parse(url), **options)
+        return client
     return aioredis.Redis.from_url(url, **options)
 
 
@@ -147,13 +160,24 @@ class Target:
     ledger_key: str
 
 
+@dataclass
+class Sent:
+    """One command in flight: a batch (its script arguments and lines) or a ``WAIT``."""
+
+    args: list[Any] | None
+    lines: int = 0
+    counted: bool = False
+
+
 class BatchWriter:
     """Drains the queue into the ``logs`` stream, one script call per batch, never dropping.
 
     Up to ``PIPELINE_DEPTH`` batches are in flight on one connection, so Redis has the next
     batch while the event loop is busy reading sockets; one connection keeps them in order.
     ``pack_lines`` is the most lines one entry may hold under backlog (1: never pack), and
-    ``pack_backlog`` the queued lines from which packing starts (0: always pack).
+    ``pack_backlog`` the queued lines from which packing starts (0: always pack). ``wait`` is
+    the ``WAIT`` command that must confirm written batches before they are let go (None: a
+    batch is done when Redis accepts it).
     """
 
     def __init__(
@@ -166,6 +190,7 @@ class BatchWriter:
         on_taken: Callable[[], None],
         pack_lines: int = 1,
         pack_backlog: int = 0,
+        wait: tuple[Any, ...] | None = None,
     ) -> None:
         self.client, self.queue, self.stats = client, queue, stats
         self.pack_lines, self.pack_backlog = pack_lines, pack_backlog
@@ -177,15 +202,22 @@ class BatchWriter:
         ]
         self.budget = target.budget
         self.cap, self.batch_lines, self.on_taken = target.cap, batch_lines, on_taken
+        self.wait = wait
         self.batch = 0
-        self.inflight: deque[tuple[list[Any], int]] = deque()
+        self.inflight: deque[Sent] = deque()
+        """Commands sent whose replies are not read yet, in order."""
+        self.unconfirmed: deque[Sent] = deque()
+        """Batches Redis accepted that no ``WAIT`` has confirmed on enough replicas yet."""
         self.conn: Any = None
         self.stopping = False
 
     @property
     def holding(self) -> int:
         """Lines taken from the queue and not yet confirmed written."""
-        return sum(lines for _, lines in self.inflight)
+        return sum(b.lines for b in self.unconfirmed) + sum(b.lines for b in self.inflight)
+
+    def _batches_in_flight(self) -> int:
+        return sum(1 for b in self.inflight if b.args is not None)
 
     def stop(self) -> None:
         """Finish what is queued, then return from ``run``."""
@@ -230,7 +262,8 @@ class BatchWriter:
             await self._disconnect()
 
     async def _connect(self) -> None:
-        """A fresh connection with the script loaded; resend what was in flight, in order."""
+        """A fresh connection with the script loaded; resend every batch not yet confirmed —
+        unconfirmed, then in flight — in order (the batch numbers skip what was written)."""
         if self.conn is not None:
             return
         conn = self.client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
@@ -238,8 +271,14 @@ class BatchWriter:
         await conn.connect()
         await conn.send_command("SCRIPT", "LOAD", _WRITE_LINES.source)
         await conn.read_response()
-        for args, _ in self.inflight:
-            await conn.send_command(*self._command(args))
+        resend = [b for b in (*self.unconfirmed, *self.inflight) if b.args is not None]
+        self.unconfirmed.clear()
+        self.inflight = deque(resend)
+        for sent in resend:
+            assert sent.args is not None
+            await conn.send_command(*self._command(sent.args))
+        if resend:
+            await self._send_wait()
 
     async def _disconnect(self) -> None:
         conn, self.conn = self.conn, None
@@ -249,19 +288,37 @@ class BatchWriter:
 
     async def _pump(self) -> None:
         while True:
-            while len(self.inflight) < PIPELINE_DEPTH and len(self.queue):
+            sent = False
+            while self._batches_in_flight() < PIPELINE_DEPTH and len(self.queue):
                 await self._send(self.queue.take(self.batch_lines))
                 self.on_taken()
+                sent = True
+            if sent:
+                await self._send_wait()
             if not self.inflight:
                 if self.stopping:
                     return
                 await self.queue.ready.wait()
                 continue
-            lines, entries, again = await self.conn.read_response()
-            self.inflight.popleft()
-            self.stats.written += int(lines)
-            self.stats.entries += int(entries)
-            self.stats.resent_skipped += int(again)
+            reply = await self.conn.read_response()
+            done = self.inflight.popleft()
+            if done.args is None:  # a WAIT: the batches before it are on enough replicas
+                replicas.confirmed(reply, self.wait or ("WAIT", 0, 0), "TCP lines")
+                self.unconfirmed.clear()
+                continue
+            lines, entries, again = reply
+            if not done.counted:
+                done.counted = True
+                self.stats.written += int(lines)
+                self.stats.entries += int(entries)
+                self.stats.resent_skipped += int(again)
+            if self.wait is not None:
+                self.unconfirmed.append(done)
+
+    async def _send_wait(self) -> None:
+        if self.wait is not None:
+            self.inflight.append(Sent(None))
+            await self.conn.send_command(*self.wait)
 
     def _command(self, args: list[Any]) -> list[Any]:
         return ["EVALSHA", _WRITE_LINES.sha, len(self.keys), *self.keys, *args]
@@ -284,5 +341,5 @@ class BatchWriter:
         ]
         for chunk in batch:
             args += (chunk.peer, chunk.received_at, chunk.payload)
-        self.inflight.append((args, sum(c.count for c in batch)))
+        self.inflight.append(Sent(args, sum(c.count for c in batch)))
         await self.conn.send_command(*self._command(args))

@@ -17,6 +17,11 @@
 -- ids start with "check-": on a paused source only such a marker holds a check back, as a
 -- scheduled poll queued before the pause will skip the source.
 --
+-- Fenced by the dispatch lock (ARGV[6]): the pass marks nothing unless the lock in KEYS[4]
+-- still names this beat, checked on the server the pass runs on. So a beat that took or
+-- refreshed the lock on a primary that has since failed over dispatches nothing on the new
+-- one unless the new primary has its lock too (its takeover was confirmed by a replica).
+--
 -- The due set holds each entry's next due time. A full pass rebuilds it from every entry's
 -- state (dropping removed entries); any pass moves a dispatched entry to when it is due next
 -- (a periodic entry: its next period; a source: when its marker, and its message, expire — its
@@ -26,7 +31,8 @@
 -- KEYS[1]  the broker queue (Celery's LIST)
 -- KEYS[2]  dispatch counters (HASH)
 -- KEYS[3]  the due set (ZSET entry name → due time)
--- KEYS[3k+1], KEYS[3k+2], KEYS[3k+3]  entry k = 1..n: its state (HASH), its queued marker
+-- KEYS[4]  the dispatch lock (STRING holder id)
+-- KEYS[3k+2], KEYS[3k+3], KEYS[3k+4]  entry k = 1..n: its state (HASH), its queued marker
 --          (STRING task id), what makes it busy (the source's poll lock; the marker when none)
 -- ARGV[1]  queue cap
 -- ARGV[2]  marker TTL (seconds) until the caller confirms the message was sent
@@ -34,12 +40,14 @@
 -- ARGV[4]  seconds: a source whose last poll took longer may not share a task (batch)
 -- ARGV[5]  "1": a full pass (the entries are all there are); "0": a pass over what is due;
 --          "check": "check now" of the one entry given
--- ARGV[6k+0..6k+5]  entry k: its fingerprint, its task id, seconds to advance next_check by at
+-- ARGV[6]  this beat's id: nothing is dispatched unless KEYS[4] holds it ("": no fence)
+-- ARGV[6k+1..6k+6]  entry k: its fingerprint, its task id, seconds to advance next_check by at
 --          dispatch ("" for sources: the poll sets it), its state's TTL (seconds), its name,
 --          seconds its marker lives once sent
 -- Returns  {dispatched entries' indices k, queue length, now as "seconds.micros",
 --           for each dispatched entry 1 if it may share a task with others, else 0,
---           the skips of this pass as {reason, count, ...}}
+--           the skips of this pass as {reason, count, ...},
+--           1 if the pass was fenced off (the lock is not this beat's) else 0}
 --
 -- A source may share a task (be polled in a batch, one after another) unless its last poll
 -- failed (`errors`), took longer than ARGV[4] (`last_elapsed_s`) or never finished: it was
@@ -55,15 +63,19 @@ local slow = tonumber(ARGV[4])
 local full = ARGV[5] == '1'
 local check = ARGV[5] == 'check'
 local due_set = KEYS[3]
+if ARGV[6] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[6] then
+  return {{}, length, stamp, {}, {}, 1}
+end
 if full then
   redis.call('DEL', due_set)
 end
 local counts = {dispatched = 0, skipped_queued = 0, skipped_queue_full = 0, skipped_polling = 0}
 local chosen, shared = {}, {}
-for k = 1, (#KEYS - 3) / 3 do
-  local state, marker, busy = KEYS[3 * k + 1], KEYS[3 * k + 2], KEYS[3 * k + 3]
-  local fp, token, advance, ttl = ARGV[6 * k], ARGV[6 * k + 1], ARGV[6 * k + 2], ARGV[6 * k + 3]
-  local name, wait = ARGV[6 * k + 4], tonumber(ARGV[6 * k + 5])
+for k = 1, (#KEYS - 4) / 3 do
+  local state, marker, busy = KEYS[3 * k + 2], KEYS[3 * k + 3], KEYS[3 * k + 4]
+  local fp, token = ARGV[6 * k + 1], ARGV[6 * k + 2]
+  local advance, ttl = ARGV[6 * k + 3], ARGV[6 * k + 4]
+  local name, wait = ARGV[6 * k + 5], tonumber(ARGV[6 * k + 6])
   local h = redis.call('HMGET', state, 'next_check', 'paused', 'dispatch_fp', 'errors',
     'last_elapsed_s', 'dispatched_at', 'last_poll')
   local changed = h[3] ~= fp
@@ -139,4 +151,4 @@ if not check then
   redis.call('EXPIRE', KEYS[2], ARGV[3])
   redis.call('EXPIRE', due_set, ARGV[3])
 end
-return {chosen, length, stamp, shared, skips}
+return {chosen, length, stamp, shared, skips, 0}

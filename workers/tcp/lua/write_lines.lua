@@ -7,6 +7,9 @@
 -- a later one succeeded is still written when resent: membership, not a high-water mark.
 -- Another listener on the same Redis has its own ZSET and never hides this one's batches.
 --
+-- With replicas, the writer follows each round of batches with WAIT on the same connection and
+-- lets go of them only when enough replicas have them (workers/store/replicas.py).
+--
 -- Nothing is written before the first XADD (the counter is read, and advanced at the end), so
 -- an error there (OOM, a wrong type) leaves no trace and the resend writes the whole batch.
 --
@@ -36,6 +39,9 @@
 
 local done = redis.call('ZRANGEBYSCORE', KEYS[3], ARGV[2], ARGV[2])
 if #done > 0 then
+  -- Still a write (the TTL refreshed), so a WAIT that follows on this connection waits for
+  -- everything the primary wrote before it, the first write of this batch included.
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
   local lines, entries = string.match(done[1], '^%d+:(%d+):(%d+)$')
   return {tonumber(lines), tonumber(entries), 1}
 end
