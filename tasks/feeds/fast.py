@@ -85,8 +85,13 @@ def same_codec(a: str, b: str) -> bool:
         return False
 
 
+# Every run inside a tag below is ``[^<>]*`` (an XML attribute value holds no ``<``): it ends
+# at the next tag, so the scans from two tags never overlap and a document costs time linear in
+# its length. ``[^>]*`` ran on past ``<`` to the next ``>``, and ``[^<>]*?\s*`` rescanned its
+# whitespace: both quadratic (8 MB of ``<title `` in a CDATA section was hours of CPU).
 INLINE = re.compile(
-    rb"<(?:(?:[A-Za-z_][\w.-]*:)?(?:title|description|summary|subtitle)|category)(\s[^>]*)?(?<!/)>"
+    rb"<(?:(?:[A-Za-z_][\w.-]*:)?(?:title|description|summary|subtitle)|category)"
+    rb"(\s[^<>]*)?(?<!/)>"
     rb"[^<]*<[A-Za-z_]"
 )
 """A text element holding a child element — raw markup in an RSS description, an ``<image>``
@@ -95,7 +100,7 @@ inside a category — which feedparser-rs reads as text, losing what follows the
 markup. Atom's ``type="xhtml"`` is read right by both."""
 
 TYPED = re.compile(
-    rb"<(?:[A-Za-z_][\w.-]*:)?(?:title|summary|subtitle|rights)\s[^>]*type=[\"']"
+    rb"<(?:[A-Za-z_][\w.-]*:)?(?:title|summary|subtitle|rights)\s[^<>]*type=[\"']"
     rb"(?!text/plain|text/html|application/xhtml\+xml)[\w.+-]+/"
 )
 """An Atom text construct typed with another MIME type: not valid Atom 1.0 (text, html or
@@ -105,14 +110,14 @@ keeps the base64."""
 SELF_CLOSED = re.compile(
     rb"<((?:category|source|comments|author|description|title|guid)|"
     rb"dc:(?!date\b)[\w.-]+|content:encoded|itunes:(?:explicit|duration|summary|subtitle|"
-    rb"author|episode|season|episodeType|title))(\s[^<>]*?)?\s*/>"
+    rb"author|episode|season|episodeType|title))(\s[^<>]*)?/>"
 )
 """A self-closed text element (``<category/>``, ``<dc:creator />``), after which feedparser-rs
 loses the next element (a ``<pubDate>``); written out as ``<category></category>`` — the same
 XML — before it parses. (Self-closed ``enclosure``, ``media:*``, ``itunes:image``, ``dc:date``
 and ``atom:link`` are read right.)"""
 
-LINK_HREF = re.compile(rb"<link\s[^>]*\bhref\s*=")
+LINK_HREF = re.compile(rb"<link\s[^<>]*\bhref\s*=")
 """In RSS, an Atom-style ``<link href=".."/>`` without its namespace: feedparser takes the
 href, feedparser-rs the (empty) text."""
 

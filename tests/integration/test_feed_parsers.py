@@ -7,12 +7,17 @@ one-line error naming the source."""
 from __future__ import annotations
 
 import json
+import signal
+import time
 import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from tasks.feeds.freshness import feed_freshness
 from tasks.feeds.parsers import Options, parse_document
 from workers.core.settings import Settings, SettingsError
 from workers.core.sources_file import validate_config
@@ -480,3 +485,67 @@ def test_an_entry_cap_warning_reaches_the_state(rt, http_server):
     assert (result["status"], result["fetched"]) == ("ok", 3)
     assert [a["title"] for a in alerts(rt, "many")] == ["Entry 0", "Entry 1", "Entry 2"]
     assert state(rt, "many")["last_warning"].startswith("kept the first 3 entries")
+
+
+# A document crafted against the pattern scans the layer runs before any parser (markup inside a
+# text element, self-closed elements, typed text, RSS links with an href, the channel's ttl and
+# skip elements): each must cost time linear in the document, never quadratic — 8 MB (about half
+# the default byte cap), a valid one-item RSS document around each.
+HOSTILE_MB = 8
+
+
+def in_cdata(filler: str) -> bytes:
+    """A valid one-item RSS document whose description is ``filler`` repeated to 8 MB."""
+    text = (filler * (HOSTILE_MB * 2**20 // len(filler) + 1))[: HOSTILE_MB * 2**20]
+    return rss(item(1, f"<description><![CDATA[{text}]]></description>")).encode()
+
+
+def channel_of(filler: str) -> bytes:
+    """``filler`` repeated to 8 MB in the channel's description (where ttl and skipHours are
+    read, as raw bytes), then one item."""
+    text = filler * (HOSTILE_MB * 2**20 // len(filler))
+    return rss(f"<description><![CDATA[{text}]]></description>" + item(1)).encode()
+
+
+HOSTILE = {
+    "open text tags": lambda: in_cdata("<title "),  # markup inside a text element
+    "open summaries": lambda: in_cdata("<summary "),
+    "open typed titles": lambda: in_cdata('<title type="a'),  # a text construct's type
+    "open links": lambda: in_cdata("<link "),  # an RSS link with an href
+    "open categories": lambda: in_cdata("<category "),  # self-closed elements
+    "a tag of spaces": lambda: in_cdata("<title" + " " * (HOSTILE_MB * 2**20) + ">"),
+    "open skipHours": lambda: channel_of("<skipHours>"),
+    "open ttls": lambda: channel_of("<ttl "),
+}
+
+
+@contextmanager
+def cpu_bound(seconds: float) -> Iterator[None]:
+    """Fails the block when it uses more than ``seconds`` of CPU (``time.process_time``): a
+    bound, not a benchmark. A quadratic scan is interrupted at the bound (a CPU timer; the
+    regex engine checks signals) rather than waited out for an hour."""
+
+    def stop(*_: object) -> None:
+        raise AssertionError(f"still running after {seconds} s of CPU")
+
+    previous = signal.signal(signal.SIGPROF, stop)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
+    start = time.process_time()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
+    spent = time.process_time() - start
+    assert spent < seconds, f"{spent:.1f} s of CPU"
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+@pytest.mark.parametrize("path", PATHS)
+def test_a_document_crafted_against_the_scans_costs_linear_time(case, path):
+    body = HOSTILE[case]()
+    options = Options(choice=path, max_bytes=16 * 2**20)
+    with cpu_bound(5.0):  # linear: well under a second each here; quadratic: hours
+        parsed = parse_document(body, {}, options)
+        feed_freshness(body)
+    assert [e["title"] for e in parsed.entries] == ["Entry 1"]

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tasks.feeds.tasks import poll_feed
-from tests.support.helpers import respond, wait_for
+from tests.support.helpers import respond, trickled_head, wait_for
 from workers.ops.status import collect_status
 from workers.polling.poll import SourceState, poll_now
 from workers.store.seen import SeenSet
@@ -296,6 +296,24 @@ def test_a_bad_server_is_a_per_source_error_with_backoff(rt, http_server, case):
     # And the healthy one is unaffected
     assert good["status"] == "ok" and good["new"] == 1
     assert [a["source"] for a in alerts(rt)] == ["good"]
+
+
+def test_a_feed_trickling_its_headers_ends_at_the_fetch_deadline(rt, http_server):
+    # Given a feed whose server sends its status line and headers one byte a second (each read
+    # in time for a 2 s read timeout)
+    http_server.route("/head", trickled_head)
+    rt.settings = replace(rt.settings, http_read_timeout=2.0, http_deadline=3.0)
+    use_feeds(rt, http_server, head="/head")
+    # When polled
+    started = time.monotonic()
+    result = poll_now(rt, feed(rt, "head"))
+    # Then the poll ends at WATCHKEEPER_HTTP_DEADLINE with that source's one-line timeout
+    assert time.monotonic() - started < 3 + 5  # the trickle goes on for 20 s
+    assert result["status"] == "error", result
+    assert result["error"] == (
+        f"{http_server.url('/head')}: fetch not complete within 3s (WATCHKEEPER_HTTP_DEADLINE)"
+    )
+    assert state(rt, "head")["last_error"] == result["error"]
 
 
 def test_a_malformed_feed_that_still_has_entries_yields_them(rt, http_server):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from tests.support.helpers import DATA
 from tests.support.opml_data import miniflux_feeds
@@ -230,3 +231,57 @@ def test_hostile_opml_is_one_line_and_imports_nothing(
     assert runtime.sources.meta().rev == rev and runtime.sources.meta().size == 1
     if case == "100mb":
         assert os.path.getsize(path) == 100 * 1024 * 1024
+
+
+class RoundTrips:
+    """Counts Redis round trips (a command, or a pipeline, sent on any connection) and fails at
+    once past ``limit`` — a naming that asks per feed is stopped early, not waited out."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.count = limit, 0
+
+    def install(self, monkeypatch: Any) -> None:
+        send = redis.connection.AbstractConnection.send_packed_command
+
+        def counted(conn: Any, command: Any, check_health: bool = True) -> None:
+            self.count += 1
+            if self.count > self.limit:
+                raise AssertionError(f"more than {self.limit} Redis round trips")
+            send(conn, command, check_health)
+
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+
+
+def test_20000_untitled_feeds_on_one_host_are_named_in_a_few_round_trips(
+    runtime: Any, capsys: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    # Given a registry where another owner holds "feeds.example.org-3", and an OPML file of
+    # 20,000 outlines without a title on one host (each is named after the host), then one
+    # titled "feeds.example.org 5"
+    sources(capsys, "add", "feed", "feeds.example.org-3", "https://elsewhere.example/x.xml")
+    outlines = "".join(
+        f'<outline xmlUrl="https://feeds.example.org/{i}.xml"/>' for i in range(20_000)
+    )
+    outlines += '<outline text="feeds.example.org 5" xmlUrl="https://feeds.example.org/t.xml"/>'
+    path = _write(tmp_path / "untitled.opml", _feeds_opml(outlines))
+    # When it is imported, counting Redis round trips
+    trips = RoundTrips(limit=40)
+    trips.install(monkeypatch)
+    code, _, err = sources(capsys, "import-opml", str(path))
+    monkeypatch.undo()
+    # Then it took a bounded number of round trips (the whole command), not one per feed
+    assert (code, err) == (0, ""), err
+    assert trips.count <= 20, trips.count
+    # And the untitled feeds have the host's name, numbered in file order, skipping the name
+    # held elsewhere and the one the titled feed asked for first
+    names = {s.url: s.name for s in runtime.sources.view().sources()}
+    assert names["https://feeds.example.org/t.xml"] == "feeds.example.org-5"
+    assert [names[f"https://feeds.example.org/{i}.xml"] for i in range(5)] == [
+        "feeds.example.org",
+        "feeds.example.org-2",
+        "feeds.example.org-4",
+        "feeds.example.org-6",
+        "feeds.example.org-7",
+    ]
+    assert names["https://feeds.example.org/19999.xml"] == "feeds.example.org-20002"
+    assert len(set(names.values())) == 20_002 and runtime.sources.owners()["opml"] == 20_001

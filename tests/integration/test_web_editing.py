@@ -9,6 +9,7 @@ import re
 
 import requests
 
+from tests.support.helpers import trickled_head, wait_for
 from tests.support.web import Sent, csrf_of, dashboard
 from workers.core import keys
 from workers.polling.state import SourceState
@@ -352,3 +353,52 @@ def test_the_preview_is_bounded_by_the_fetch_caps(runtime, http_server):
         tested = web.post(base + "/add-source", data={**form, "csrf": csrf, "do": "preview"}).text
         assert 'data-status="error"' in tested and "4096" in tested
         assert written(rt, "big") == []
+
+
+def test_a_preview_that_outlasts_a_polls_time_limit_answers_and_holds_its_slot(
+    runtime, http_server
+):
+    from dataclasses import replace
+
+    from workers.core.runtime import Runtime
+
+    # Given a feed whose server trickles its headers a byte a second (its fetch ends at the
+    # request deadline, 5 s), and a dashboard whose poll time limit is 2 s
+    http_server.route("/head.rss", trickled_head)
+    http_server.static("/ok.rss", HOSTILE_RSS, headers={"Content-Type": "application/rss+xml"})
+    runtime.use_config(FILE)
+    limits = replace(
+        runtime.settings,
+        task_time_limit=2,
+        http_connect_timeout=1.0,
+        http_read_timeout=2.0,
+        http_deadline=60.0,
+    )
+    rt = Runtime(limits, runtime.redis, runtime.config_path)
+    with dashboard(rt, Sent()) as base:
+        web, csrf = browser(base)
+        slow = {**form_of("feed", name="slow", url=http_server.url("/head.rss")), "csrf": csrf}
+        # When it is previewed twice (the previews run at once: 2)
+        answers = [
+            web.post(base + "/add-source", data={**slow, "do": "preview"}, timeout=30).text
+            for _ in range(2)
+        ]
+        # Then each answers at the poll's time limit, in one line
+        for answer in answers:
+            assert 'data-status="error"' in answer
+            assert "not finished within 2s (WATCHKEEPER_TASK_TIME_LIMIT, as a poll)" in answer
+        # And while both still run, another preview is refused, not started
+        busy = web.post(base + "/add-source", data={**slow, "do": "preview"}, timeout=30).text
+        assert 'data-status="busy"' in busy
+        # And once they ended (at their fetch deadline), previews run again
+        ok = {**form_of("feed", name="ok", url=http_server.url("/ok.rss")), "csrf": csrf}
+        wait_for(
+            lambda: (
+                'data-status="ok"'
+                in web.post(base + "/add-source", data={**ok, "do": "preview"}, timeout=30).text
+            ),
+            timeout=30,
+            interval=0.5,
+            message="a preview after the slow ones ended",
+        )
+        assert written(rt, "slow") == []

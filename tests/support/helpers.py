@@ -59,6 +59,21 @@ def wait_for(
         time.sleep(interval)
 
 
+def trickled_head(req: BaseHTTPRequestHandler, limit_s: float = 20.0) -> None:
+    """A status line and headers sent one byte a second: every read succeeds within a read
+    timeout over 1 s, and the response head is never complete (within the test's lifetime)."""
+    head = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 1000 + b"\r\n\r\n"
+    end = time.monotonic() + limit_s
+    req.close_connection = True
+    with contextlib.suppress(OSError):
+        for byte in head:
+            if time.monotonic() > end:
+                return
+            req.wfile.write(bytes([byte]))
+            req.wfile.flush()
+            time.sleep(1.0)
+
+
 def respond(
     req: BaseHTTPRequestHandler,
     status: int = 200,

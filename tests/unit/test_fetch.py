@@ -3,6 +3,7 @@ ends in a one-line FetchError within its bounds, never a hang or an unbounded bo
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import itertools
 import threading
@@ -14,7 +15,7 @@ from email.utils import formatdate
 
 import pytest
 
-from tests.support.helpers import recording, respond
+from tests.support.helpers import recording, respond, trickled_head
 from workers.core.connection import connect
 from workers.core.settings import MIB, Settings
 from workers.core.version import VERSION as __version__
@@ -272,3 +273,88 @@ def test_host_delay_spaces_requests_across_concurrent_fetchers(
     assert len(gaps) == 4 and min(gaps) >= 0.05 and starts[-1] - starts[0] >= 0.75, gaps
     for key in redis_client.scan_iter(match="wk:host:*"):
         assert redis_client.pttl(key) > 0
+
+
+# --- a wall-clock deadline for the whole request, not only for each read --------------------
+
+
+@pytest.fixture
+def patient(fast) -> Settings:
+    """Reads may wait 2 s (a byte a second is in time), so only a deadline ends a trickle."""
+    return replace(fast, http_connect_timeout=1.0, http_read_timeout=2.0, http_deadline=60.0)
+
+
+def timed_fetch(url: str, settings: Settings) -> tuple[str, float]:
+    started = time.monotonic()
+    with pytest.raises(FetchError) as info:
+        fetch(url, settings)
+    return str(info.value), time.monotonic() - started
+
+
+def test_a_trickled_status_line_ends_at_the_request_deadline(http_server, patient):
+    # Given a server sending its status line and headers one byte a second
+    http_server.route("/head", trickled_head)
+    # When fetched with a 1 s connect and 2 s read timeout, Then the request ends at its
+    # deadline (connect plus twice the read timeout: 5 s), in one line naming the URL
+    error, took = timed_fetch(http_server.url("/head"), patient)
+    assert error == f"{http_server.url('/head')}: response not complete within 5s", error
+    assert took < 5 + 5  # the deadline with room for a loaded machine; the trickle lasts 20 s
+
+
+def test_the_fetch_deadline_bounds_every_hop_together(http_server, patient):
+    # Given a redirect answered after 1.5 s, to a server trickling its headers
+    def late_redirect(req):
+        time.sleep(1.5)
+        respond(req, 302, b"", {"Location": "/head"})
+
+    http_server.route("/late", late_redirect)
+    http_server.route("/head", trickled_head)
+    # When fetched with WATCHKEEPER_HTTP_DEADLINE=4 (each hop alone could take 5 s)
+    error, took = timed_fetch(http_server.url("/late"), replace(patient, http_deadline=4.0))
+    # Then the fetch ends 4 s after it started, naming the setting
+    assert error == (
+        f"{http_server.url('/head')}: fetch not complete within 4s (WATCHKEEPER_HTTP_DEADLINE)"
+    ), error
+    assert took < 4 + 5
+
+
+def test_a_reused_connection_is_held_to_the_deadline_too(http_server, patient):
+    # Given a server answering once at once and then trickling its headers, on one connection
+    ports: list[int] = []
+
+    def first_fast_then_trickle(req):
+        ports.append(req.client_address[1])
+        if len(ports) == 1:
+            respond(req, 200, b"ok")
+        else:
+            trickled_head(req)
+
+    http_server.route("/again", first_fast_then_trickle)
+    assert fetch(http_server.url("/again"), patient).body == b"ok"
+    # When fetched again, Then the kept-alive connection (created by the first fetch) is cut
+    # at the second fetch's deadline as a new one would be
+    error, took = timed_fetch(http_server.url("/again"), patient)
+    assert ports[0] == ports[1], "the connection was not reused"
+    assert error.endswith("response not complete within 5s"), error
+    assert took < 5 + 5
+
+
+def test_a_body_cut_by_the_deadline_is_never_taken_for_a_whole_one(http_server, patient):
+    # Given a body without a length (it ends when the connection closes), sent a byte a second
+    def until_close(req):
+        req.send_response(200)
+        req.send_header("Connection", "close")
+        req.end_headers()
+        req.close_connection = True
+        with contextlib.suppress(OSError):
+            for _ in range(20):
+                req.wfile.write(b"x")
+                req.wfile.flush()
+                time.sleep(1.0)
+
+    http_server.route("/eof", until_close)
+    # When fetched with a fetch deadline (1.5 s) before the body's (the 2 s read timeout), Then
+    # the socket shut down at the deadline (which reads as the end of such a body) is an error,
+    # not a short body
+    error, _ = timed_fetch(http_server.url("/eof"), replace(patient, http_deadline=1.5))
+    assert error.endswith("fetch not complete within 1.5s (WATCHKEEPER_HTTP_DEADLINE)"), error

@@ -61,6 +61,10 @@ def test_bad_value_is_one_line_naming_the_variable_and_value(name, value, proble
             {"WATCHKEEPER_NOTIFY_TASK_TIME_LIMIT": "10", "WATCHKEEPER_NOTIFY_RUN_WAIT": "20"},
             "WATCHKEEPER_NOTIFY_TASK_TIME_LIMIT=10: must exceed WATCHKEEPER_NOTIFY_RUN_WAIT=20",
         ),
+        (
+            {"WATCHKEEPER_HTTP_DEADLINE": "300"},
+            "WATCHKEEPER_HTTP_DEADLINE=300: must stay under WATCHKEEPER_TASK_TIME_LIMIT=300",
+        ),
     ],
 )
 def test_the_delivery_runs_time_limit_is_checked_against_the_others(env, start):

@@ -9,7 +9,9 @@ connect, request, headers and body together:
 * every socket created while an exchange runs is recorded: the interpreter's
   ``socket.__new__`` audit event (PEP 578) names it, and a context variable says which exchange
   is running in this thread — or in a thread started with a copy of its context, as Apprise
-  does — so sockets of other threads (the Redis client's, a poll's) are never touched;
+  does — so sockets of other threads (the Redis client's, a poll's) are never touched; so is
+  the socket of a kept-alive connection a urllib3 pool hands out while it runs (a
+  process-wide ``requests.Session`` reuses one made by an earlier exchange);
 * one watchdog thread per process keeps the armed deadlines; when one passes it calls
   ``shutdown(SHUT_RDWR)`` on that exchange's sockets still open. A shutdown wakes a ``recv``,
   ``send`` or ``connect`` blocked in any thread at once (closing the descriptor would not, and
@@ -190,6 +192,7 @@ def _install() -> None:
             return
         sys.addaudithook(_audit)
         _cap_requests_replies()
+        _track_pooled_connections()
         _installed = True
 
 
@@ -247,3 +250,24 @@ def _cap_requests_replies() -> None:
 
     build_response._watchkeeper_capped = True  # type: ignore[attr-defined]
     HTTPAdapter.build_response = build_response  # type: ignore[method-assign]
+
+
+def _track_pooled_connections() -> None:
+    """A connection taken from a urllib3 pool inside an exchange has its socket recorded (a new
+    one is recorded when it connects, through the audit hook)."""
+    from urllib3.connectionpool import HTTPConnectionPool
+
+    original = HTTPConnectionPool._get_conn
+    if getattr(original, "_watchkeeper_tracked", False):
+        return
+
+    def _get_conn(self: HTTPConnectionPool, timeout: float | None = None) -> Any:
+        conn = original(self, timeout)
+        exchange = _CURRENT.get()
+        sock = getattr(conn, "sock", None)
+        if exchange is not None and isinstance(sock, socket.socket):
+            exchange.track(sock)
+        return conn
+
+    _get_conn._watchkeeper_tracked = True  # type: ignore[attr-defined]
+    HTTPConnectionPool._get_conn = _get_conn  # type: ignore[method-assign]

@@ -128,6 +128,7 @@ class Settings:
     location_flush_interval: int
     http_connect_timeout: float
     http_read_timeout: float
+    http_deadline: float
     http_max_bytes: int
     http_max_redirects: int
     backoff_base: float
@@ -220,6 +221,13 @@ class Settings:
         settings.validate()
         return settings
 
+    def _check_http_deadline(self) -> None:
+        if self.http_deadline >= self.task_time_limit:
+            raise SettingsError(
+                f"WATCHKEEPER_HTTP_DEADLINE={self.http_deadline:g}: must stay under "
+                f"WATCHKEEPER_TASK_TIME_LIMIT={self.task_time_limit}"
+            )
+
     def validate(self) -> None:
         """Cross-field checks that a single value cannot express."""
         self._check_redis_url()
@@ -244,6 +252,7 @@ class Settings:
                 f"WATCHKEEPER_DISPATCH_INTERVAL={self.dispatch_interval:g} (the holder refreshes "
                 "it every pass)"
             )
+        self._check_http_deadline()
         if self.notify_run_budget + self.notify_timeout >= self.task_time_limit:
             raise SettingsError(
                 f"WATCHKEEPER_NOTIFY_RUN_BUDGET={self.notify_run_budget:g}: plus "

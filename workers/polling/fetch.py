@@ -3,7 +3,12 @@
 A fetch never hangs and never holds an unbounded body: connect and read timeouts bound each
 socket operation, ``http_read_timeout`` also bounds the whole body read (a server trickling a
 byte a second forever is cut off), and the byte cap applies to the *decompressed* body while it
-streams in — a gzip bomb is stopped at the cap, never inflated whole. Redirects are followed by
+streams in — a gzip bomb is stopped at the cap, never inflated whole. Wall-clock deadlines bound
+what per-read timeouts cannot (a status line or headers trickled a byte at a time): each hop —
+connect, status line, headers, body — within ``request_deadline_s`` (the host slot's lease
+without its slack), and the whole fetch, hops and slot waits included, within
+``http_deadline``. They are ``workers.core.exchange`` deadlines: at the deadline the request's
+sockets are shut down, which wakes a read blocked in any phase. Redirects are followed by
 hand so a loop or a long chain is a clear error, and each hop takes the host's politeness slot
 (``workers.polling.politeness.host_slot``) when a Redis client is given, so every worker shares one
 per-host limit — the target host's slot, whatever proxy the request goes through.
@@ -26,6 +31,7 @@ import redis
 import requests
 from requests.adapters import HTTPAdapter
 
+from workers.core.exchange import Exchange
 from workers.core.redact import redact_library_logs
 from workers.core.settings import Settings
 from workers.core.version import VERSION as __version__
@@ -144,6 +150,7 @@ def _fetch(
     if accept:
         headers["Accept"] = accept
     cap = settings.http_max_bytes if max_bytes is None else max_bytes
+    deadline = started + settings.http_deadline
     visited = {url}
     current = url
     for _hop in range(settings.http_max_redirects + 1):
@@ -152,11 +159,11 @@ def _fetch(
         if redis is not None:
             try:
                 with host_slot(redis, settings, host):
-                    outcome = _get_once(current, settings, hop, cap, profile)
+                    outcome = _get_once(current, settings, hop, cap, profile, deadline)
             except HostBusy as exc:
                 raise FetchError(f"{current}: {exc}") from None
         else:
-            outcome = _get_once(current, settings, hop, cap, profile)
+            outcome = _get_once(current, settings, hop, cap, profile, deadline)
         if isinstance(outcome, FetchResult):
             return FetchResult(
                 outcome.url,
@@ -180,7 +187,44 @@ def host_of(url: str) -> str:
     return f"{host}:{parts.port}" if parts.port else host
 
 
+def request_deadline_s(settings: Settings) -> float:
+    """Longest one request may take, wall clock: connect, then the status line and headers
+    within a read timeout, then the body within another."""
+    return settings.http_connect_timeout + 2 * settings.http_read_timeout
+
+
 def _get_once(
+    url: str,
+    settings: Settings,
+    headers: dict[str, str],
+    cap: int,
+    profile: Resolved,
+    deadline: float,
+) -> FetchResult | str:
+    """One request within its own deadline and the fetch's (``deadline``, monotonic)."""
+    left = deadline - time.monotonic()
+    seconds = min(request_deadline_s(settings), left)
+    late = (
+        f"{url}: fetch not complete within {settings.http_deadline:g}s (WATCHKEEPER_HTTP_DEADLINE)"
+        if seconds == left
+        else f"{url}: response not complete within {seconds:g}s"
+    )
+    if seconds <= 0:
+        raise FetchError(late)
+    exchange = Exchange()
+    with exchange.within(seconds):
+        try:
+            outcome = _request(url, settings, headers, cap, profile)
+            if exchange.expired:  # a body cut by the shutdown can read as one that ended
+                raise FetchError(late)
+        except Exception:
+            if exchange.expired:
+                raise FetchError(late) from None
+            raise
+    return outcome
+
+
+def _request(
     url: str, settings: Settings, headers: dict[str, str], cap: int, profile: Resolved
 ) -> FetchResult | str:
     """One request: a result, or the absolute URL a redirect points to."""

@@ -26,6 +26,7 @@ import re
 import sys
 import time
 import unicodedata
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,24 +257,49 @@ def definitions(
 def _name_new(
     registry: SourceRegistry, pending: list[Outline], names: dict[Outline, str], taken: set[str]
 ) -> None:
-    """Unique names for new feeds: ``base``, else ``base-2``, ``base-3``… — checked against
-    the registry a round trip per try, all pending feeds at once."""
-    attempt = 1
-    while pending:
-        candidates: dict[Outline, str] = {}
-        for outline in pending:
-            base = base_name(outline)
-            candidate = base if attempt == 1 else f"{base}-{attempt}"
-            candidates[outline] = candidate
-        existing = registry.definitions(set(candidates.values()))
-        left = []
-        for outline, candidate in candidates.items():
-            if candidate in taken or existing.get(candidate) is not None:
-                left.append(outline)
-            else:
-                taken.add(candidate)
-                names[outline] = candidate
-        pending, attempt = left, attempt + 1
+    """Unique names for new feeds: ``base``, else ``base-2``, ``base-3``… in file order, a
+    lower number first whichever base asks for it (a feed titled "x 2" keeps ``x-2``).
+
+    The feeds are grouped by base name once; each group's candidates, as many as it has feeds,
+    are checked against the registry together — one ``HMGET`` for every group — and only the
+    feeds left without a name (their candidates held elsewhere) try again, further on, with
+    twice as many candidates as collided: a run of held names costs a round trip per
+    doubling, never one per feed."""
+    groups: dict[str, deque[Outline]] = {}
+    for outline in pending:
+        groups.setdefault(base_name(outline), deque()).append(outline)
+    tried = dict.fromkeys(groups, 0)
+    batch = {base: len(outlines) for base, outlines in groups.items()}
+    while groups:
+        candidates = _candidates(groups, tried, batch, taken)
+        existing = registry.definitions(name for _, _, name in candidates)
+        collided = dict.fromkeys(groups, 0)
+        for _n, base, name in sorted(candidates):
+            left = groups[base]
+            if name in taken or existing.get(name) is not None:
+                collided[base] += 1
+            elif left:
+                taken.add(name)
+                names[left.popleft()] = name
+        groups = {base: left for base, left in groups.items() if left}
+        batch = {base: max(len(left), 2 * collided[base]) for base, left in groups.items()}
+
+
+def _candidates(
+    groups: dict[str, deque[Outline]], tried: dict[str, int], batch: dict[str, int], taken: set[str]
+) -> list[tuple[int, str, str]]:
+    """``(number, base, name)``: each group's next ``batch`` names not taken by this import."""
+    out = []
+    for base in groups:
+        n, found = tried[base], 0
+        while found < batch[base]:
+            n += 1
+            name = base if n == 1 else f"{base}-{n}"
+            if name not in taken:
+                out.append((n, base, name))
+                found += 1
+        tried[base] = n
+    return out
 
 
 # --- export ----------------------------------------------------------------------------------

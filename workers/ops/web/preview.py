@@ -9,13 +9,19 @@ many items it was found in (for a site: what each selector picks). The ``env:`` 
 read in the dashboard's own process: one it lacks is the poll's one-line error here too.
 
 At most ``CONCURRENT`` previews run at once per dashboard process (more: "busy"), each in a
-worker thread, never on the event loop.
+thread of its own, never on the event loop. A preview is answered within a poll's time limit
+(``WATCHKEEPER_TASK_TIME_LIMIT``) whatever the source does: one still running then is an error
+shown at once, and it goes on holding its slot until it ends (a thread cannot be stopped; its
+fetch ends at the fetch deadlines), so runaway previews are never more than ``CONCURRENT``.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as Late
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,13 +78,31 @@ def message(text: str) -> str:
 
 
 def preview(rt: Runtime, source: Source) -> Preview:
-    """Run one collect of ``source`` (blocking: call it from a worker thread)."""
+    """Run one collect of ``source``, waiting for it at most a poll's time limit (blocking:
+    call it from a worker thread)."""
     if not _RUNNING.acquire(blocking=False):
         return Preview("busy", error="another preview is running; try again in a moment")
+    result: Future[Preview] = Future()
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        try:
+            result.set_result(context.run(_run, rt, source))
+        except BaseException as exc:  # handed to the caller, if it still waits
+            result.set_exception(exc)
+        finally:
+            _RUNNING.release()
+
+    threading.Thread(target=run, name=f"preview-{source.name}", daemon=True).start()
+    limit = rt.settings.task_time_limit
     try:
-        return _run(rt, source)
-    finally:
-        _RUNNING.release()
+        return result.result(timeout=limit)
+    except Late:
+        return Preview(
+            "error",
+            error=f"not finished within {limit}s (WATCHKEEPER_TASK_TIME_LIMIT, as a poll); it "
+            "holds a preview slot until it ends",
+        )
 
 
 def _run(rt: Runtime, source: Source) -> Preview:
