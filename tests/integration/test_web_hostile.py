@@ -352,9 +352,40 @@ def test_wrong_logins_are_throttled_per_client(runtime):
             )
             assert spoofed.status_code == 429
         assert len(list(runtime.redis.scan_iter(match=keys.WEB_LOGINS.glob(runtime.settings)))) == 1
-        # Scripts with the bearer token are not affected
+        # And while throttled the bearer header is not tried either (not even the right one)
         bearer = {"Authorization": f"Bearer {TOKEN}"}
-        assert requests.get(base + "/sources", headers=bearer, timeout=10).ok
+        assert requests.get(base + "/sources", headers=bearer, timeout=10).status_code == 429
+
+
+@pytest.mark.parametrize("path", ["/sources", "/api/v1/sources"])
+def test_wrong_bearer_tokens_are_throttled_like_logins(runtime, path):
+    runtime.use_config(FEED)
+    limit = runtime.settings.web_login_attempts
+    with dashboard(runtime, Sent(), token=TOKEN, api_token="api-" + TOKEN) as base:
+        right = TOKEN if path == "/sources" else "api-" + TOKEN
+        # Given a script that can use the right token
+        assert requests.get(base + path, headers=bearer_of(right), timeout=10).ok
+        # When a client guesses the token in the bearer header 100 times
+        codes = []
+        for i in range(100):
+            reply = requests.get(base + path, headers=bearer_of(f"guess-{i}"), timeout=10)
+            codes.append(reply.status_code)
+        # Then only the first few are checked; the rest get 429 with a Retry-After
+        assert codes[:limit] == [401] * limit
+        assert set(codes[limit:]) == {429}
+        assert 0 < int(reply.headers["Retry-After"]) <= runtime.settings.web_login_window
+        # And while throttled the right token is not tried either, on pages and in the API
+        for where in ("/sources", "/api/v1/sources"):
+            token = TOKEN if where == "/sources" else "api-" + TOKEN
+            refused = requests.get(base + where, headers=bearer_of(token), timeout=10)
+            assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+        # The count is the login's: one small key per client
+        counters = list(runtime.redis.scan_iter(match=keys.WEB_LOGINS.glob(runtime.settings)))
+        assert len(counters) == 1
+
+
+def bearer_of(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 # --- 11. paging parameters and links ------------------------------------------------------------

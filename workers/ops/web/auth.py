@@ -14,6 +14,8 @@
   a token is refused in any other session (and without one). Requests signed in by the bearer
   header (which no browser adds on its own) share one token, shown only to them. Without it:
   403. ``--read-only`` refuses every action (403).
+* A wrong bearer token counts against the client's sign-in attempts, as a wrong login does
+  (``throttle``); over the limit every bearer request, the right token's too, gets 429.
 
 Host, Origin (``hosts``) and body size (``body``) are checked before any of this. The REST
 API (``/api/v1/``) has its own bearer tokens (``workers.ops.web.api.access``): no session, no
@@ -37,6 +39,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from workers.ops.web.replies import is_api
+from workers.ops.web.throttle import Throttle
 
 COOKIE = "wk_session"
 CSRF_HEADER = "x-csrf-token"
@@ -101,13 +104,13 @@ class Access:
     def new_session(signed_in: bool) -> Session:
         return Session(secrets.token_hex(16), signed_in, new=True)
 
-    def bearer(self, request: Request) -> bool:
+    def presented(self, request: Request) -> str | None:
+        """The token of the request's bearer header; None without one, or when the dashboard
+        has no token to compare it with."""
         header = request.headers.get("authorization", "")
-        return (
-            bool(self.token)
-            and header.lower().startswith("bearer ")
-            and hmac.compare_digest(header[7:].strip().encode(), self.token.encode())
-        )
+        if not self.token or not header.lower().startswith("bearer "):
+            return None
+        return header[7:].strip()
 
     def token_matches(self, given: str) -> bool:
         return bool(self.token) and hmac.compare_digest(given.encode(), self.token.encode())
@@ -158,9 +161,14 @@ class Guard:
     ``csrf``, the token the pages of this response carry."""
 
     def __init__(
-        self, app: ASGIApp, access: Access, login_page: Callable[[Request, int], Response]
+        self,
+        app: ASGIApp,
+        access: Access,
+        login_page: Callable[[Request, int], Response],
+        throttle: Throttle | None = None,
     ) -> None:
         self.app, self.access, self.login_page = app, access, login_page
+        self.throttle = throttle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -171,8 +179,14 @@ class Guard:
             await self.app(scope, receive, self.with_headers(request, send, None))
             return
         static = scope["path"].startswith("/static/")
+        presented = self.access.presented(request)
+        bearer = presented is not None and self.access.token_matches(presented)
+        if presented is not None and self.throttle is not None:
+            wait = self.throttle.bearer(scope, bearer)
+            if wait:
+                await throttled(wait)(scope, receive, self.with_headers(request, send, None))
+                return
         session = self.access.session_of(request)
-        bearer = self.access.bearer(request)
         if session is None and not bearer and not static:
             session = self.access.new_session(signed_in=not self.access.token)
         state = scope.setdefault("state", {})
@@ -222,6 +236,15 @@ class Guard:
             await send(message)
 
         return sending
+
+
+def throttled(wait: int) -> Response:
+    """The answer to a client over its sign-in attempts (a form's or a bearer header's)."""
+    return PlainTextResponse(
+        f"too many sign-in attempts; try again in {wait} s\n",
+        status_code=429,
+        headers={"Retry-After": str(wait)},
+    )
 
 
 SECURITY_HEADERS = {
