@@ -24,6 +24,7 @@ from workers.core.connection import RedisUnavailable, get_client
 from workers.core.request_profile import unset_variables as unset_profile_variables
 from workers.core.runtime import Runtime, set_runtime
 from workers.core.settings import Settings, SettingsError
+from workers.core.source_env import EnvPolicy
 from workers.core.sources_file import (
     ConfigError,
     SourcesConfig,
@@ -77,6 +78,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     path = config_path(args, settings) or find_config(None)
     config = load_config(path)
+    refused = EnvPolicy.of(settings, config).config_problems(config)
+    if refused:
+        raise ConfigError(str(path), refused)
     unset = unset_sink_variables(config)
     if unset and args.strict:
         raise ConfigError(str(path), unset)
