@@ -110,7 +110,13 @@ def add_sources_command(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("file", help="an OPML file, or - for standard input")
     p.add_argument("--interval", help="every imported feed's interval (default: the feed's)")
     p.add_argument("--dry-run", action="store_true")
-    p = action("export-opml", cmd_export_opml, "print the feeds as OPML 2.0 (Miniflux's form)")
+    p = action(
+        "export-opml",
+        cmd_export_opml,
+        "print the feeds as OPML 2.0 (Miniflux's form), URLs as they are: credentials in a "
+        "feed's URL (user:password@, ?token=) included (the dashboard's and the API's exports "
+        "mask them)",
+    )
     p.add_argument("--owner")
     p.add_argument("--tag")
     p.add_argument("--title", default="watchkeeper", help="the OPML head's title")
