@@ -40,6 +40,7 @@ from tasks.notify.config import Destination, NotifyConfig, Sink, notify_config
 from tasks.notify.deliver import deliver_destination, with_redis
 from tasks.notify.outbox import DEST_FIELD, claim, ensure_groups, sink_keys
 from workers.core import keys
+from workers.core.clock import redis_time
 from workers.core.maintenance import PeriodicEntry, declare_periodic
 from workers.core.runtime import Runtime, declare_config_hook, get_runtime
 from workers.core.sources_file import SourcesConfig
@@ -169,17 +170,21 @@ def note_destinations(rt: Runtime, ncfg: NotifyConfig) -> None:
                 _recorded.add(mark)
 
 
-def sinks_behind(rt: Runtime, pairs: list[tuple[Sink, Destination]]) -> set[str]:
+def sinks_behind(
+    rt: Runtime, pairs: list[tuple[Sink, Destination]], now: float | None = None
+) -> set[str]:
     """Sinks none of whose destinations keeps up: each able to send here owes at least
     WATCHKEEPER_NOTIFY_BATCH messages due now (or none can send here). Such a sink reads no
     more of its streams until one catches up — the entries wait in the stream, so a backlog
     never floods the outbox past its cap — while a sink with one destination keeping up reads
-    on (the others' backlog is held by the outbox cap, as for a destination that is down)."""
+    on (the others' backlog is held by the outbox cap, as for a destination that is down).
+    ``now``: Redis's clock (the due scores are Redis ``TIME``; read here when not given)."""
+    now = redis_time(rt.redis) if now is None else now
     pipe = rt.redis.pipeline(transaction=False)
     sendable = [(sink, dest) for sink, dest in pairs if not dest.unset]
     for sink, dest in sendable:
         key = keys.NOTIFY_DUE.key(rt.settings, sink.name, dest.id)
-        pipe.zcount(key, "-inf", time.time() + 1.0)
+        pipe.zcount(key, "-inf", now + 1.0)
     keeping_up = {
         sink.name
         for (sink, _), owed in zip(sendable, pipe.execute(), strict=True)
@@ -189,12 +194,15 @@ def sinks_behind(rt: Runtime, pairs: list[tuple[Sink, Destination]]) -> set[str]
 
 
 def due_now(rt: Runtime, pairs: list[tuple[Sink, Destination]]) -> list[bool]:
-    """Whether each destination owes a message due now (one round trip for all)."""
+    """Whether each destination owes a message due now — by Redis's clock, read in the same
+    round trip (the scores are Redis ``TIME``) — one round trip for all."""
     pipe = rt.redis.pipeline(transaction=False)
     for sink, dest in pairs:
         pipe.zrange(keys.NOTIFY_DUE.key(rt.settings, sink.name, dest.id), 0, 0, withscores=True)
-    now = time.time()
-    return [bool(first) and float(first[0][1]) <= now + 1.0 for first in pipe.execute()]
+    pipe.time()
+    *firsts, (seconds, micros) = pipe.execute()
+    now = float(seconds) + float(micros) / 1e6
+    return [bool(first) and float(first[0][1]) <= now + 1.0 for first in firsts]
 
 
 def deliver_all(
