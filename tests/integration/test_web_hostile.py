@@ -357,6 +357,47 @@ def test_wrong_logins_are_throttled_per_client(runtime):
         assert requests.get(base + "/sources", headers=bearer, timeout=10).status_code == 429
 
 
+def test_a_signed_in_session_ends_at_its_maximum_age(runtime):
+    import hashlib
+    import hmac
+
+    runtime.use_config(FEED)
+    max_age = runtime.settings.web_session_max_age
+    with dashboard(runtime, Sent(), token=TOKEN) as base:
+        # Given a browser signed in through the login form
+        browser = requests.Session()
+        csrf = csrf_of(browser.get(base + "/login", timeout=10).text)
+        signed = browser.post(
+            base + "/login", data={"csrf": csrf, "token": TOKEN}, timeout=10, allow_redirects=False
+        )
+        assert signed.status_code == 303
+        assert browser.get(base + "/sources", timeout=10).status_code == 200
+        cookie = f"wk_session_{port_of(base)}"
+        issued = signed.cookies[cookie].split(".")
+        # and told the browser to forget it at its maximum age
+        assert f"Max-Age={max_age}" in signed.headers["set-cookie"]
+        sid, key = issued[0], hashlib.sha256(b"wk-web|" + TOKEN.encode()).digest()
+
+        def signed_cookie(payload: str) -> str:
+            mac = hmac.new(key, f"session|{payload}".encode(), hashlib.sha256).hexdigest()
+            return f"{payload.replace('|', '.')}.{mac}"
+
+        def page_with(value: str) -> int:
+            headers = {"Cookie": f"{cookie}={value}"}
+            return requests.get(base + "/sources", headers=headers, timeout=10).status_code
+
+        # When the same session's cookie is older than the maximum age (signed as the
+        # dashboard signs it), or has no age at all (as cookies were signed before ages)
+        old = int(time.time()) - max_age - 60
+        assert page_with(signed_cookie(f"{sid}|in|{old}")) == 401
+        assert page_with(signed_cookie(f"{sid}|in")) == 401
+        # or claims an age it was not signed with
+        now = int(time.time())
+        fresh = signed_cookie(f"{sid}|in|{now}")
+        assert page_with(fresh) == 200
+        assert page_with(fresh.replace(f".{now}.", f".{now + 1}.")) == 401
+
+
 @pytest.mark.parametrize("path", ["/sources", "/api/v1/sources"])
 def test_wrong_bearer_tokens_are_throttled_like_logins(runtime, path):
     runtime.use_config(FEED)

@@ -172,6 +172,7 @@ class Settings:
     web_body_timeout: float
     web_login_attempts: int
     web_login_window: int
+    web_session_max_age: int
     web_max_upload: int
     api_token: str
     api_read_tokens: str

@@ -218,7 +218,7 @@ def create_app(
     retry); ``queue`` is the broker queue polls go to (its length caps "check now"). The REST
     API's tokens default to the settings' (``WATCHKEEPER_API_TOKEN``, ``…_READ_TOKENS``)."""
     s = rt.settings
-    access = Access(token=token, read_only=read_only)
+    access = Access(token=token, read_only=read_only, max_age=s.web_session_max_age)
     api_access = ApiAccess(
         token=s.api_token if api_token is None else api_token,
         read_tokens=s.api_read_token_list if api_read_tokens is None else api_read_tokens,

@@ -4,7 +4,9 @@
   address needs ``WATCHKEEPER_WEB_TOKEN`` (``serve.check_bind`` refuses to start without it).
 * Every browser gets a session: a random id in an HttpOnly, SameSite=Strict cookie, signed
   (HMAC) with a key derived from the token (so it survives a restart and works on every
-  dashboard sharing the token) or, without a token, with this process's random key.
+  dashboard sharing the token) or, without a token, with this process's random key. The
+  signature covers when the session started: after ``WATCHKEEPER_WEB_SESSION_MAX_AGE`` the
+  cookie is worth nothing (a stolen or forgotten one does not sign anyone in for ever).
 * With a token, every request but the login form and the static files must be signed in: by
   ``Authorization: Bearer <token>``, or by a session the login form signed in (the cookie is
   not the token and does not contain it). Others get 401 and the login form. Signing in starts
@@ -28,6 +30,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -49,6 +52,10 @@ MULTIPART_HEAD = 8192
 """Bytes of a multipart body searched for the CSRF field (forms put it before the file)."""
 BOUNDARY_RE = re.compile(r'boundary="?([^";]{1,70})"?')
 OPEN_PATHS = ("/login", "/static/")
+ISSUED_RE = re.compile(r"^[0-9]{1,12}$")
+CLOCK_SLACK = 300
+"""Seconds a session may seem to start in the future (dashboards sharing a token on machines
+whose clocks differ a little)."""
 BEARER = "bearer"
 """The session id of requests signed in by the bearer header (no cookie)."""
 
@@ -59,6 +66,9 @@ class Session:
     signed_in: bool
     new: bool = False
     """Started by this request: its cookie goes out with the response."""
+    issued: int = field(default_factory=lambda: int(time.time()))
+    """When it started (Unix seconds): signed into its cookie, which is refused after
+    ``Access.max_age``."""
 
 
 def cookie_name(scope: Scope) -> str:
@@ -73,6 +83,8 @@ class Access:
     token: str = ""
     read_only: bool = False
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    max_age: int = 43200
+    """Seconds a session lasts from its start (WATCHKEEPER_WEB_SESSION_MAX_AGE)."""
 
     @cached_property
     def _key(self) -> bytes:
@@ -88,17 +100,21 @@ class Access:
 
     def cookie(self, session: Session) -> str:
         flag = "in" if session.signed_in else "out"
-        return f"{session.sid}.{flag}.{self._mac(f'session|{session.sid}|{flag}')}"
+        payload = f"{session.sid}|{flag}|{session.issued}"
+        return f"{payload.replace('|', '.')}.{self._mac(f'session|{payload}')}"
 
     def session_of(self, request: Request) -> Session | None:
-        """The session the request's cookie names, if the cookie is one this dashboard set."""
-        sid, _, rest = request.cookies.get(cookie_name(request.scope), "").partition(".")
-        flag, _, mac = rest.partition(".")
-        if not sid or flag not in ("in", "out"):
+        """The session the request's cookie names, if the cookie is one this dashboard set and
+        the session is younger than ``max_age``."""
+        value = request.cookies.get(cookie_name(request.scope), "")
+        sid, flag, issued, mac = [*value.split(".", 3), "", "", ""][:4]
+        if not sid or flag not in ("in", "out") or not ISSUED_RE.match(issued):
             return None
-        if not hmac.compare_digest(mac, self._mac(f"session|{sid}|{flag}")):
+        if not hmac.compare_digest(mac, self._mac(f"session|{sid}|{flag}|{issued}")):
             return None
-        return Session(sid, signed_in=flag == "in" or not self.token)
+        if not -CLOCK_SLACK <= time.time() - int(issued) <= self.max_age:
+            return None
+        return Session(sid, signed_in=flag == "in" or not self.token, issued=int(issued))
 
     @staticmethod
     def new_session(signed_in: bool) -> Session:
@@ -121,6 +137,7 @@ class Access:
         response.set_cookie(
             cookie_name(request.scope),
             self.cookie(session),
+            max_age=self.max_age,
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https"
