@@ -39,6 +39,7 @@ from tasks.notify import locks
 from tasks.notify.config import Destination, NotifyConfig, Sink, notify_config
 from tasks.notify.deliver import deliver_destination, with_redis
 from tasks.notify.outbox import DEST_FIELD, claim, ensure_groups, sink_keys
+from tasks.notify.status import QUEUE
 from workers.core import keys
 from workers.core.clock import redis_time
 from workers.core.maintenance import PeriodicEntry, declare_periodic
@@ -312,8 +313,16 @@ def _finish_sending(**_: Any) -> None:
 
 
 def periodic_entries() -> PeriodicEntry:
+    """Beat's run every WATCHKEEPER_NOTIFY_INTERVAL — none added while one already waits in
+    the ``notify`` queue (no delivery worker running: the queue stays at one message)."""
     return declare_periodic(
-        PeriodicEntry("notify:deliver", "tasks.notify.deliver", lambda s: s.notify_interval)
+        PeriodicEntry(
+            "notify:deliver",
+            "tasks.notify.deliver",
+            lambda s: s.notify_interval,
+            queue=QUEUE,
+            waiting=1,
+        )
     )
 
 
