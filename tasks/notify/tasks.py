@@ -272,8 +272,9 @@ def notify_new_items(rt: Runtime, stream: str) -> bool:
     that stream, make sure a delivery run starts after this write — one already waiting in the
     queue will (its marker is deleted when it starts, before it reads); else request one, at
     once, or 250 ms after the previous request (so a busy writer requests at most four a
-    second). Never more than one requested run waits: no delivery worker must not grow the
-    queue. Returns whether a run was requested."""
+    second). Never more than one requested run waits, and none is added to a queue where a run
+    already waits (its marker expired with no delivery worker to start it): no delivery worker
+    must not grow the queue. Returns whether a run was requested."""
     try:
         sinks = notify_config(rt.config()).taking(stream)
     except Exception:  # an unreadable sources file is reported elsewhere; never block a writer
@@ -285,6 +286,8 @@ def notify_new_items(rt: Runtime, stream: str) -> bool:
     pending = keys.NOTIFY_PENDING.key(rt.settings)
     if not rt.redis.set(pending, "1", nx=True, ex=rt.settings.queued_max_age):
         return False
+    if rt.redis.llen(QUEUE):  # a run waits (no delivery worker?): it starts after this write
+        return False  # and clears the marker; one more would only grow the queue
     at_once = rt.redis.set(keys.NOTIFY_KICK.key(rt.settings), "1", nx=True, px=KICK_MS)
     deliver.apply_async(
         expires=rt.settings.queued_max_age, countdown=None if at_once else KICK_MS / 1000

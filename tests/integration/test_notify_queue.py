@@ -155,3 +155,20 @@ def test_beat_adds_no_scheduled_run_while_one_waits_for_a_delivery_worker(
         client.close()
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_requested_runs_do_not_pile_up_past_the_pending_markers_age(runtime, celery_app):
+    # with no delivery worker, the writers' request marker expires (QUEUED_MAX_AGE) and they
+    # request again: a run already waiting in the queue will do
+    from tasks.notify.tasks import notify_new_items
+    from workers.core import keys
+
+    runtime.use_config('[[notify]]\nname = "ops"\nurls = ["json://127.0.0.1:9/x"]\n')
+    runtime.redis.delete(NOTIFY_QUEUE)
+    lengths = []
+    for _ in range(20):
+        runtime.redis.delete(keys.NOTIFY_PENDING.key(runtime.settings))  # its age passed
+        notify_new_items(runtime, "alerts")
+        lengths.append(runtime.redis.llen(NOTIFY_QUEUE))
+    runtime.redis.delete(NOTIFY_QUEUE)
+    assert max(lengths) <= 1, lengths
