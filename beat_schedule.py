@@ -152,6 +152,8 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
         self._tracker: ChangeTracker | None = None
         self._problem = ""
         self._periodic = schedule_entries(self.settings, ())
+        self._waiting = {p.name: (p.queue, p.waiting) for p in PERIODIC if p.waiting > 0}
+        self._held_back: set[str] = set()  # entries not published: their queue is full
         self._by_name: dict[str, Entry] = {e.name: e for e in self._periodic}
         self._source_entry: dict[str, str] = {}  # source name → its entry's name
         self._changed: set[str] = set()  # entries changed since the last pass
@@ -267,18 +269,21 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
             return
         if full:
             self._full_due = time.monotonic() + FULL_PASS_EVERY
-        if result.sent:
+        sent = [e for e in result.sent if e.name not in self._held_back]
+        if sent:
             log.info(
                 "[beat] sent %d entries in %d messages: %s",
-                len(result.sent),
-                result.messages,
-                _names(result.sent),
+                len(sent),
+                result.messages - (len(result.sent) - len(sent)),
+                _names(sent),
             )
 
     def _send(self, entries: Sequence[Entry], task_ids: Sequence[str]) -> None:
         """One entry's own task, or several due sources' polls as one batch task. Results are
         never read, so none is subscribed to (Celery's default subscribes the sender to each
         task's result channel: a Redis subscribe and unsubscribe per message)."""
+        if len(entries) == 1 and self._queue_holds_enough(entries[0].name):
+            return  # a run already waits: its marker holds the entry back until it expires
         task, args, task_id, options = message(self.settings, entries, task_ids)
         self.app.send_task(
             task,
@@ -289,6 +294,28 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
             ignore_result=True,
             **options,
         )
+
+    def _queue_holds_enough(self, name: str) -> bool:
+        """Whether a periodic entry's queue already holds its ``waiting`` messages (logged when
+        that starts and ends: ``status`` shows the queue's length)."""
+        if name not in self._waiting:
+            return False
+        queue, waiting = self._waiting[name]
+        length = int(self.client.llen(queue))
+        full = length >= waiting
+        if full != (name in self._held_back):
+            if full:
+                self._held_back.add(name)
+                log.info(
+                    "[beat] %s: %d runs wait in queue %r; none added until it is consumed",
+                    name,
+                    length,
+                    queue,
+                )
+            else:
+                self._held_back.discard(name)
+                log.info("[beat] %s: queue %r consumed again", name, queue)
+        return full
 
     def close(self) -> None:
         if self.held and self._client is not None:

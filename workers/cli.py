@@ -1,8 +1,9 @@
 """The ``watchkeeper`` command: run, check, status, sources, tail, poll, history, listen, web,
 metrics.
 
-Every user error — bad settings, a bad sources file, Redis unreachable, an unknown source —
-ends in one clear line per problem on stderr and exit status 2, never a traceback.
+Every user error — bad settings, a bad sources file, Redis unreachable or refusing a command
+midway (out of memory, a read-only replica, a connection reset), an unknown source — ends in one
+clear line per problem on stderr (secrets masked) and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -16,14 +17,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from tasks.notify.commands import add_notify_command
 from tasks.notify.config import unset_variables as unset_sink_variables
 from workers import stages  # noqa: F401 (registers the stages' kinds, sections, sinks)
 from workers.core import keys
 from workers.core.connection import RedisUnavailable, get_client
+from workers.core.redact import redact_text
 from workers.core.request_profile import unset_variables as unset_profile_variables
 from workers.core.runtime import Runtime, set_runtime
 from workers.core.settings import Settings, SettingsError
+from workers.core.source_env import EnvPolicy
 from workers.core.sources_file import (
     ConfigError,
     SourcesConfig,
@@ -77,6 +82,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     path = config_path(args, settings) or find_config(None)
     config = load_config(path)
+    refused = EnvPolicy.of(settings, config).config_problems(config)
+    if refused:
+        raise ConfigError(str(path), refused)
     unset = unset_sink_variables(config)
     if unset and args.strict:
         raise ConfigError(str(path), unset)
@@ -413,6 +421,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (SettingsError, RedisUnavailable, UsageError) as exc:
         print(f"watchkeeper: {exc}", file=sys.stderr)
+        return 2
+    except redis.RedisError as exc:  # refused or cut midway: out of memory, READONLY, a reset
+        why = redact_text(f"{type(exc).__name__}: {exc}").replace("\n", " ")[:300]
+        print(f"watchkeeper: Redis: {why}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

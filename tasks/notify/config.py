@@ -53,6 +53,7 @@ from tasks.notify.filters import compile_pattern
 from tasks.notify.send import plugin_for, service_host, split_urls, url_problem
 from tasks.notify.templates import Template, default_template
 from workers.core.settings import STREAM_CAPS
+from workers.core.source_env import declare_secret_variables
 from workers.core.sources_file import (
     NAME_RE,
     FieldReader,
@@ -360,5 +361,16 @@ def unset_variables(config: SourcesConfig) -> list[str]:
     return lines
 
 
+def sink_variables(config: SourcesConfig) -> list[str]:
+    """Every variable a sink's ``env:`` URL names: no source may read one (``source_env``)."""
+    return [
+        raw[len(ENV_PREFIX) :]
+        for sink in notify_config(config).sinks
+        for raw in sink.urls
+        if raw.startswith(ENV_PREFIX)
+    ]
+
+
 declare_section("notify", read_sinks)
 declare_section("notify_filters", read_filters)
+declare_secret_variables("notify", sink_variables)

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 JITTER = (0.5, 1.0)
 CLOCK_SLACK = 1.0
-"""Seconds this worker's clock may run behind Redis's before a due message waits a run."""
+"""A message due within this many seconds (Redis's clock) is sent by this run."""
 _DUE = Script("tasks.notify", "due")
 _SETTLE = Script("tasks.notify", "settle")
 T = TypeVar("T")
@@ -95,8 +95,11 @@ def deliver_destination(
 ) -> dict[str, int]:
     """Send what ``dest`` owes until nothing is due, it fails, or ``deadline`` (monotonic)."""
     slot = [d.id for d in sink.destinations].index(dest.id)
-    earliest = rt.redis.zrange(k.due[slot], 0, 0, withscores=True)
-    if not earliest or float(earliest[0][1]) > time.time() + CLOCK_SLACK:
+    pipe = rt.redis.pipeline(transaction=False)  # the due scores are Redis TIME: compare
+    pipe.zrange(k.due[slot], 0, 0, withscores=True)  # with Redis's clock, not this machine's
+    pipe.time()
+    earliest, (seconds, micros) = pipe.execute()
+    if not earliest or float(earliest[0][1]) > seconds + micros / 1e6 + CLOCK_SLACK:
         return {"idle": 1}  # nothing due: no lock taken (the common case, every second)
     token = locks.acquire(rt.redis, rt.settings, sink.name, dest.id)
     if token is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from typing import Any, cast
 
 from tasks.notify.config import UNSET, Sink, notify_config
@@ -29,7 +30,9 @@ from workers.core.text import ago, duration, table
 QUEUE = "notify"
 """The broker queue of delivery runs (``tasks.notify.*``), consumed by the delivery worker."""
 QUEUE_WARN = 10
-"""Runs waiting in it beyond which ``status`` asks whether a delivery worker runs."""
+"""Runs waiting in it beyond which ``status`` asks whether a delivery worker runs — as it does
+when the oldest waiting run is past its expiry (a running worker drops those at once; beat adds
+no run while one waits, so without a worker the queue stays at a run or two)."""
 
 COUNTERS = (
     "delivered",
@@ -165,8 +168,26 @@ def notify_status(rt: Runtime) -> dict[str, Any]:
         "sinks": {sink.name: sink_status(rt, sink, now) for sink in sinks},
         "sources_down": down,
         # runs waiting for the delivery worker: a few at most while one consumes the queue
-        "queue": {"name": QUEUE, "length": int(rt.redis.llen(QUEUE))},
+        "queue": queue_state(rt),
     }
+
+
+def queue_state(rt: Runtime) -> dict[str, Any]:
+    """The ``notify`` queue's length, and whether its oldest message expired unconsumed."""
+    pipe = rt.redis.pipeline(transaction=False)
+    pipe.llen(QUEUE)
+    pipe.lindex(QUEUE, -1)  # kombu pushes on the left and takes from the right
+    pipe.time()
+    length, oldest, (seconds, _micros) = pipe.execute()
+    return {"name": QUEUE, "length": int(length), "expired": _expired(oldest, seconds)}
+
+
+def _expired(message: Any, now: float) -> bool:
+    try:
+        expires = json.loads(message)["headers"]["expires"]
+        return bool(expires) and datetime.fromisoformat(expires).timestamp() < now
+    except (TypeError, ValueError, KeyError):
+        return False
 
 
 def render(section: dict[str, Any]) -> list[str]:
@@ -199,10 +220,11 @@ def render(section: dict[str, Any]) -> list[str]:
     if down:
         lines.append("  sources down: " + ", ".join(sorted(down)))
     queue = section.get("queue") or {}
-    if queue.get("length", 0) > QUEUE_WARN:
+    if queue.get("length", 0) > QUEUE_WARN or queue.get("expired"):
         lines.append(
-            f"  {queue['length']} delivery runs wait in queue '{queue['name']}': is a delivery "
-            f"worker running? (celery -A workers worker -Q {queue['name']})"
+            f"  {queue['length']} delivery runs wait in queue '{queue['name']}'"
+            + (" past their expiry" if queue.get("expired") else "")
+            + f": is a delivery worker running? (celery -A workers worker -Q {queue['name']})"
         )
     return lines
 

@@ -39,7 +39,9 @@ from tasks.notify import locks
 from tasks.notify.config import Destination, NotifyConfig, Sink, notify_config
 from tasks.notify.deliver import deliver_destination, with_redis
 from tasks.notify.outbox import DEST_FIELD, claim, ensure_groups, sink_keys
+from tasks.notify.status import QUEUE
 from workers.core import keys
+from workers.core.clock import redis_time
 from workers.core.maintenance import PeriodicEntry, declare_periodic
 from workers.core.runtime import Runtime, declare_config_hook, get_runtime
 from workers.core.sources_file import SourcesConfig
@@ -169,17 +171,21 @@ def note_destinations(rt: Runtime, ncfg: NotifyConfig) -> None:
                 _recorded.add(mark)
 
 
-def sinks_behind(rt: Runtime, pairs: list[tuple[Sink, Destination]]) -> set[str]:
+def sinks_behind(
+    rt: Runtime, pairs: list[tuple[Sink, Destination]], now: float | None = None
+) -> set[str]:
     """Sinks none of whose destinations keeps up: each able to send here owes at least
     WATCHKEEPER_NOTIFY_BATCH messages due now (or none can send here). Such a sink reads no
     more of its streams until one catches up — the entries wait in the stream, so a backlog
     never floods the outbox past its cap — while a sink with one destination keeping up reads
-    on (the others' backlog is held by the outbox cap, as for a destination that is down)."""
+    on (the others' backlog is held by the outbox cap, as for a destination that is down).
+    ``now``: Redis's clock (the due scores are Redis ``TIME``; read here when not given)."""
+    now = redis_time(rt.redis) if now is None else now
     pipe = rt.redis.pipeline(transaction=False)
     sendable = [(sink, dest) for sink, dest in pairs if not dest.unset]
     for sink, dest in sendable:
         key = keys.NOTIFY_DUE.key(rt.settings, sink.name, dest.id)
-        pipe.zcount(key, "-inf", time.time() + 1.0)
+        pipe.zcount(key, "-inf", now + 1.0)
     keeping_up = {
         sink.name
         for (sink, _), owed in zip(sendable, pipe.execute(), strict=True)
@@ -189,12 +195,15 @@ def sinks_behind(rt: Runtime, pairs: list[tuple[Sink, Destination]]) -> set[str]
 
 
 def due_now(rt: Runtime, pairs: list[tuple[Sink, Destination]]) -> list[bool]:
-    """Whether each destination owes a message due now (one round trip for all)."""
+    """Whether each destination owes a message due now — by Redis's clock, read in the same
+    round trip (the scores are Redis ``TIME``) — one round trip for all."""
     pipe = rt.redis.pipeline(transaction=False)
     for sink, dest in pairs:
         pipe.zrange(keys.NOTIFY_DUE.key(rt.settings, sink.name, dest.id), 0, 0, withscores=True)
-    now = time.time()
-    return [bool(first) and float(first[0][1]) <= now + 1.0 for first in pipe.execute()]
+    pipe.time()
+    *firsts, (seconds, micros) = pipe.execute()
+    now = float(seconds) + float(micros) / 1e6
+    return [bool(first) and float(first[0][1]) <= now + 1.0 for first in firsts]
 
 
 def deliver_all(
@@ -263,8 +272,9 @@ def notify_new_items(rt: Runtime, stream: str) -> bool:
     that stream, make sure a delivery run starts after this write — one already waiting in the
     queue will (its marker is deleted when it starts, before it reads); else request one, at
     once, or 250 ms after the previous request (so a busy writer requests at most four a
-    second). Never more than one requested run waits: no delivery worker must not grow the
-    queue. Returns whether a run was requested."""
+    second). Never more than one requested run waits, and none is added to a queue where a run
+    already waits (its marker expired with no delivery worker to start it): no delivery worker
+    must not grow the queue. Returns whether a run was requested."""
     try:
         sinks = notify_config(rt.config()).taking(stream)
     except Exception:  # an unreadable sources file is reported elsewhere; never block a writer
@@ -276,6 +286,8 @@ def notify_new_items(rt: Runtime, stream: str) -> bool:
     pending = keys.NOTIFY_PENDING.key(rt.settings)
     if not rt.redis.set(pending, "1", nx=True, ex=rt.settings.queued_max_age):
         return False
+    if rt.redis.llen(QUEUE):  # a run waits (no delivery worker?): it starts after this write
+        return False  # and clears the marker; one more would only grow the queue
     at_once = rt.redis.set(keys.NOTIFY_KICK.key(rt.settings), "1", nx=True, px=KICK_MS)
     deliver.apply_async(
         expires=rt.settings.queued_max_age, countdown=None if at_once else KICK_MS / 1000
@@ -304,8 +316,16 @@ def _finish_sending(**_: Any) -> None:
 
 
 def periodic_entries() -> PeriodicEntry:
+    """Beat's run every WATCHKEEPER_NOTIFY_INTERVAL — none added while one already waits in
+    the ``notify`` queue (no delivery worker running: the queue stays at one message)."""
     return declare_periodic(
-        PeriodicEntry("notify:deliver", "tasks.notify.deliver", lambda s: s.notify_interval)
+        PeriodicEntry(
+            "notify:deliver",
+            "tasks.notify.deliver",
+            lambda s: s.notify_interval,
+            queue=QUEUE,
+            waiting=1,
+        )
     )
 
 

@@ -30,6 +30,7 @@ from tasks.scrape.source import SiteSource, read_site
 from workers.core.clock import iso, now_iso
 from workers.core.redact import redact_text
 from workers.core.runtime import Runtime, get_runtime
+from workers.core.source_env import env_policy
 from workers.polling.kinds import Collected, Item, SourceKind, declare_kind
 from workers.polling.poll import MAX_MESSAGE, poll_by_name, poll_source
 from workers.polling.profile import resolve
@@ -53,7 +54,7 @@ class RunContext:
 def collect(rt: Runtime, site: SiteSource, state: SourceState) -> Collected:
     """Robots.txt, then the pages: their listings as items and the run's counts."""
     started, memory_start = time.time(), rss_mb()
-    profile = resolve(site)
+    profile = resolve(site, policy=env_policy(rt))
     robots = rules_for_run(rt.redis, rt.settings, profile) if site.robots else None
     crawl = crawl_site(rt.settings, rt.redis, site, robots=robots, profile=profile)
     return collected_from_crawl(site, crawl, started, memory_start)

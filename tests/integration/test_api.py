@@ -317,10 +317,10 @@ def test_apply_of_the_file_never_removes_an_api_source(runtime, tmp_path: Path):
 
 
 SECRETS = {
-    "WK_T_KEY": "key-Vx81-secret",
-    "WK_T_AUTH": "Bearer tok-Q93-secret",
-    "WK_T_PROXY": "http://user:pw-Zz7-secret@127.0.0.1:3128",
-    "WK_T_SID": "sid-Lm2-secret",
+    "WK_SOURCE_T_KEY": "key-Vx81-secret",
+    "WK_SOURCE_T_AUTH": "Bearer tok-Q93-secret",
+    "WK_SOURCE_T_PROXY": "http://user:pw-Zz7-secret@127.0.0.1:3128",
+    "WK_SOURCE_T_SID": "sid-Lm2-secret",
 }
 
 
@@ -332,10 +332,10 @@ def test_a_profiled_source_shows_no_secret_and_an_inline_one_is_checks_line(
     rt = runtime.use_config(FILE)
     body = {
         **FEED,
-        "headers": {"X-Tenant": "tenant-literal-value", "X-Api-Key": "env:WK_T_KEY"},
-        "cookies": {"sid": "env:WK_T_SID"},
-        "auth": "env:WK_T_AUTH",
-        "proxy": "env:WK_T_PROXY",
+        "headers": {"X-Tenant": "tenant-literal-value", "X-Api-Key": "env:WK_SOURCE_T_KEY"},
+        "cookies": {"sid": "env:WK_SOURCE_T_SID"},
+        "auth": "env:WK_SOURCE_T_AUTH",
+        "proxy": "env:WK_SOURCE_T_PROXY",
     }
     with dashboard(rt, Sent(), api_token=TOKEN) as base:
         api = ApiClient(base, TOKEN)
@@ -344,8 +344,8 @@ def test_a_profiled_source_shows_no_secret_and_an_inline_one_is_checks_line(
         assert created.json()["request"] == {
             "headers": ["X-Api-Key", "X-Tenant"],
             "cookies": ["sid"],
-            "auth": "env:WK_T_AUTH",
-            "proxy": "env:WK_T_PROXY",
+            "auth": "env:WK_SOURCE_T_AUTH",
+            "proxy": "env:WK_SOURCE_T_PROXY",
         }
         answers = [
             created.text,
@@ -393,3 +393,33 @@ def test_a_bad_limit_is_one_line(runtime, value):
     with dashboard(rt, Sent(), api_token=TOKEN) as base:
         bad = ApiClient(base, TOKEN).get("/sources", params={"limit": value})
         assert bad.status_code == 400 and bad.json()["error"].startswith("limit: ")
+
+
+@pytest.mark.parametrize(
+    ("fields", "where", "var"),
+    [
+        ({"auth": "env:REDIS_URL"}, "auth", "REDIS_URL"),
+        ({"headers": {"X-Api-Key": "env:WATCHKEEPER_WEB_TOKEN"}}, "headers.X-Api-Key", ""),
+        ({"headers": {"X-Api-Key": "env:WATCHKEEPER_API_TOKEN"}}, "headers.X-Api-Key", ""),
+        ({"cookies": {"s": "env:WK_SOURCE_HOOK"}}, "cookies.s", "WK_SOURCE_HOOK"),
+        ({"auth": "env:HOME"}, "auth", "HOME"),
+    ],
+)
+def test_an_api_writer_cannot_name_the_workers_own_secrets(runtime, fields, where, var):
+    # Given a sources file with a sink whose URL is in WK_SOURCE_HOOK, and an API writer
+    rt = runtime.use_config(FILE + '[[notify]]\nname = "ops"\nurls = ["env:WK_SOURCE_HOOK"]\n')
+    var = var or fields["headers"]["X-Api-Key"][4:]  # type: ignore[index]
+    with dashboard(rt, Sent(), api_token=TOKEN) as base:
+        api = ApiClient(base, TOKEN)
+        # When it adds a source (on a URL of its own) that reads one of them, or changes one
+        created = api.post("/sources", {**FEED, **fields}, check_request=True)
+        assert api.post("/sources", FEED).status_code == 201
+        changed = api.patch("/sources/world", fields)
+        # Then both are refused with one line naming the source, the field and the variable
+        for refused in (created, changed):
+            assert refused.status_code == 400, refused.text
+            (line,) = refused.json()["problems"]
+            assert line.startswith(
+                f"source 'world': {where}: environment variable {var} cannot be read by a source"
+            )
+        assert "auth" not in rt.sources.definition("world").table

@@ -155,3 +155,51 @@ def test_a_packed_logs_entry_is_not_counted_as_missed_lines(runtime, worker, hoo
     pump(run_task, lambda: len(hook.accepted) >= 2, message="both entries")
     status = status_of(rt)
     assert status["missed"] == 0 and status["streams"]["logs"]["missed_not_yet_counted"] == 0
+
+
+def test_due_decisions_follow_redis_time_not_this_machines_clock(runtime, monkeypatch, hook):
+    """accept.lua and due.lua score with Redis TIME: a delivery process whose clock is off by
+    an hour must neither send early (a backoff ignored) nor stall (due messages never sent)."""
+    import time as real_time
+    from types import SimpleNamespace
+
+    import tasks.notify.deliver as notify_deliver
+    import tasks.notify.tasks as notify_tasks
+    from workers.core import keys
+
+    rt = fast(runtime, notify_batch=2)
+    rt.use_config(sink_config("ops", [hook.url()], 'streams = ["alerts"]'))
+    sink = sink_of(rt)
+    (dest,) = sink.destinations
+    pairs = [(sink, dest)]
+    due_key = keys.NOTIFY_DUE.key(rt.settings, sink.name, dest.id)
+    seconds, micros = rt.redis.time()
+    redis_now = seconds + micros / 1e6
+
+    def skewed(by: float) -> None:
+        clock = SimpleNamespace(
+            time=lambda: real_time.time() + by, monotonic=real_time.monotonic, sleep=real_time.sleep
+        )
+        monkeypatch.setattr(notify_tasks, "time", clock)
+        monkeypatch.setattr(notify_deliver, "time", clock)
+
+    # Given two messages whose backoff ends in half an hour of Redis time
+    rt.redis.zadd(due_key, {"m1": redis_now + 1800, "m2": redis_now + 1800})
+    # When this machine's clock runs an hour ahead
+    skewed(3600)
+    # Then they are not due, and the sink is not behind (it owes nothing due)
+    assert notify_tasks.due_now(rt, pairs) == [False]
+    assert notify_tasks.sinks_behind(rt, pairs) == set()
+    # Given two messages due half an hour ago (Redis time)
+    rt.redis.zadd(due_key, {"m1": redis_now - 1800, "m2": redis_now - 1800})
+    # When this machine's clock runs an hour behind
+    skewed(-3600)
+    # Then they are due, and the sink (owing a full batch due now) is behind
+    assert notify_tasks.due_now(rt, pairs) == [True]
+    assert notify_tasks.sinks_behind(rt, pairs) == {"ops"}
+    # And with the clock still an hour behind, a new item is delivered, not left waiting
+    rt.redis.delete(due_key)
+    deliver_all(rt)  # the sink's group, at the end of the stream
+    add_alerts(rt, [alert(1, "Flood in Lyon")])
+    pump(lambda: deliver_all(rt), lambda: hook.accepted, message="the late clock's delivery")
+    assert hook.titles() == ["Flood in Lyon"]

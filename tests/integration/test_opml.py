@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis
+import requests
 
 from tests.support.helpers import DATA
 from tests.support.opml_data import miniflux_feeds
@@ -285,3 +286,35 @@ def test_20000_untitled_feeds_on_one_host_are_named_in_a_few_round_trips(
     ]
     assert names["https://feeds.example.org/19999.xml"] == "feeds.example.org-20002"
     assert len(set(names.values())) == 20_002 and runtime.sources.owners()["opml"] == 20_001
+
+
+def test_the_web_and_api_exports_mask_feed_url_secrets_and_the_cli_keeps_them(
+    runtime: Any, capsys: Any
+) -> None:
+    from tests.support.api import ApiClient
+    from tests.support.web import Sent, dashboard
+
+    # Given feeds whose URLs carry credentials: user info and a token in the query
+    rt = runtime.use_config(
+        '[[feeds]]\nname = "private"\nurl = "https://reader:pa55-secret@example.org/f.rss"\n'
+        'site_url = "https://u:site-secret@example.org/"\n'
+        '[[feeds]]\nname = "tokened"\nurl = "https://example.org/f.rss?token=t0ken-secret&x=1"\n'
+    )
+    secrets = ("pa55-secret", "site-secret", "t0ken-secret")
+    # When they are exported by a read-only API token, an open loopback read, and a
+    # read-only dashboard
+    with dashboard(rt, Sent(), api_read_tokens=("reader-token",)) as base:
+        exports = [ApiClient(base, "reader-token").get("/opml").text]
+    with dashboard(rt, Sent(), read_only=True) as base:
+        exports.append(ApiClient(base).get("/opml").text)
+        exports.append(requests.get(base + "/opml/export", timeout=10).text)
+    # Then no secret is in them, and each URL is still there with its secret masked
+    for text in exports:
+        assert "<opml" in text
+        for secret in secrets:
+            assert secret not in text
+        assert 'xmlUrl="https://reader:***@example.org/f.rss"' in text
+        assert "https://example.org/f.rss?token=***&amp;x=1" in text
+    # While the CLI's export (by whoever holds the registry anyway) keeps the URLs as they are
+    code, out, _ = sources(capsys, "export-opml")
+    assert code == 0 and all(secret in out for secret in secrets)

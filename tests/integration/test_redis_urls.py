@@ -136,3 +136,56 @@ def test_rediss_works_for_a_worker_and_the_cli(tmp_path, tls_redis):
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[str]:
+    """A redis-server of this test alone (its settings are changed), with a password."""
+    if not os.path.exists(SYSTEM_REDIS):
+        pytest.skip("needs the system redis-server")
+    port = free_port()
+    server = subprocess.Popen(
+        [SYSTEM_REDIS, "--port", str(port), "--bind", "127.0.0.1", "--requirepass", "pr1vate-pw",
+         "--save", "", "--appendonly", "no"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://:pr1vate-pw@127.0.0.1:{port}/0"
+    try:
+        wait_for(lambda: _answers(url) or server.poll() is not None, timeout=20)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("refuse", "restore", "why"),
+    [
+        ((("CONFIG", "SET", "maxmemory-policy", "noeviction"), ("CONFIG", "SET", "maxmemory", "1")),
+         (("CONFIG", "SET", "maxmemory", "0"),), "command not allowed when used memory"),
+        ((("REPLICAOF", "127.0.0.1", "9"),), (("REPLICAOF", "NO", "ONE"),), "read only replica"),
+    ],
+)  # fmt: skip
+def test_redis_refusing_a_command_midway_is_one_line_not_a_traceback(
+    tmp_path, private_redis, refuse, restore, why
+):
+    env = _env(tmp_path, REDIS_URL=private_redis, WATCHKEEPER_HOME=str(tmp_path / "home"))
+    add = ("workers.cli", "sources", "add", "feed", "world", "https://example.org/world.rss")
+    client = connect(private_redis)
+    # Given a Redis that answers but refuses writes (out of memory, a read-only replica)
+    for command in refuse:
+        client.execute_command(*command)
+    try:
+        # When a command writes to it
+        proc = _run(env, *add)
+    finally:
+        for command in restore:
+            client.execute_command(*command)
+    # Then it ends in one line naming Redis's answer, exit 2, no traceback and no password
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("watchkeeper: Redis: ") and why in lines[0]
+    assert "Traceback" not in proc.stderr and "pr1vate-pw" not in proc.stderr
+    # And once Redis takes writes again, the same command works
+    assert _run(env, *add).returncode == 0
+    client.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import tomllib
 from dataclasses import replace
 
 import pytest
@@ -65,9 +66,10 @@ def guarded(seen: list[dict[str, str]]):  # type: ignore[no-untyped-def]
 def profile_toml(url: str, extra: str = "") -> str:
     return (
         f'[[feeds]]\nname = "private"\nurl = "{url}"\nlocate = false\n'
-        f'user_agent = "{AGENT}"\nauth = "env:WK_T_AUTH"\nproxy = "env:WK_T_PROXY"\n{extra}'
-        '[feeds.headers]\nX-Tenant = "acme"\nX-Api-Key = "env:WK_T_KEY"\n'
-        '[feeds.cookies]\nsession = "env:WK_T_SESSION"\n'
+        f'user_agent = "{AGENT}"\nauth = "env:WK_SOURCE_T_AUTH"\n'
+        f'proxy = "env:WK_SOURCE_T_PROXY"\n{extra}'
+        '[feeds.headers]\nX-Tenant = "acme"\nX-Api-Key = "env:WK_SOURCE_T_KEY"\n'
+        '[feeds.cookies]\nsession = "env:WK_SOURCE_T_SESSION"\n'
     )
 
 
@@ -76,9 +78,9 @@ def rt(runtime, monkeypatch):  # type: ignore[no-untyped-def]
     runtime.settings = replace(
         runtime.settings, host_delay=0.0, http_connect_timeout=2.0, http_read_timeout=5.0
     )
-    monkeypatch.setenv("WK_T_AUTH", f"Bearer {TOKEN}")
-    monkeypatch.setenv("WK_T_KEY", API_KEY)
-    monkeypatch.setenv("WK_T_SESSION", SESSION)
+    monkeypatch.setenv("WK_SOURCE_T_AUTH", f"Bearer {TOKEN}")
+    monkeypatch.setenv("WK_SOURCE_T_KEY", API_KEY)
+    monkeypatch.setenv("WK_SOURCE_T_SESSION", SESSION)
     return runtime
 
 
@@ -111,7 +113,7 @@ def test_headers_credentials_and_proxy_reach_the_server_and_no_secret_shows(
     # a bearer token, an API key header, a session cookie, a tenant header and a user agent
     seen: list[dict[str, str]] = []
     http_server.route("/private.rss", guarded(seen))
-    monkeypatch.setenv("WK_T_PROXY", proxy.url())
+    monkeypatch.setenv("WK_SOURCE_T_PROXY", proxy.url())
     rt.use_config(profile_toml(http_server.url("/private.rss")))
     caplog.set_level(logging.DEBUG)
     rt.settings = replace(rt.settings, host_delay=60.0)
@@ -137,8 +139,8 @@ def test_headers_credentials_and_proxy_reach_the_server_and_no_secret_shows(
         "headers": ["X-Api-Key", "X-Tenant"],
         "cookies": ["session"],
         "user_agent": True,
-        "auth": "env:WK_T_AUTH",
-        "proxy": "env:WK_T_PROXY",
+        "auth": "env:WK_SOURCE_T_AUTH",
+        "proxy": "env:WK_SOURCE_T_PROXY",
     }
     assert_nothing_shown(rt, caplog, result)
 
@@ -148,7 +150,7 @@ def test_a_wrong_proxy_password_is_one_line_without_the_password(
 ):
     seen: list[dict[str, str]] = []
     http_server.route("/private.rss", guarded(seen))
-    monkeypatch.setenv("WK_T_PROXY", proxy.url(password=PROXY_PASSWORD + "x"))
+    monkeypatch.setenv("WK_SOURCE_T_PROXY", proxy.url(password=PROXY_PASSWORD + "x"))
     rt.use_config(profile_toml(http_server.url("/private.rss")))
     caplog.set_level(logging.DEBUG)
     result = poll_now(rt, rt.config().get("private"))
@@ -170,7 +172,7 @@ def test_https_through_a_connect_tunnel_with_the_sources_ca_bundle(
     server.start()
     try:
         url = f"https://127.0.0.1:{server.port}/private.rss"
-        monkeypatch.setenv("WK_T_PROXY", proxy.url())
+        monkeypatch.setenv("WK_SOURCE_T_PROXY", proxy.url())
         caplog.set_level(logging.DEBUG)
         # When the source does not name the CA, the certificate is refused (verify is on)
         rt.use_config(profile_toml(url))
@@ -194,7 +196,7 @@ def test_https_through_a_connect_tunnel_with_the_sources_ca_bundle(
 def test_a_socks5_proxy_with_credentials(rt, http_server, socks, monkeypatch, caplog, scheme):  # type: ignore[no-untyped-def]
     seen: list[dict[str, str]] = []
     http_server.route("/private.rss", guarded(seen))
-    monkeypatch.setenv("WK_T_PROXY", socks.url(scheme))
+    monkeypatch.setenv("WK_SOURCE_T_PROXY", socks.url(scheme))
     rt.use_config(profile_toml(http_server.url("/private.rss")))
     caplog.set_level(logging.DEBUG)
     result = poll_now(rt, rt.config().get("private"))
@@ -208,16 +210,17 @@ def test_an_unset_variable_fails_the_poll_naming_source_and_variable_and_sends_n
 ):
     seen: list[dict[str, str]] = []
     http_server.route("/private.rss", guarded(seen))
-    monkeypatch.setenv("WK_T_PROXY", proxy.url())
-    monkeypatch.delenv("WK_T_KEY")
+    monkeypatch.setenv("WK_SOURCE_T_PROXY", proxy.url())
+    monkeypatch.delenv("WK_SOURCE_T_KEY")
     rt.use_config(profile_toml(http_server.url("/private.rss")))
     source = rt.config().get("private")  # the file is valid without the secret
     result = poll_now(rt, source)
     assert result["status"] == "error"
-    assert result["error"] == "headers.X-Api-Key: environment variable WK_T_KEY is not set"
+    assert result["error"] == "headers.X-Api-Key: environment variable WK_SOURCE_T_KEY is not set"
     logged = [r.getMessage() for r in caplog.records if r.name == "workers.polling.poll"]
     assert len(logged) == 1 and logged[0].startswith(
-        "[poll] source 'private': headers.X-Api-Key: environment variable WK_T_KEY is not set "
+        "[poll] source 'private': headers.X-Api-Key: environment variable WK_SOURCE_T_KEY "
+        "is not set "
         "(error 1, next try in "
     )
     assert not seen and not proxy.log.accepted and not proxy.log.refused
@@ -238,7 +241,9 @@ def test_credentials_go_only_to_the_sources_own_host(rt, http_server, monkeypatc
     try:
         http_server.static("/private.rss", "", 302, {"Location": other.url("/feed.rss")})
         rt.use_config(
-            profile_toml(http_server.url("/private.rss")).replace('proxy = "env:WK_T_PROXY"\n', "")
+            profile_toml(http_server.url("/private.rss")).replace(
+                'proxy = "env:WK_SOURCE_T_PROXY"\n', ""
+            )
         )
         result = poll_now(rt, rt.config().get("private"))
         assert result["status"] == "ok", result
@@ -256,11 +261,11 @@ def test_credentials_go_only_to_the_sources_own_host(rt, http_server, monkeypatc
 def test_a_site_sends_its_profile_with_robots_txt_and_every_page(rt, http_server, monkeypatch):
     from tests.integration.test_scrape import card, html_route, listing_html, site_toml
 
-    monkeypatch.setenv("WK_T_AUTH", "reader:s3cret-pass")
+    monkeypatch.setenv("WK_SOURCE_T_AUTH", "reader:s3cret-pass")
     http_server.static("/robots.txt", "User-agent: *\nAllow: /\n")
     html_route(http_server, "/l", listing_html(card("w1"), next_href="/l2"))
     html_route(http_server, "/l2", listing_html(card("w2")))
-    extra = 'auth = "env:WK_T_AUTH"\nheaders = { X-Tenant = "acme" }\n'
+    extra = 'auth = "env:WK_SOURCE_T_AUTH"\nheaders = { X-Tenant = "acme" }\n'
     rt.use_config(site_toml("shop", http_server.url("/l"), max_pages=2, robots=True, extra=extra))
     result = poll_now(rt, rt.config().get("shop"))
     assert result["status"] == "ok" and result["pages"] == 2, result
@@ -270,3 +275,32 @@ def test_a_site_sends_its_profile_with_robots_txt_and_every_page(rt, http_server
     for _, headers in paths:
         lower = {k.lower(): v for k, v in headers.items()}
         assert lower["authorization"] == basic and lower["x-tenant"] == "acme"
+
+
+@pytest.mark.parametrize("kind", ["feed", "site"])
+def test_a_poll_refuses_a_variable_no_source_may_read_even_if_the_registry_holds_it(
+    rt, http_server, monkeypatch, caplog, kind
+):
+    """Defence in depth: a source that reached the registry another way (written with other
+    settings, by hand) still never sends the worker's own secrets."""
+    from tests.integration.test_scrape import site_toml
+    from workers.core.sources_file import validate_config
+
+    # Given the worker's Redis URL with a password, and any variable name allowed
+    monkeypatch.setenv("REDIS_URL", f"redis://:{TOKEN}@127.0.0.1:1/0")
+    rt.settings = replace(rt.settings, source_env="*")
+    http_server.static("/x", FEED, headers={"Content-Type": "application/rss+xml"})
+    url = http_server.url("/x")
+    extra = 'auth = "env:REDIS_URL"\n'
+    text = site_toml("grab", url, extra=extra) if kind == "site" else profile_toml(url)
+    if kind == "feed":
+        text = text.replace("env:WK_SOURCE_T_KEY", "env:REDIS_URL")
+    source = validate_config(tomllib.loads(text)).sources[0]
+    # When it is polled
+    result = poll_now(rt, source)
+    # Then the poll fails with one line naming the field and the variable, before any request
+    assert result["status"] == "error", result
+    where = "auth" if kind == "site" else "headers.X-Api-Key"
+    assert f"{where}: environment variable REDIS_URL cannot be read by a source" in result["error"]
+    assert not http_server.requests
+    assert TOKEN not in caplog.text + json.dumps(result)

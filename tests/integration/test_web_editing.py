@@ -118,7 +118,7 @@ def test_a_site_preview_shows_what_each_selector_picks(runtime, http_server):
 
 def test_the_preview_fetches_with_the_sources_profile(runtime, http_server, monkeypatch):
     http_server.static("/feed.rss", HOSTILE_RSS, headers={"Content-Type": "application/rss+xml"})
-    monkeypatch.setenv("WK_PREVIEW_KEY", "k-preview-secret")
+    monkeypatch.setenv("WK_SOURCE_PREVIEW_KEY", "k-preview-secret")
     rt = runtime.use_config(FILE)
     with dashboard(rt, Sent(), token=TOKEN) as base:
         web, csrf = browser(base, TOKEN)
@@ -126,17 +126,43 @@ def test_the_preview_fetches_with_the_sources_profile(runtime, http_server, monk
             "feed",
             name="profiled",
             url=http_server.url("/feed.rss"),
-            headers="X-Api-Key = env:WK_PREVIEW_KEY\nX-Tenant = acme",
+            headers="X-Api-Key = env:WK_SOURCE_PREVIEW_KEY\nX-Tenant = acme",
         )
         tested = web.post(base + "/add-source", data={**form, "csrf": csrf, "do": "preview"}).text
         assert 'data-status="ok"' in tested and "k-preview-secret" not in tested
         _, _, headers = http_server.requests[-1]
         assert headers["X-Api-Key"] == "k-preview-secret" and headers["X-Tenant"] == "acme"
         # A variable this process lacks is the poll's own one line
-        form["f.auth"] = "env:WK_PREVIEW_MISSING"
+        form["f.auth"] = "env:WK_SOURCE_PREVIEW_MISSING"
         missing = web.post(base + "/add-source", data={**form, "csrf": csrf, "do": "preview"}).text
         assert 'data-status="error"' in missing
-        assert "auth: environment variable WK_PREVIEW_MISSING is not set" in missing
+        assert "auth: environment variable WK_SOURCE_PREVIEW_MISSING is not set" in missing
+
+
+def test_the_preview_never_reads_the_web_processs_own_secrets(runtime, http_server, monkeypatch):
+    """The preview fetches in the web process: naming its token on a URL of one's own would
+    send it there."""
+    http_server.static("/feed.rss", HOSTILE_RSS, headers={"Content-Type": "application/rss+xml"})
+    monkeypatch.setenv("WATCHKEEPER_WEB_TOKEN", TOKEN)
+    rt = runtime.use_config(FILE)
+    with dashboard(rt, Sent(), token=TOKEN) as base:
+        web, csrf = browser(base, TOKEN)
+        url = http_server.url("/feed.rss")
+        for field, value in (
+            ("auth", "env:WATCHKEEPER_WEB_TOKEN"),
+            ("headers", "X-Key = env:WATCHKEEPER_WEB_TOKEN"),
+        ):
+            form = form_of("feed", name="grab", url=url, **{field: value})
+            for do in ("preview", "save"):
+                refused = web.post(base + "/add-source", data={**form, "csrf": csrf, "do": do})
+                assert refused.status_code == 400
+                where = "headers.X-Key" if field == "headers" else field
+                assert (
+                    f"source &#39;grab&#39;: {where}: environment variable WATCHKEEPER_WEB_TOKEN "
+                    "cannot be read by a source"
+                ) in refused.text
+        assert rt.sources.definition("grab") is None
+        assert not http_server.requests
 
 
 def test_without_a_token_the_dashboard_cannot_name_environment_credentials(
@@ -145,12 +171,15 @@ def test_without_a_token_the_dashboard_cannot_name_environment_credentials(
     """Any local user reaches a loopback dashboard without a token: naming a worker's secret on
     a URL of their choosing (saved, or only previewed) would send it to them."""
     http_server.static("/feed.rss", HOSTILE_RSS, headers={"Content-Type": "application/rss+xml"})
-    monkeypatch.setenv("WK_STOLEN", "the-workers-secret")
+    monkeypatch.setenv("WK_SOURCE_STOLEN", "the-workers-secret")
     rt = runtime.use_config(FILE)
     with dashboard(rt, Sent()) as base:
         web, csrf = browser(base)
         url = http_server.url("/feed.rss")
-        for field, value in (("auth", "env:WK_STOLEN"), ("headers", "X-Key = env:WK_STOLEN")):
+        for field, value in (
+            ("auth", "env:WK_SOURCE_STOLEN"),
+            ("headers", "X-Key = env:WK_SOURCE_STOLEN"),
+        ):
             form = form_of("feed", name="grab", url=url, **{field: value})
             for do in ("preview", "save"):
                 refused = web.post(base + "/add-source", data={**form, "csrf": csrf, "do": do})
@@ -191,14 +220,14 @@ def test_editing_never_shows_a_profile_value_and_keeps_it(runtime, monkeypatch):
             "feed",
             name="members",
             url="http://127.0.0.1:9/m.rss",
-            headers="X-Tenant = tenant-literal\nX-Api-Key = env:WK_KEY",
+            headers="X-Tenant = tenant-literal\nX-Api-Key = env:WK_SOURCE_KEY",
             user_agent="Agent-Literal/1.0",
-            cookies="sid = env:WK_SID",
+            cookies="sid = env:WK_SOURCE_SID",
         )
         web.post(base + "/add-source", data={**form, "csrf": csrf, "do": "save"})
         page = web.get(base + "/sources/members/edit", timeout=10).text
         assert "tenant-literal" not in page and "Agent-Literal" not in page
-        assert "X-Tenant = (unchanged)" in page and "X-Api-Key = env:WK_KEY" in page
+        assert "X-Tenant = (unchanged)" in page and "X-Api-Key = env:WK_SOURCE_KEY" in page
         detail = web.get(base + "/sources/members", timeout=10).text
         assert "tenant-literal" not in detail and "X-Api-Key, X-Tenant" in detail
         # When the form is saved as shown, with only the interval changed
@@ -210,7 +239,7 @@ def test_editing_never_shows_a_profile_value_and_keeps_it(runtime, monkeypatch):
         assert saved.status_code == 303
         # Then the hidden values are kept, the interval changed
         table = rt.sources.definition("members").table
-        assert table["headers"] == {"X-Tenant": "tenant-literal", "X-Api-Key": "env:WK_KEY"}
+        assert table["headers"] == {"X-Tenant": "tenant-literal", "X-Api-Key": "env:WK_SOURCE_KEY"}
         assert table["user_agent"] == "Agent-Literal/1.0" and table["interval"] == "2h"
 
 

@@ -352,9 +352,81 @@ def test_wrong_logins_are_throttled_per_client(runtime):
             )
             assert spoofed.status_code == 429
         assert len(list(runtime.redis.scan_iter(match=keys.WEB_LOGINS.glob(runtime.settings)))) == 1
-        # Scripts with the bearer token are not affected
+        # And while throttled the bearer header is not tried either (not even the right one)
         bearer = {"Authorization": f"Bearer {TOKEN}"}
-        assert requests.get(base + "/sources", headers=bearer, timeout=10).ok
+        assert requests.get(base + "/sources", headers=bearer, timeout=10).status_code == 429
+
+
+def test_a_signed_in_session_ends_at_its_maximum_age(runtime):
+    import hashlib
+    import hmac
+
+    runtime.use_config(FEED)
+    max_age = runtime.settings.web_session_max_age
+    with dashboard(runtime, Sent(), token=TOKEN) as base:
+        # Given a browser signed in through the login form
+        browser = requests.Session()
+        csrf = csrf_of(browser.get(base + "/login", timeout=10).text)
+        signed = browser.post(
+            base + "/login", data={"csrf": csrf, "token": TOKEN}, timeout=10, allow_redirects=False
+        )
+        assert signed.status_code == 303
+        assert browser.get(base + "/sources", timeout=10).status_code == 200
+        cookie = f"wk_session_{port_of(base)}"
+        issued = signed.cookies[cookie].split(".")
+        # and told the browser to forget it at its maximum age
+        assert f"Max-Age={max_age}" in signed.headers["set-cookie"]
+        sid, key = issued[0], hashlib.sha256(b"wk-web|" + TOKEN.encode()).digest()
+
+        def signed_cookie(payload: str) -> str:
+            mac = hmac.new(key, f"session|{payload}".encode(), hashlib.sha256).hexdigest()
+            return f"{payload.replace('|', '.')}.{mac}"
+
+        def page_with(value: str) -> int:
+            headers = {"Cookie": f"{cookie}={value}"}
+            return requests.get(base + "/sources", headers=headers, timeout=10).status_code
+
+        # When the same session's cookie is older than the maximum age (signed as the
+        # dashboard signs it), or has no age at all (as cookies were signed before ages)
+        old = int(time.time()) - max_age - 60
+        assert page_with(signed_cookie(f"{sid}|in|{old}")) == 401
+        assert page_with(signed_cookie(f"{sid}|in")) == 401
+        # or claims an age it was not signed with
+        now = int(time.time())
+        fresh = signed_cookie(f"{sid}|in|{now}")
+        assert page_with(fresh) == 200
+        assert page_with(fresh.replace(f".{now}.", f".{now + 1}.")) == 401
+
+
+@pytest.mark.parametrize("path", ["/sources", "/api/v1/sources"])
+def test_wrong_bearer_tokens_are_throttled_like_logins(runtime, path):
+    runtime.use_config(FEED)
+    limit = runtime.settings.web_login_attempts
+    with dashboard(runtime, Sent(), token=TOKEN, api_token="api-" + TOKEN) as base:
+        right = TOKEN if path == "/sources" else "api-" + TOKEN
+        # Given a script that can use the right token
+        assert requests.get(base + path, headers=bearer_of(right), timeout=10).ok
+        # When a client guesses the token in the bearer header 100 times
+        codes = []
+        for i in range(100):
+            reply = requests.get(base + path, headers=bearer_of(f"guess-{i}"), timeout=10)
+            codes.append(reply.status_code)
+        # Then only the first few are checked; the rest get 429 with a Retry-After
+        assert codes[:limit] == [401] * limit
+        assert set(codes[limit:]) == {429}
+        assert 0 < int(reply.headers["Retry-After"]) <= runtime.settings.web_login_window
+        # And while throttled the right token is not tried either, on pages and in the API
+        for where in ("/sources", "/api/v1/sources"):
+            token = TOKEN if where == "/sources" else "api-" + TOKEN
+            refused = requests.get(base + where, headers=bearer_of(token), timeout=10)
+            assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+        # The count is the login's: one small key per client
+        counters = list(runtime.redis.scan_iter(match=keys.WEB_LOGINS.glob(runtime.settings)))
+        assert len(counters) == 1
+
+
+def bearer_of(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 # --- 11. paging parameters and links ------------------------------------------------------------

@@ -118,3 +118,45 @@ def test_a_reply_read_in_an_exchange_stops_at_its_cap():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_deadline_that_fires_as_its_send_ends_never_cuts_the_next_send(silent_server):
+    """The watchdog takes a send's alarm off its heap, and before it shuts that exchange's
+    sockets the send ends at its deadline and the next send on the same Exchange starts (on
+    the pooled connection): the late expiry must leave the next send alone."""
+    exchange = Exchange()
+    popped, go, done = threading.Event(), threading.Event(), threading.Event()
+    expire = exchange.expire
+
+    def held_expire(*args: Any) -> None:  # the watchdog, stopped between its pop and expiry
+        popped.set()
+        assert go.wait(20)
+        try:
+            expire(*args)
+        finally:
+            done.set()
+
+    exchange.expire = held_expire  # type: ignore[method-assign]
+    # Given a send that reaches its deadline: the watchdog has taken its alarm
+    with exchange.within(0.05):
+        assert popped.wait(20)
+    # When the next send starts on the same Exchange, its socket open, and only then does the
+    # watchdog go on with the first send's expiry
+    with exchange.within(600):
+        sock = socket.create_connection(("127.0.0.1", silent_server))
+        try:
+            go.set()
+            assert done.wait(20)
+            # Then the next send is not expired and its socket still waits for its peer
+            sock.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                sock.recv(10)  # b"" at once had it been shut down
+        finally:
+            sock.close()
+    assert exchange.expired is False
+    # And a send that really runs past its deadline is still cut
+    exchange.expire = expire  # type: ignore[method-assign]
+    cut: dict[str, Any] = {}
+    thread = _reader(silent_server, cut, exchange, 0.3)
+    thread.join(20)
+    assert cut["expired"] is True and cut.get("data", b"") == b""

@@ -129,10 +129,12 @@ def test_headers_and_cookies_are_capped_in_count_and_bytes():
 
 
 def test_an_unset_variable_is_not_a_problem_of_the_file_but_is_listed_for_check():
-    config = validate_config(feed(auth="env:WK_UNSET_AUTH", headers={"X-Key": "env:WK_UNSET_K"}))
+    config = validate_config(
+        feed(auth="env:WK_SOURCE_UNSET_AUTH", headers={"X-Key": "env:WK_SOURCE_UNSET_K"})
+    )
     source = config.sources[0]
-    assert unset_variables(source.request, {"WK_UNSET_K": "1"}) == [
-        "auth: environment variable WK_UNSET_AUTH is not set"
+    assert unset_variables(source.request, {"WK_SOURCE_UNSET_K": "1"}) == [
+        "auth: environment variable WK_SOURCE_UNSET_AUTH is not set"
     ]
 
 
@@ -140,12 +142,13 @@ def test_check_warns_of_an_unset_variable_and_still_exits_0(write_config):
     from tests.unit.test_config import _check
 
     path = write_config(
-        '[[feeds]]\nname = "f"\nurl = "https://e.org/f"\nauth = "env:WK_CHECK_UNSET_AUTH"\n'
+        '[[feeds]]\nname = "f"\nurl = "https://e.org/f"\nauth = "env:WK_SOURCE_CHECK_UNSET_AUTH"\n'
     )
     proc = _check("--config", str(path))
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == (
-        "warning: source 'f': auth: environment variable WK_CHECK_UNSET_AUTH is not set here "
+        "warning: source 'f': auth: environment variable WK_SOURCE_CHECK_UNSET_AUTH is not set "
+        "here "
         "(its polls fail until it is)"
     )
 
@@ -196,15 +199,15 @@ def resolved(env: dict[str, str], **fields: object):  # type: ignore[no-untyped-
     ],
 )
 def test_auth_value_formats(value, header):
-    profile = resolved({"A": value}, auth="env:A")
+    profile = resolved({"WK_SOURCE_A": value}, auth="env:WK_SOURCE_A")
     assert profile.headers_for("https://feeds.example.org/x")["Authorization"] == header
 
 
 def test_an_auth_value_in_no_known_format_is_one_line_without_the_value():
     with pytest.raises(SourceProblem) as err:
-        resolved({"A": PLANTED}, auth="env:A")
+        resolved({"WK_SOURCE_A": PLANTED}, auth="env:WK_SOURCE_A")
     assert str(err.value) == (
-        "auth: env:A must hold 'Bearer TOKEN', 'Basic USER:PASSWORD' or "
+        "auth: env:WK_SOURCE_A must hold 'Bearer TOKEN', 'Basic USER:PASSWORD' or "
         "'USER:PASSWORD', a token in ASCII (the value is not shown)"
     )
 
@@ -212,16 +215,44 @@ def test_an_auth_value_in_no_known_format_is_one_line_without_the_value():
 @pytest.mark.parametrize(
     ("env", "fields", "line"),
     [
-        ({}, {"auth": "env:A"}, "auth: environment variable A is not set"),
-        ({}, {"cookies": {"s": "env:S"}}, "cookies.s: environment variable S is not set"),
-        ({"P": ""}, {"proxy": "env:P"}, "proxy: environment variable P is not set"),
-        ({"K": f"{PLANTED}\r\nX: y"}, {"headers": {"X-K": "env:K"}}, "holds a control char"),
-        ({"S": f"a;{PLANTED}"}, {"cookies": {"s": "env:S"}}, "env:S holds a character"),
-        ({"P": f"ftp://u:{PLANTED}@h"}, {"proxy": "env:P"}, "env:P does not hold a proxy URL"),
+        ({}, {"auth": "env:WK_SOURCE_A"}, "auth: environment variable WK_SOURCE_A is not set"),
+        (
+            {},
+            {"cookies": {"s": "env:WK_SOURCE_S"}},
+            "cookies.s: environment variable WK_SOURCE_S is not set",
+        ),
+        (
+            {"WK_SOURCE_P": ""},
+            {"proxy": "env:WK_SOURCE_P"},
+            "proxy: environment variable WK_SOURCE_P is not set",
+        ),
+        (
+            {"WK_SOURCE_K": f"{PLANTED}\r\nX: y"},
+            {"headers": {"X-K": "env:WK_SOURCE_K"}},
+            "holds a control char",
+        ),
+        (
+            {"WK_SOURCE_S": f"a;{PLANTED}"},
+            {"cookies": {"s": "env:WK_SOURCE_S"}},
+            "env:WK_SOURCE_S holds a character",
+        ),
+        (
+            {"WK_SOURCE_P": f"ftp://u:{PLANTED}@h"},
+            {"proxy": "env:WK_SOURCE_P"},
+            "env:WK_SOURCE_P does not hold a proxy URL",
+        ),
         ({}, {"ca_bundle": "/nonexistent/ca.pem"}, "ca_bundle: /nonexistent/ca.pem: not a read"),
-        ({"K": "v" * 9000}, {"headers": {"X-K": "env:K"}}, "headers: headers and cookies exceed"),
-        ({"K": f"{PLANTED}é"}, {"headers": {"X-K": "env:K"}}, "K holds a non-ASCII character"),
-        ({"A": f"Bearer {PLANTED}é"}, {"auth": "env:A"}, "a token in ASCII"),
+        (
+            {"WK_SOURCE_K": "v" * 9000},
+            {"headers": {"X-K": "env:WK_SOURCE_K"}},
+            "headers: headers and cookies exceed",
+        ),
+        (
+            {"WK_SOURCE_K": f"{PLANTED}é"},
+            {"headers": {"X-K": "env:WK_SOURCE_K"}},
+            "WK_SOURCE_K holds a non-ASCII character",
+        ),
+        ({"WK_SOURCE_A": f"Bearer {PLANTED}é"}, {"auth": "env:WK_SOURCE_A"}, "a token in ASCII"),
     ],
 )
 def test_what_the_environment_holds_is_checked_at_poll_time(env, fields, line):
@@ -232,10 +263,10 @@ def test_what_the_environment_holds_is_checked_at_poll_time(env, fields, line):
 
 def test_credentials_only_to_the_sources_host_and_never_downgraded_to_http():
     profile = resolved(
-        {"A": "Bearer t0ken", "S": "c00kie", "K": "k3y"},
-        auth="env:A",
-        cookies={"s": "env:S"},
-        headers={"X-Key": "env:K", "X-Plain": "p"},
+        {"WK_SOURCE_A": "Bearer t0ken", "WK_SOURCE_S": "c00kie", "WK_SOURCE_K": "k3y"},
+        auth="env:WK_SOURCE_A",
+        cookies={"s": "env:WK_SOURCE_S"},
+        headers={"X-Key": "env:WK_SOURCE_K", "X-Plain": "p"},
         user_agent="UA",
     )
     own = profile.headers_for("https://FEEDS.example.org:443/other?page=2")
@@ -254,7 +285,7 @@ def test_credentials_only_to_the_sources_host_and_never_downgraded_to_http():
 
 
 def test_proxy_credentials_are_secrets_and_an_empty_profile_costs_nothing():
-    profile = resolved({"P": "http://u:p%40ss@127.0.0.1:3128"}, proxy="env:P")
+    profile = resolved({"WK_SOURCE_P": "http://u:p%40ss@127.0.0.1:3128"}, proxy="env:WK_SOURCE_P")
     assert profile.proxies == {"http": "http://u:p%40ss@127.0.0.1:3128"} | {
         "https": "http://u:p%40ss@127.0.0.1:3128"
     }
@@ -270,3 +301,88 @@ def test_a_ca_bundle_is_passed_on_and_verify_false_too(tmp_path: Path):
     assert resolved({}, ca_bundle=str(ca)).verify == str(ca)
     assert resolved({}, verify=False).verify is False
     assert NO_PROFILE.verify is None and NO_PROFILE.proxies is None
+
+
+# --- which variables a source may read (WATCHKEEPER_SOURCE_ENV) -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "where", "var"),
+    [
+        ({"auth": "env:REDIS_URL"}, "auth", "REDIS_URL"),
+        ({"headers": {"X-Api-Key": "env:WATCHKEEPER_WEB_TOKEN"}}, "headers.X-Api-Key", None),
+        ({"headers": {"X-Tenant": "env:WATCHKEEPER_API_TOKEN"}}, "headers.X-Tenant", None),
+        ({"cookies": {"s": "env:MOONSHOT_API_KEY"}}, "cookies.s", "MOONSHOT_API_KEY"),
+        ({"proxy": "env:CELERY_BROKER_URL"}, "proxy", "CELERY_BROKER_URL"),
+        ({"auth": "env:redis_password"}, "auth", "redis_password"),
+    ],
+)
+def test_a_poll_never_reads_watchkeepers_own_variables_even_with_any_name_allowed(
+    fields, where, var
+):
+    from workers.core.source_env import EnvPolicy
+
+    var = var or fields["headers"][where.split(".")[1]][4:]  # type: ignore[index]
+    env = {var: f"Bearer {PLANTED}"}
+    # Given a policy allowing any name (a single-user setup), then the default one
+    for policy in (EnvPolicy(("*",)), EnvPolicy(), None):
+        # When a source naming one of watchkeeper's own variables is polled
+        with pytest.raises(SourceProblem) as err:
+            resolve(validate_config(feed(**fields)).sources[0], env, policy)
+        # Then the poll fails with one line naming the field and the variable, no value
+        line = str(err.value)
+        assert line.startswith(f"{where}: environment variable {var} cannot be read by a source")
+        assert PLANTED not in line
+
+
+def test_only_the_variables_the_setting_allows_are_read():
+    from workers.core.source_env import EnvPolicy
+
+    env = {"MEMBERS_AUTH": "Bearer t0ken", "WK_SOURCE_AUTH": "Bearer t0ken"}
+    source = validate_config(feed(auth="env:MEMBERS_AUTH")).sources[0]
+    with pytest.raises(SourceProblem) as err:
+        resolve(source, env)  # the default: WK_SOURCE_* only
+    assert str(err.value) == (
+        "auth: environment variable MEMBERS_AUTH cannot be read by a source "
+        "(WATCHKEEPER_SOURCE_ENV allows WK_SOURCE_*)"
+    )
+    allowed = EnvPolicy(("WK_SOURCE_*", "MEMBERS_*"))
+    assert resolve(source, env, allowed).credentials["Authorization"] == "Bearer t0ken"
+    default = validate_config(feed(auth="env:WK_SOURCE_AUTH")).sources[0]
+    assert resolve(default, env).credentials["Authorization"] == "Bearer t0ken"
+    # a sink's variable is refused whatever the patterns allow
+    sink = EnvPolicy(("*",), frozenset({"MEMBERS_AUTH"}))
+    with pytest.raises(SourceProblem, match="a notification sink's URL is in it"):
+        resolve(source, env, sink)
+
+
+def test_the_setting_is_patterns_and_a_bad_one_is_one_line():
+    from workers.core.settings import SettingsError
+
+    settings = Settings.from_env({"WATCHKEEPER_SOURCE_ENV": " WK_SOURCE_*, FEED_?_KEY ,"})
+    assert settings.source_env_patterns == ("WK_SOURCE_*", "FEED_?_KEY")
+    assert Settings.from_env({}).source_env_patterns == ("WK_SOURCE_*",)
+    with pytest.raises(SettingsError, match=r"WATCHKEEPER_SOURCE_ENV=.*'A\$B' is not a pattern"):
+        Settings.from_env({"WATCHKEEPER_SOURCE_ENV": "A$B"})
+
+
+def test_check_refuses_a_variable_no_source_may_read_and_a_sinks_variable(write_config):
+    from tests.unit.test_config import _check
+
+    # Given a file whose source reads the Redis URL, and one reading a sink's variable
+    path = write_config(
+        '[[feeds]]\nname = "f"\nurl = "https://e.org/f"\nauth = "env:REDIS_URL"\n'
+        '[[feeds]]\nname = "g"\nurl = "https://e.org/g"\n'
+        '[feeds.headers]\nX-Hook = "env:WK_SOURCE_HOOK"\n'
+        '[[notify]]\nname = "ops"\nurls = ["env:WK_SOURCE_HOOK"]\n'
+    )
+    proc = _check("--config", str(path))
+    # Then check fails with one line for each, naming the source, the field and the variable
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [
+        "source 'f': auth: environment variable REDIS_URL cannot be read by a source "
+        "(REDIS_* holds watchkeeper's own settings and secrets)",
+        "source 'g': headers.X-Hook: environment variable WK_SOURCE_HOOK cannot be read by a "
+        "source (a notification sink's URL is in it)",
+    ]

@@ -69,35 +69,51 @@ class Exchange:
         self.expired = False
         self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
         self._lock = threading.Lock()
+        self._generation = 0
+        self._running = 0
+        """The generation of the ``within`` block running now (0: none)."""
         _install()
 
     @contextlib.contextmanager
     def within(self, seconds: float) -> Iterator[Exchange]:
         """Run the block with a wall-clock deadline ``seconds`` from now; afterwards
-        ``expired`` says whether the deadline cut it."""
-        self.expired = False
+        ``expired`` says whether the deadline cut it.
+
+        Each block is a generation: the watchdog may take a block's alarm just as the block
+        ends at its deadline, and call ``expire`` only once the next block on this Exchange
+        (the next send, on the pooled connection) has started — so ``expire`` acts only while
+        its own generation runs, checked and done under the lock the block's start and end
+        take too."""
+        with self._lock:
+            self._generation += 1
+            self._running = generation = self._generation
+            self.expired = False
         token = _CURRENT.set(self)
-        alarm = _WATCHDOG.arm(time.monotonic() + max(0.0, seconds), self)
+        alarm = _WATCHDOG.arm(time.monotonic() + max(0.0, seconds), self, generation)
         try:
             yield self
         finally:
             _WATCHDOG.disarm(alarm)
             _CURRENT.reset(token)
+            with self._lock:
+                self._running = 0
 
     def track(self, sock: socket.socket) -> None:
         with self._lock:
             self._sockets.add(sock)
 
-    def expire(self) -> None:
-        """Shut down every socket of this exchange still open (from the watchdog thread)."""
-        self.expired = True
+    def expire(self, generation: int) -> None:
+        """Shut down every socket of this exchange still open (from the watchdog thread), if
+        the block ``generation`` is still the one running."""
         with self._lock:
-            sockets = list(self._sockets)
-        for sock in sockets:
-            with contextlib.suppress(OSError, ValueError):
-                # The base class's method: an SSL socket's own would drop its SSL object
-                # under the reading thread's feet; the kernel socket is what must stop.
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            if self._running != generation:
+                return  # it ended in time after all: the next block is not its business
+            self.expired = True
+            for sock in list(self._sockets):
+                with contextlib.suppress(OSError, ValueError):
+                    # The base class's method: an SSL socket's own would drop its SSL object
+                    # under the reading thread's feet; the kernel socket is what must stop.
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def current() -> Exchange | None:
@@ -106,10 +122,11 @@ def current() -> Exchange | None:
 
 
 class _Alarm:
-    __slots__ = ("cancelled", "exchange")
+    __slots__ = ("cancelled", "exchange", "generation")
 
-    def __init__(self, exchange: Exchange) -> None:
+    def __init__(self, exchange: Exchange, generation: int) -> None:
         self.exchange = exchange
+        self.generation = generation
         self.cancelled = False
 
 
@@ -130,8 +147,8 @@ class _Watchdog:
         self._pid = -1
         self._waiting_until = float("inf")
 
-    def arm(self, deadline: float, exchange: Exchange) -> _Alarm:
-        alarm = _Alarm(exchange)
+    def arm(self, deadline: float, exchange: Exchange, generation: int) -> _Alarm:
+        alarm = _Alarm(exchange, generation)
         with self._cv:
             if self._pid != os.getpid():  # first use in this process: start the thread
                 self._pid = os.getpid()
@@ -167,7 +184,7 @@ class _Watchdog:
                     continue
                 _, _, alarm = heapq.heappop(self._heap)
                 alarm.cancelled = True
-            alarm.exchange.expire()
+            alarm.exchange.expire(alarm.generation)
 
 
 _WATCHDOG = _Watchdog()

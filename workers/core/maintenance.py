@@ -2,7 +2,8 @@
 
 A cleanup step is ``step(rt) -> dict`` of counts, run in turn by the cleanup task every
 MOONSHOT_CLEANUP_INTERVAL; one failing step is logged and does not stop the others. A periodic
-entry is a task run every ``every(settings)`` seconds, added to the beat schedule.
+entry is a task run every ``every(settings)`` seconds, added to the beat schedule (held back
+while its queue already holds ``waiting`` messages).
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ class PeriodicEntry:
     name: str
     task: str
     every: Callable[[Settings], float]
+    queue: str = ""
+    """The broker queue its task is routed to, when ``waiting`` is set."""
+    waiting: int = 0
+    """Beat publishes no run while ``queue`` already holds this many messages (0: no limit):
+    a task whose worker is not running (delivery) must not grow its queue, where expired
+    messages stay until consumed, by one message per expiry of its queued marker."""
 
 
 CLEANUP_STEPS: Registry[CleanupStep] = Registry("cleanup step")

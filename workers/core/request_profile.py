@@ -123,6 +123,23 @@ def _proxy_label(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
 
 
+def profile_of(table: Mapping[str, Any]) -> RequestProfile:
+    """The request profile a (validated) table holds, for its names: nothing is resolved."""
+
+    def pairs(value: Any) -> tuple[tuple[str, str], ...]:
+        return tuple((str(k), str(v)) for k, v in value.items()) if isinstance(value, dict) else ()
+
+    return RequestProfile(
+        headers=pairs(table.get("headers")),
+        cookies=pairs(table.get("cookies")),
+        user_agent=str(table.get("user_agent") or ""),
+        auth=str(table.get("auth") or ""),
+        proxy=str(table.get("proxy") or ""),
+        verify=table.get("verify") is not False,
+        ca_bundle=str(table.get("ca_bundle") or ""),
+    )
+
+
 def unset_variables(profile: RequestProfile, environ: Mapping[str, str]) -> list[str]:
     """``field: environment variable NAME is not set`` for each variable missing here."""
     return [

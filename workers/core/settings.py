@@ -74,6 +74,8 @@ FEED_PARSERS = ("auto", "fast", "feedparser")
 """WATCHKEEPER_FEED_PARSER and a feed's ``parser``: see ``tasks/feeds/parsers.py``."""
 HOST_PORT = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(:[0-9]{1,5})?$")
 """A Host header's value: a name or address (IPv6 in brackets) and an optional port."""
+SOURCE_ENV_PATTERN = re.compile(r"^[A-Za-z0-9_*?]{1,128}$")
+"""One glob pattern of WATCHKEEPER_SOURCE_ENV."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class Settings:
     max_sources: int
     sources_changes: int
     source_max_bytes: int
+    source_env: str
     opml_max_bytes: int
     prefix: str
     concurrency: int
@@ -176,6 +179,7 @@ class Settings:
     web_body_timeout: float
     web_login_attempts: int
     web_login_window: int
+    web_session_max_age: int
     web_max_upload: int
     api_token: str
     api_read_tokens: str
@@ -259,6 +263,7 @@ class Settings:
                 f"WATCHKEEPER_NOTIFY_TIMEOUT={self.notify_timeout:g} must stay under "
                 f"WATCHKEEPER_TASK_TIME_LIMIT={self.task_time_limit}"
             )
+        self._check_source_env()
         for host in self.web_allowed_host_list:
             if not HOST_PORT.match(host):
                 raise SettingsError(
@@ -309,6 +314,19 @@ class Settings:
     def web_allowed_host_list(self) -> tuple[str, ...]:
         """``WATCHKEEPER_WEB_ALLOWED_HOSTS`` as its entries, lower case."""
         return tuple(h.strip().lower() for h in self.web_allowed_hosts.split(",") if h.strip())
+
+    def _check_source_env(self) -> None:
+        for pattern in self.source_env_patterns:
+            if not SOURCE_ENV_PATTERN.match(pattern):
+                raise SettingsError(
+                    f"WATCHKEEPER_SOURCE_ENV={self.source_env!r}: {pattern!r} is not a pattern of "
+                    "variable names (letters, digits, '_', '*', '?')"
+                )
+
+    @property
+    def source_env_patterns(self) -> tuple[str, ...]:
+        """``WATCHKEEPER_SOURCE_ENV`` as its patterns."""
+        return tuple(p.strip() for p in self.source_env.split(",") if p.strip())
 
     @property
     def api_read_token_list(self) -> tuple[str, ...]:

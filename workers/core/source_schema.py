@@ -147,7 +147,7 @@ COMMON: tuple[FieldSpec, ...] = (
         "32 headers and cookies. Shown by name only.",
         default={},
         group="request",
-        example={"X-Tenant": "acme", "X-Api-Key": "env:MEMBERS_KEY"},
+        example={"X-Tenant": "acme", "X-Api-Key": "env:WK_SOURCE_MEMBERS_KEY"},
     ),
     FieldSpec(
         "cookies",
@@ -156,7 +156,7 @@ COMMON: tuple[FieldSpec, ...] = (
         default={},
         constraints={"additionalProperties": {"type": "string", "pattern": ENV_PATTERN}},
         group="request",
-        example={"session": "env:MEMBERS_SESSION"},
+        example={"session": "env:WK_SOURCE_MEMBERS_SESSION"},
     ),
     FieldSpec(
         "user_agent",
@@ -174,7 +174,7 @@ COMMON: tuple[FieldSpec, ...] = (
         default="",
         constraints={"pattern": f"^$|{ENV_PATTERN}"},
         group="request",
-        example="env:MEMBERS_AUTH",
+        example="env:WK_SOURCE_MEMBERS_AUTH",
     ),
     FieldSpec(
         "proxy",
@@ -183,7 +183,7 @@ COMMON: tuple[FieldSpec, ...] = (
         "user:password@).",
         default="",
         group="request",
-        example="env:MEMBERS_PROXY",
+        example="env:WK_SOURCE_MEMBERS_PROXY",
     ),
     FieldSpec(
         "verify",

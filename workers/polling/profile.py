@@ -33,6 +33,7 @@ from workers.core.request_profile import (
     RequestProfile,
     proxy_problem,
 )
+from workers.core.source_env import EnvPolicy
 from workers.core.sources_file import Source
 from workers.polling.errors import SourceProblem
 
@@ -73,20 +74,24 @@ class Resolved:
 NO_PROFILE = Resolved()
 
 
-def resolve(source: Source, environ: Mapping[str, str] | None = None) -> Resolved:
+def resolve(
+    source: Source, environ: Mapping[str, str] | None = None, policy: EnvPolicy | None = None
+) -> Resolved:
     """The profile of ``source`` with its variables read now; ``SourceProblem`` (one line
     naming the field and the variable, never a value; the poll loop logs it with the source's
-    name) when one is unset or holds something unusable."""
+    name) when one is unset, holds something unusable or is one no source may read
+    (``policy``, default: ``WK_SOURCE_*`` only; the poll passes its process's,
+    ``workers.core.source_env.env_policy``)."""
     profile: RequestProfile = source.request
     if profile.empty:
         return NO_PROFILE
     env = os.environ if environ is None else environ
-    return _Resolver(source, env).build(profile)
+    return _Resolver(source, env, policy or EnvPolicy()).build(profile)
 
 
 class _Resolver:
-    def __init__(self, source: Source, env: Mapping[str, str]) -> None:
-        self.source, self.env = source, env
+    def __init__(self, source: Source, env: Mapping[str, str], policy: EnvPolicy) -> None:
+        self.source, self.env, self.policy = source, env, policy
         self.secrets: list[str] = []
         self.size = 0
 
@@ -100,6 +105,9 @@ class _Resolver:
         if not raw.startswith(ENV_PREFIX):
             return raw
         var = raw[len(ENV_PREFIX) :]
+        refused = self.policy.refusal(var)
+        if refused is not None:  # checked where it was added too: this is the last line
+            raise self.fail(where, refused)
         value = self.env.get(var, "")
         if not value:
             raise self.fail(where, f"environment variable {var} is not set")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from workers.core.runtime import Runtime
+from workers.core.source_env import env_policy
 from workers.core.sources_file import Source
 from workers.polling.fetch import FetchResult, fetch
 from workers.polling.freshness import Freshness, from_headers
@@ -42,7 +43,7 @@ def collect_one(
         etag=state.etag or None,
         last_modified=state.last_modified or None,
         accept=accept,
-        profile=resolve(source),
+        profile=resolve(source, policy=env_policy(rt)),
     )
     items, bad = ([], 0) if result.not_modified else parse(source, result)
     values: dict[str, Any] = {}

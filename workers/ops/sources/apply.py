@@ -28,8 +28,15 @@ import redis
 
 from workers.core.redact import redact_text, redact_url
 from workers.core.settings import Settings
+from workers.core.source_env import EnvPolicy
 from workers.core.source_registry import Definition, SourceRegistry, encode_json, file_owner
-from workers.core.sources_file import SourcesConfig, is_bundled, load_config, no_sources_file
+from workers.core.sources_file import (
+    ConfigError,
+    SourcesConfig,
+    is_bundled,
+    load_config,
+    no_sources_file,
+)
 from workers.store.source_writes import RegistryError, Written, write
 
 SHOWN = 50
@@ -209,12 +216,16 @@ def apply_file(
 
     ``automatic`` (``run``, beat): skip when the registry already holds this version, and leave
     the registry alone when another host applied a newer copy of the same path. Raises
-    ``ConfigError`` (an invalid file, or the bundled example) and ``RegistryError`` (a name
+    ``ConfigError`` (an invalid file, a profile naming a variable no source may read —
+    ``source_env``) and ``RegistryError`` (a name
     another owner holds, the cap) with one line per problem; nothing is written then."""
     path = path.resolve()
     if is_bundled(path):
         raise RegistryError([no_sources_file()])
     config = load_config(path) if config is None else config
+    refused = EnvPolicy.of(settings, config).config_problems(config)
+    if refused:
+        raise ConfigError(str(path), refused)
     owner = file_owner(str(path))
     wanted = file_definitions(config, owner)
     registry = SourceRegistry(client, settings)

@@ -31,8 +31,10 @@ from typing import Any
 
 from workers.core.connection import get_client
 from workers.core.redact import redact_text
+from workers.core.request_profile import profile_of
 from workers.core.runtime import Runtime
 from workers.core.settings import Settings
+from workers.core.source_env import env_policy
 from workers.core.source_registry import Definition
 from workers.core.sources_file import KIND_SECTIONS, ConfigError
 from workers.core.text import table
@@ -108,7 +110,13 @@ def add_sources_command(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("file", help="an OPML file, or - for standard input")
     p.add_argument("--interval", help="every imported feed's interval (default: the feed's)")
     p.add_argument("--dry-run", action="store_true")
-    p = action("export-opml", cmd_export_opml, "print the feeds as OPML 2.0 (Miniflux's form)")
+    p = action(
+        "export-opml",
+        cmd_export_opml,
+        "print the feeds as OPML 2.0 (Miniflux's form), URLs as they are: credentials in a "
+        "feed's URL (user:password@, ?token=) included (the dashboard's and the API's exports "
+        "mask them)",
+    )
     p.add_argument("--owner")
     p.add_argument("--tag")
     p.add_argument("--title", default="watchkeeper", help="the OPML head's title")
@@ -304,9 +312,17 @@ def cmd_show(args: argparse.Namespace, rt: Runtime) -> int:
     return 0
 
 
+def env_checked(rt: Runtime, d: Definition) -> None:
+    """Refuse a definition whose profile names a variable no source may read (``source_env``)."""
+    problems = env_policy(rt).problems(d.name, profile_of(d.table))
+    if problems:
+        raise ConfigError("", problems)
+
+
 def cmd_add(args: argparse.Namespace, rt: Runtime) -> int:
     fields = apply_fields({}, args)
     d = Definition(args.name, kind_name(args.kind), CLI_OWNER, fields)
+    env_checked(rt, d)
     if args.dry_run:
         from workers.store.source_writes import validate
 
@@ -332,6 +348,7 @@ def cmd_edit(args: argparse.Namespace, rt: Runtime) -> int:
         emit(args, {"changed": None}, [f"{old.name}: unchanged"])
         return 0
     what = changes(old, new)
+    env_checked(rt, new)
     if args.dry_run:
         from workers.store.source_writes import validate
 

@@ -21,8 +21,9 @@ from typing import Any
 from workers.core import keys
 from workers.core.dead_letters import Dispatch
 from workers.core.redact import redact_url
-from workers.core.request_profile import RequestProfile
+from workers.core.request_profile import profile_of
 from workers.core.runtime import Runtime
+from workers.core.source_env import env_policy
 from workers.core.source_registry import Definition
 from workers.core.source_schema import REQUEST_FIELDS
 from workers.core.sources_file import ConfigError, Source
@@ -72,23 +73,6 @@ def health(state: Mapping[str, str], failing_after: int) -> str:
     if errors == 0:
         return "ok"
     return "failing" if errors >= failing_after else "backing off"
-
-
-def profile_of(table: Mapping[str, Any]) -> RequestProfile:
-    """The request profile a (validated) table holds, for its names: nothing is resolved."""
-
-    def pairs(value: Any) -> tuple[tuple[str, str], ...]:
-        return tuple((str(k), str(v)) for k, v in value.items()) if isinstance(value, dict) else ()
-
-    return RequestProfile(
-        headers=pairs(table.get("headers")),
-        cookies=pairs(table.get("cookies")),
-        user_agent=str(table.get("user_agent") or ""),
-        auth=str(table.get("auth") or ""),
-        proxy=str(table.get("proxy") or ""),
-        verify=table.get("verify") is not False,
-        ca_bundle=str(table.get("ca_bundle") or ""),
-    )
 
 
 def shown_fields(table: Mapping[str, Any]) -> dict[str, Any]:
@@ -154,7 +138,11 @@ def editable(d: Definition, what: str) -> None:
 
 
 def checked(rt: Runtime, d: Definition) -> None:
+    """The definition's problems as ``check`` words them, and every environment variable its
+    profile names that no source may read here (``source_env``): 400."""
     problems = validate(rt.settings, [d])
+    if not problems:
+        problems = env_policy(rt).problems(d.name, profile_of(d.table))
     if problems:
         raise Refused(400, problems)
 

@@ -27,13 +27,14 @@ import sys
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from lxml import etree
 
+from workers.core.redact import redact_url
 from workers.core.settings import Settings
 from workers.core.source_registry import Definition, SourceRegistry
 
@@ -333,11 +334,12 @@ def go_escape(text: str) -> str:
     return "".join(out)
 
 
-def _feed_line(d: Definition, indent: str) -> str:
+def _feed_line(d: Definition, indent: str, masked: bool) -> str:
     title = str(d.table.get("title") or d.name)
-    attrs = [("title", title), ("text", title), ("xmlUrl", str(d.table.get("url", "")))]
+    url: Callable[[str], str] = redact_url if masked else str
+    attrs = [("title", title), ("text", title), ("xmlUrl", url(str(d.table.get("url", ""))))]
     if d.table.get("site_url"):
-        attrs.append(("htmlUrl", str(d.table["site_url"])))
+        attrs.append(("htmlUrl", url(str(d.table["site_url"]))))
     attrs.append(("type", "rss"))
     shown = " ".join(f'{k}="{go_escape(v)}"' for k, v in attrs)
     return f"{indent}<outline {shown}></outline>"
@@ -348,10 +350,16 @@ def feed_order(d: Definition) -> tuple[str, str, str]:
 
 
 def export_opml(
-    feeds: Iterable[Definition], title: str = "watchkeeper", created: float | None = None
+    feeds: Iterable[Definition],
+    title: str = "watchkeeper",
+    created: float | None = None,
+    masked: bool = False,
 ) -> str:
     """Feeds as Miniflux writes OPML: categories (each feed's first tag) sorted, feeds by
-    title, untagged feeds after them at the top level."""
+    title, untagged feeds after them at the top level. ``masked``: URL credentials (user info,
+    a ``?token=``) replaced by ``***`` — what the dashboard and the API serve, to read-only
+    tokens and open loopback reads too; the CLI, run by whoever holds the registry, keeps
+    them (a file to import elsewhere)."""
     stamp = time.gmtime(time.time() if created is None else created)
     groups: dict[str, list[Definition]] = {}
     for d in feeds:
@@ -370,9 +378,9 @@ def export_opml(
     body = []
     for category in sorted(c for c in groups if c):
         body.append(f'        <outline text="{go_escape(category)}">')
-        body += [_feed_line(d, " " * 12) for d in sorted(groups[category], key=feed_order)]
+        body += [_feed_line(d, " " * 12, masked) for d in sorted(groups[category], key=feed_order)]
         body.append("        </outline>")
-    body += [_feed_line(d, " " * 8) for d in sorted(groups.get("", []), key=feed_order)]
+    body += [_feed_line(d, " " * 8, masked) for d in sorted(groups.get("", []), key=feed_order)]
     if body:  # Go writes no <body> without an outline in it
         lines += ["    <body>", *body, "    </body>"]
     lines.append("</opml>")

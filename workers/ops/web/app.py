@@ -37,7 +37,7 @@ from workers.core.status_sections import SECTIONS
 from workers.ops.sources import manage
 from workers.ops.web.api import OPML_PATH, api_mount
 from workers.ops.web.api.access import ApiAccess
-from workers.ops.web.auth import Access, Guard
+from workers.ops.web.auth import Access, Guard, throttled
 from workers.ops.web.body import BodyLimit
 from workers.ops.web.editing import Editing
 from workers.ops.web.hosts import Hosts, SameOrigin
@@ -45,7 +45,7 @@ from workers.ops.web.items import STREAMS, BadQuery, page_params, read_page
 from workers.ops.web.memory import memory_data
 from workers.ops.web.replies import refusal
 from workers.ops.web.sources import source_rows
-from workers.ops.web.throttle import attempt, client_of
+from workers.ops.web.throttle import Throttle, attempt, client_of
 from workers.polling.pause import set_paused
 
 log = logging.getLogger("watchkeeper.web")
@@ -194,11 +194,7 @@ class Dashboard:
         wait = attempt(self.rt, client)
         if wait:
             log.warning("[web] %s: too many sign-in attempts; refused for %d s", client, wait)
-            return PlainTextResponse(
-                f"too many sign-in attempts; try again in {wait} s\n",
-                status_code=429,
-                headers={"Retry-After": str(wait)},
-            )
+            return throttled(wait)
         form = await request.form()
         if not self.access.token_matches(str(form.get("token", ""))):
             return self.render(request, "login.html", 401, error=True)
@@ -222,12 +218,13 @@ def create_app(
     retry); ``queue`` is the broker queue polls go to (its length caps "check now"). The REST
     API's tokens default to the settings' (``WATCHKEEPER_API_TOKEN``, ``…_READ_TOKENS``)."""
     s = rt.settings
-    access = Access(token=token, read_only=read_only)
+    access = Access(token=token, read_only=read_only, max_age=s.web_session_max_age)
     api_access = ApiAccess(
         token=s.api_token if api_token is None else api_token,
         read_tokens=s.api_read_token_list if api_read_tokens is None else api_read_tokens,
         open_reads=not token,
         read_only=read_only,
+        throttle=Throttle(rt),
     )
     d = Dashboard(rt, dispatch, access, queue)
     e = Editing(rt, dispatch, queue, d.render, signed=bool(access.token))
@@ -262,7 +259,7 @@ def create_app(
             upload_bytes=s.web_max_upload,
             upload_paths=UPLOAD_PATHS,
         ),
-        Middleware(Guard, access=access, login_page=d.login_page),
+        Middleware(Guard, access=access, login_page=d.login_page, throttle=Throttle(rt)),
     ]
     handlers = {
         ConfigError: config_problem,

@@ -4,7 +4,9 @@
   address needs ``WATCHKEEPER_WEB_TOKEN`` (``serve.check_bind`` refuses to start without it).
 * Every browser gets a session: a random id in an HttpOnly, SameSite=Strict cookie, signed
   (HMAC) with a key derived from the token (so it survives a restart and works on every
-  dashboard sharing the token) or, without a token, with this process's random key.
+  dashboard sharing the token) or, without a token, with this process's random key. The
+  signature covers when the session started: after ``WATCHKEEPER_WEB_SESSION_MAX_AGE`` the
+  cookie is worth nothing (a stolen or forgotten one does not sign anyone in for ever).
 * With a token, every request but the login form and the static files must be signed in: by
   ``Authorization: Bearer <token>``, or by a session the login form signed in (the cookie is
   not the token and does not contain it). Others get 401 and the login form. Signing in starts
@@ -14,6 +16,8 @@
   a token is refused in any other session (and without one). Requests signed in by the bearer
   header (which no browser adds on its own) share one token, shown only to them. Without it:
   403. ``--read-only`` refuses every action (403).
+* A wrong bearer token counts against the client's sign-in attempts, as a wrong login does
+  (``throttle``); over the limit every bearer request, the right token's too, gets 429.
 
 Host, Origin (``hosts``) and body size (``body``) are checked before any of this. The REST
 API (``/api/v1/``) has its own bearer tokens (``workers.ops.web.api.access``): no session, no
@@ -26,6 +30,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -37,6 +42,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from workers.ops.web.replies import is_api
+from workers.ops.web.throttle import Throttle
 
 COOKIE = "wk_session"
 CSRF_HEADER = "x-csrf-token"
@@ -46,6 +52,10 @@ MULTIPART_HEAD = 8192
 """Bytes of a multipart body searched for the CSRF field (forms put it before the file)."""
 BOUNDARY_RE = re.compile(r'boundary="?([^";]{1,70})"?')
 OPEN_PATHS = ("/login", "/static/")
+ISSUED_RE = re.compile(r"^[0-9]{1,12}$")
+CLOCK_SLACK = 300
+"""Seconds a session may seem to start in the future (dashboards sharing a token on machines
+whose clocks differ a little)."""
 BEARER = "bearer"
 """The session id of requests signed in by the bearer header (no cookie)."""
 
@@ -56,6 +66,9 @@ class Session:
     signed_in: bool
     new: bool = False
     """Started by this request: its cookie goes out with the response."""
+    issued: int = field(default_factory=lambda: int(time.time()))
+    """When it started (Unix seconds): signed into its cookie, which is refused after
+    ``Access.max_age``."""
 
 
 def cookie_name(scope: Scope) -> str:
@@ -70,6 +83,8 @@ class Access:
     token: str = ""
     read_only: bool = False
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    max_age: int = 43200
+    """Seconds a session lasts from its start (WATCHKEEPER_WEB_SESSION_MAX_AGE)."""
 
     @cached_property
     def _key(self) -> bytes:
@@ -85,29 +100,33 @@ class Access:
 
     def cookie(self, session: Session) -> str:
         flag = "in" if session.signed_in else "out"
-        return f"{session.sid}.{flag}.{self._mac(f'session|{session.sid}|{flag}')}"
+        payload = f"{session.sid}|{flag}|{session.issued}"
+        return f"{payload.replace('|', '.')}.{self._mac(f'session|{payload}')}"
 
     def session_of(self, request: Request) -> Session | None:
-        """The session the request's cookie names, if the cookie is one this dashboard set."""
-        sid, _, rest = request.cookies.get(cookie_name(request.scope), "").partition(".")
-        flag, _, mac = rest.partition(".")
-        if not sid or flag not in ("in", "out"):
+        """The session the request's cookie names, if the cookie is one this dashboard set and
+        the session is younger than ``max_age``."""
+        value = request.cookies.get(cookie_name(request.scope), "")
+        sid, flag, issued, mac = [*value.split(".", 3), "", "", ""][:4]
+        if not sid or flag not in ("in", "out") or not ISSUED_RE.match(issued):
             return None
-        if not hmac.compare_digest(mac, self._mac(f"session|{sid}|{flag}")):
+        if not hmac.compare_digest(mac, self._mac(f"session|{sid}|{flag}|{issued}")):
             return None
-        return Session(sid, signed_in=flag == "in" or not self.token)
+        if not -CLOCK_SLACK <= time.time() - int(issued) <= self.max_age:
+            return None
+        return Session(sid, signed_in=flag == "in" or not self.token, issued=int(issued))
 
     @staticmethod
     def new_session(signed_in: bool) -> Session:
         return Session(secrets.token_hex(16), signed_in, new=True)
 
-    def bearer(self, request: Request) -> bool:
+    def presented(self, request: Request) -> str | None:
+        """The token of the request's bearer header; None without one, or when the dashboard
+        has no token to compare it with."""
         header = request.headers.get("authorization", "")
-        return (
-            bool(self.token)
-            and header.lower().startswith("bearer ")
-            and hmac.compare_digest(header[7:].strip().encode(), self.token.encode())
-        )
+        if not self.token or not header.lower().startswith("bearer "):
+            return None
+        return header[7:].strip()
 
     def token_matches(self, given: str) -> bool:
         return bool(self.token) and hmac.compare_digest(given.encode(), self.token.encode())
@@ -118,6 +137,7 @@ class Access:
         response.set_cookie(
             cookie_name(request.scope),
             self.cookie(session),
+            max_age=self.max_age,
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https"
@@ -158,9 +178,14 @@ class Guard:
     ``csrf``, the token the pages of this response carry."""
 
     def __init__(
-        self, app: ASGIApp, access: Access, login_page: Callable[[Request, int], Response]
+        self,
+        app: ASGIApp,
+        access: Access,
+        login_page: Callable[[Request, int], Response],
+        throttle: Throttle | None = None,
     ) -> None:
         self.app, self.access, self.login_page = app, access, login_page
+        self.throttle = throttle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -171,8 +196,14 @@ class Guard:
             await self.app(scope, receive, self.with_headers(request, send, None))
             return
         static = scope["path"].startswith("/static/")
+        presented = self.access.presented(request)
+        bearer = presented is not None and self.access.token_matches(presented)
+        if presented is not None and self.throttle is not None:
+            wait = self.throttle.bearer(scope, bearer)
+            if wait:
+                await throttled(wait)(scope, receive, self.with_headers(request, send, None))
+                return
         session = self.access.session_of(request)
-        bearer = self.access.bearer(request)
         if session is None and not bearer and not static:
             session = self.access.new_session(signed_in=not self.access.token)
         state = scope.setdefault("state", {})
@@ -222,6 +253,15 @@ class Guard:
             await send(message)
 
         return sending
+
+
+def throttled(wait: int) -> Response:
+    """The answer to a client over its sign-in attempts (a form's or a bearer header's)."""
+    return PlainTextResponse(
+        f"too many sign-in attempts; try again in {wait} s\n",
+        status_code=429,
+        headers={"Retry-After": str(wait)},
+    )
 
 
 SECURITY_HEADERS = {

@@ -241,7 +241,7 @@ class Editing:
 
     async def opml_export(self, request: Request) -> Response:
         return Response(
-            export_opml(selected(self.rt, "feed")),
+            export_opml(selected(self.rt, "feed"), masked=True),
             media_type="text/x-opml",
             headers={"Content-Disposition": 'attachment; filename="watchkeeper.opml"'},
         )

@@ -11,6 +11,9 @@
   writer's choosing with the ``env:`` credentials the writer names, which is more than a
   local page or process should get by reaching a port. A wrong token: 401, whatever the rule.
 * ``--read-only`` refuses every API write too (403).
+* A wrong token counts against the client's sign-in attempts, with the dashboard's login
+  (``workers.ops.web.throttle``); over the limit every token, the right one too, gets 429 with
+  ``Retry-After`` until the window ends.
 * ``/api/v1/openapi.json`` (the schema, no data) needs no token.
 """
 
@@ -21,6 +24,8 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from workers.ops.web.throttle import Throttle
+
 READ, WRITE = "read", "write"
 OPEN_PATHS = ("/api/v1/openapi.json",)
 
@@ -28,8 +33,8 @@ OPEN_PATHS = ("/api/v1/openapi.json",)
 class Denied(Exception):
     """A request the API refuses: its status (401, 403) and one line."""
 
-    def __init__(self, status: int, line: str) -> None:
-        self.status, self.line = status, line
+    def __init__(self, status: int, line: str, retry_after: int = 0) -> None:
+        self.status, self.line, self.retry_after = status, line, retry_after
         super().__init__(line)
 
 
@@ -47,6 +52,8 @@ class ApiAccess:
     open_reads: bool = False
     """No API token configured and a dashboard without a login: reads need no token."""
     read_only: bool = False
+    throttle: Throttle | None = None
+    """Counts wrong tokens against the client's sign-in attempts (429 over the limit)."""
 
     def level(self, request: Request) -> str:
         """What the request may do: ``WRITE``, ``READ``; ``Denied`` 401 when it may do
@@ -65,11 +72,21 @@ class ApiAccess:
         if scheme.lower() == "bearer" and secret:
             write = bool(self.token) and hmac.compare_digest(secret, self.token.encode())
             read = _matches(secret, self.read_tokens)
+            self._throttle(request, write or read)
             if write:
                 return WRITE
             if read:
                 return READ
         raise Denied(401, "wrong API token")
+
+    def _throttle(self, request: Request, right: bool) -> None:
+        """A presented token is a sign-in attempt (``throttle``): a wrong one counts, and over
+        the limit even the right one is refused."""
+        if self.throttle is None or not (self.token or self.read_tokens):
+            return
+        wait = self.throttle.bearer(request.scope, right)
+        if wait:
+            raise Denied(429, f"too many token attempts; try again in {wait} s", wait)
 
     def require(self, request: Request, write: bool) -> str:
         """The request's level, checked for what it asks: a write needs the write token."""

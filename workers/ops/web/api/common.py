@@ -46,8 +46,10 @@ def endpoint(access: ApiAccess, write: bool = False) -> Callable[[Handler], Hand
                 access.require(request, write)
                 return await handler(request)
             except Denied as exc:
-                headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-                return error(exc.status, [exc.line], headers)
+                headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+                if exc.retry_after:
+                    headers["Retry-After"] = str(exc.retry_after)
+                return error(exc.status, [exc.line], headers or None)
             except BadRequest as exc:
                 return error(400, [str(exc)])
             except Refused as exc:

@@ -172,7 +172,7 @@ class DataApi:
         owner = text_param(request, "owner", 4200) or None
         tag = text_param(request, "tag") or None
         title = text_param(request, "title") or "watchkeeper"
-        text = export_opml(selected(self.rt, "feed", owner, tag), title=title)
+        text = export_opml(selected(self.rt, "feed", owner, tag), title=title, masked=True)
         return Response(
             text,
             media_type="text/x-opml",

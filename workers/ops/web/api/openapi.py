@@ -514,6 +514,10 @@ def other_paths() -> dict[str, Any]:
             "get": {
                 "operationId": "exportOpml",
                 "summary": "The feeds as OPML 2.0 (Miniflux's form)",
+                "description": (
+                    "Credentials in a feed's URL (user:password@, ?token=…) are masked as *** "
+                    "(`watchkeeper sources export-opml` keeps them)."
+                ),
                 "parameters": [
                     param("owner", "Only this owner's feeds."),
                     param("tag", "Only feeds carrying this tag."),
