@@ -61,16 +61,19 @@ def test_bad_value_is_one_line_naming_the_variable_and_value(name, value, proble
             {"WATCHKEEPER_NOTIFY_TASK_TIME_LIMIT": "10", "WATCHKEEPER_NOTIFY_RUN_WAIT": "20"},
             "WATCHKEEPER_NOTIFY_TASK_TIME_LIMIT=10: must exceed WATCHKEEPER_NOTIFY_RUN_WAIT=20",
         ),
-        (
-            {"WATCHKEEPER_HTTP_DEADLINE": "300"},
-            "WATCHKEEPER_HTTP_DEADLINE=300: must stay under WATCHKEEPER_TASK_TIME_LIMIT=300",
-        ),
     ],
 )
 def test_the_delivery_runs_time_limit_is_checked_against_the_others(env, start):
     with pytest.raises(SettingsError) as info:
         Settings.from_env(env)
     assert str(info.value).startswith(start)
+
+
+def test_a_fetch_deadline_never_outlasts_the_task_time_limit():
+    # A lowered task time limit lowers the fetch deadline rather than refusing to start
+    lowered = Settings.from_env({"WATCHKEEPER_TASK_TIME_LIMIT": "30"})
+    assert lowered.http_deadline == 120.0 and lowered.fetch_deadline == 24.0
+    assert Settings.from_env({}).fetch_deadline == 120.0
 
 
 def test_bad_value_stops_the_cli_with_one_line_and_status_2(tmp_path):

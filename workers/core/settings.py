@@ -225,12 +225,11 @@ class Settings:
         settings.validate()
         return settings
 
-    def _check_http_deadline(self) -> None:
-        if self.http_deadline >= self.task_time_limit:
-            raise SettingsError(
-                f"WATCHKEEPER_HTTP_DEADLINE={self.http_deadline:g}: must stay under "
-                f"WATCHKEEPER_TASK_TIME_LIMIT={self.task_time_limit}"
-            )
+    @property
+    def fetch_deadline(self) -> float:
+        """Seconds one fetch may take: WATCHKEEPER_HTTP_DEADLINE, but never more than 80 % of
+        the task time limit (a lowered limit lowers it, rather than refusing to start)."""
+        return min(self.http_deadline, 0.8 * self.task_time_limit)
 
     def validate(self) -> None:
         """Cross-field checks that a single value cannot express."""
@@ -256,7 +255,6 @@ class Settings:
                 f"WATCHKEEPER_DISPATCH_INTERVAL={self.dispatch_interval:g} (the holder refreshes "
                 "it every pass)"
             )
-        self._check_http_deadline()
         if self.notify_run_budget + self.notify_timeout >= self.task_time_limit:
             raise SettingsError(
                 f"WATCHKEEPER_NOTIFY_RUN_BUDGET={self.notify_run_budget:g}: plus "

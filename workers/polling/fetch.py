@@ -150,7 +150,7 @@ def _fetch(
     if accept:
         headers["Accept"] = accept
     cap = settings.http_max_bytes if max_bytes is None else max_bytes
-    deadline = started + settings.http_deadline
+    deadline = started + settings.fetch_deadline
     visited = {url}
     current = url
     for _hop in range(settings.http_max_redirects + 1):
@@ -205,7 +205,7 @@ def _get_once(
     left = deadline - time.monotonic()
     seconds = min(request_deadline_s(settings), left)
     late = (
-        f"{url}: fetch not complete within {settings.http_deadline:g}s (WATCHKEEPER_HTTP_DEADLINE)"
+        f"{url}: fetch not complete within {settings.fetch_deadline:g}s (WATCHKEEPER_HTTP_DEADLINE)"
         if seconds == left
         else f"{url}: response not complete within {seconds:g}s"
     )
