@@ -23,6 +23,17 @@ from tests.support.helpers import HTTPFixtureServer, clear_watchkeeper_keys, sta
 KEPT = ("WATCHKEEPER_HOME", "WATCHKEEPER_CONFIG", "WATCHKEEPER_TEST_REDIS_URL")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``own_redis`` start their own Redis (the demo's embedded one, a server in
+    a network namespace): the same in both of CI's passes, so they run in the embedded one."""
+    if not os.environ.get("WATCHKEEPER_TEST_REDIS_URL"):
+        return
+    skip = pytest.mark.skip(reason="brings its own Redis: run once, in the embedded-Redis pass")
+    for item in items:
+        if item.get_closest_marker("own_redis"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def test_environment() -> Iterator[dict[str, Any]]:
     """A clean watchkeeper environment for the whole session, and its Redis.

@@ -41,6 +41,8 @@ if os.geteuid() != 0 or shutil.which("ip") is None:
 
 from bench.faults_net import NETNS_DIR, Network, enter, ip, kill_inside
 
+pytestmark = pytest.mark.own_redis
+
 T = TypeVar("T")
 PREFIX = "wkapi"
 TOKEN = "two-machines-api-token"

@@ -16,6 +16,8 @@ import pytest
 
 from tests.support.helpers import wait_for
 
+pytestmark = pytest.mark.own_redis
+
 
 def _env(home: Path) -> dict[str, str]:
     env = {

@@ -8,6 +8,8 @@ import pytest
 
 from bench.slow_receivers import scenario
 
+pytestmark = pytest.mark.own_redis
+
 
 @pytest.mark.slow
 def test_two_trickling_receivers_stall_neither_polls_nor_the_other_destinations(tmp_path):
