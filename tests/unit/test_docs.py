@@ -82,3 +82,21 @@ def test_the_documentation_builds_strictly(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "settings" / "index.html").is_file()
+
+
+def test_a_generated_block_is_rewritten_wherever_it_appears(tmp_path: Path) -> None:
+    from workers.core import doc_tables
+
+    a, b = tmp_path / "a.md", tmp_path / "b.md"
+    a.write_text("x\n<!-- t:start -->\nold\n<!-- t:end -->\ny\n<!-- t:start -->\n<!-- t:end -->\n")
+    b.write_text("no table here\n")
+    assert doc_tables.stale([a, b], {"t": "| new |", "u": "| u |"}) == [
+        f"{a}: the t table is stale",
+        "no page holds the u table",
+    ]
+    assert doc_tables.main(["--docs", str(tmp_path)], lambda: {"t": "| new |"}, "m") == 0
+    block = "<!-- t:start -->\n| new |\n<!-- t:end -->\n"
+    assert a.read_text() == f"x\n{block}y\n{block}"
+    assert b.read_text() == "no table here\n"
+    assert doc_tables.main(["--docs", str(tmp_path), "--check"], lambda: {"t": "| new |"}, "m") == 0
+    assert doc_tables.main(["--readme", str(b)], lambda: {"t": "| new |"}, "m") == 1
