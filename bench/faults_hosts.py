@@ -3,7 +3,8 @@
 * ``redis`` — the machine's ``redis-server`` (``/usr/bin/redis-server`` when present), AOF on,
   ``requirepass`` set. Its configuration is written to its standard input (``redis-server -``),
   so the password is in no file and on no command line.
-* ``w1``, ``w2`` — ``celery -A workers worker`` (prefork). ``w2`` can be (re)started under
+* ``w1``, ``w2`` — ``celery -A workers worker -Q celery,notify`` (prefork: polls and deliveries).
+  ``w2`` can be (re)started under
   libfaketime with its wall clock an hour ahead (a fixed offset, so its timers stay sane).
 * ``beat``, ``beat2`` — ``celery -A workers beat``; the second is started and stopped by the run.
 * ``tcp`` — ``watchkeeper listen``.
@@ -166,6 +167,10 @@ class Cluster:
                     py, "-m", "celery", "-A", "workers", "worker", "--pool", "prefork",
                     "--concurrency", self.env["WATCHKEEPER_CONCURRENCY"], "--loglevel", "INFO",
                     "--hostname", f"{host}@faults", "--without-mingle",
+                    # both queues: polls and deliveries (the `notify` queue a worker without -Q
+                    # leaves to `watchkeeper run`'s delivery worker), so the worker faults also
+                    # hit deliveries mid-send and "notified exactly once" is tested under them
+                    "--queues", "celery,notify",
                 ],
             )  # fmt: skip
         for host in ("beat", "beat2"):
@@ -184,6 +189,8 @@ class Cluster:
             ],
         )
         self.add("redis", [redis_binary(), "-"])
+        # its data files hold the source registry (URLs with their tokens): owner only
+        self.procs["redis"].umask = 0o077
         for host in ("w1", "w2", "beat", "beat2", "tcp", "redis"):
             (self.run_dir / "hosts" / host).mkdir(parents=True, exist_ok=True)
         for name in ("redis", "w1", "w2", "beat", "beat2", "tcp", "net-w1", "net-w2"):

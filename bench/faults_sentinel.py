@@ -82,6 +82,7 @@ class Topology:
         net = self.cluster.net
         for host in SERVERS:
             self.cluster.add(host, [redis_binary(), "-"])
+            self.cluster.procs[host].umask = 0o077  # its data: the registry, tokens and all
             self.cluster.locks[host] = self.cluster.locks["redis"]
         for host in SENTINELS:
             conf = self.run_dir / "hosts" / host / "sentinel.conf"

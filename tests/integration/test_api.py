@@ -423,3 +423,61 @@ def test_an_api_writer_cannot_name_the_workers_own_secrets(runtime, fields, wher
                 f"source 'world': {where}: environment variable {var} cannot be read by a source"
             )
         assert "auth" not in rt.sources.definition("world").table
+
+
+def test_edits_from_two_clients_never_overwrite_each_other_unseen(runtime):
+    rt = runtime.use_config(FILE)
+    with dashboard(rt, Sent(), api_token=TOKEN) as base:
+        api = ApiClient(base, TOKEN)
+        assert api.post("/sources", FEED).status_code == 201
+        # Given two clients that read the same version of a source
+        first = api.get("/sources/world")
+        tag = first.headers["ETag"]
+        assert tag.startswith('"') and len(tag) == 42
+        # When one changes it with that version
+        changed = api.patch("/sources/world", {"interval": "2h"}, headers={"If-Match": tag})
+        assert changed.status_code == 200 and changed.headers["ETag"] != tag
+        # Then the other's change of the version it read is refused, nothing written
+        stale = api.patch("/sources/world", {"interval": "3h"}, headers={"If-Match": tag})
+        assert stale.status_code == 412
+        assert stale.json()["error"].startswith("source 'world': changed since you read it")
+        assert rt.sources.definition("world").table["interval"] == "2h"
+        assert api.delete("/sources/world", headers={"If-Match": tag}).status_code == 412
+        # And with the version it reads again, it goes through
+        fresh = api.get("/sources/world").headers["ETag"]
+        assert fresh == changed.headers["ETag"]
+        again = api.patch("/sources/world", {"interval": "3h"}, headers={"If-Match": fresh})
+        assert again.status_code == 200
+        assert (
+            api.delete(
+                "/sources/world", headers={"If-Match": '"nope", ' + again.headers["ETag"]}
+            ).status_code
+            == 200
+        )
+
+
+def test_an_edit_is_written_only_over_the_version_it_read(runtime):
+    from workers.core.source_registry import Definition
+    from workers.ops.sources import manage
+    from workers.store.source_writes import RegistryError, write
+
+    rt = runtime.use_config(FILE)
+    write(rt.redis, rt.settings, "api", [Definition("w", "feed", "api", {"url": "http://a/"})])
+    read = rt.sources.definition("w")
+    assert read is not None
+    # Given another edit lands between this one's read and its write
+    write(
+        rt.redis,
+        rt.settings,
+        "api",
+        [Definition("w", "feed", "api", {"url": "http://a/", "tags": ["x"]})],
+        mode="owned",
+    )
+    # Then this edit (a merge of what it read) is refused, not written over the other
+    with pytest.raises(manage.Refused) as refused:
+        manage.change(rt, "w", {"url": "http://b/"}, read=read)
+    assert refused.value.status == 409
+    assert "changed by another edit since it was read" in refused.value.problems[0]
+    with pytest.raises(RegistryError):
+        write(rt.redis, rt.settings, "api", removes=["w"], mode="owned", expect=read.etag)
+    assert rt.sources.definition("w").table == {"url": "http://a/", "tags": ["x"]}

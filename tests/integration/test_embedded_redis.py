@@ -87,6 +87,23 @@ def test_data_survives_a_server_restart(tmp_path):
         embedded.release()
 
 
+def test_its_data_files_are_readable_by_their_owner_only(tmp_path):
+    # Given a data directory an older version left readable by everyone
+    (tmp_path / "redis").mkdir(mode=0o755)
+    os.chmod(tmp_path / "redis", 0o755)
+    embedded = EmbeddedRedis(tmp_path)
+    client = connect(embedded.acquire())
+    try:
+        # When the registry writes a source whose URL holds a token
+        client.hset("wk:sources", "feed", '{"url": "https://h/feed?token=SECRET"}')
+        # Then its append-only files sit in a directory only the owner can enter
+        assert embedded.dir == tmp_path / "redis"
+        assert embedded.dir.stat().st_mode & 0o077 == 0
+    finally:
+        client.close()
+        embedded.release()
+
+
 def test_a_long_home_path_still_gets_a_usable_socket(tmp_path):
     home = tmp_path / ("x" * 120)
     embedded = EmbeddedRedis(home)

@@ -195,6 +195,29 @@ def test_a_tracker_reads_only_what_changed_and_reloads_when_the_log_was_trimmed(
     assert reloaded.full and list(reloaded.changed) == ["z"]
 
 
+def test_a_corrupt_definition_is_skipped_by_whoever_follows_the_registry(
+    runtime: Any, caplog: Any
+) -> None:
+    rt = runtime
+    write(rt.redis, rt.settings, "cli", [Definition("good", "feed", "cli", {"url": "http://a/"})])
+    view = SourceRegistry(rt.redis, rt.settings).view()
+    assert [s.name for s in view.sources()] == ["good"]
+    # Given a change whose stored text is not a definition (written by hand, a bad restore)
+    write(rt.redis, rt.settings, "cli", [Definition("bad", "feed", "cli", {"url": "http://b/"})])
+    write(rt.redis, rt.settings, "cli", [Definition("odd", "feed", "cli", {"url": "http://c/"})])
+    rt.redis.hset("wk:sources", "bad", "{not json")
+    rt.redis.hset("wk:sources", "odd", '["a", "list"]')
+    # When a process that follows the registry (beat, status) reads the changes
+    update = view.tracker.registry.view()
+    # Then the corrupt ones are skipped with a line each; the others are untouched
+    assert [s.name for s in update.sources()] == ["good"]
+    assert "'bad': unreadable definition in the registry" in caplog.text
+    assert "'odd': unreadable definition in the registry" in caplog.text
+    assert rt.sources.definition("bad") is None
+    # And a whole reload skips them the same way
+    assert [d.name for d in SourceRegistry(rt.redis, rt.settings).scan()] == ["good"]
+
+
 # --- the CLI ---------------------------------------------------------------------------------
 
 

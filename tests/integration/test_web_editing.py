@@ -243,6 +243,34 @@ def test_editing_never_shows_a_profile_value_and_keeps_it(runtime, monkeypatch):
         assert table["user_agent"] == "Agent-Literal/1.0" and table["interval"] == "2h"
 
 
+def test_two_tabs_editing_one_source_never_overwrite_each_other_unseen(runtime):
+    rt = runtime.use_config(FILE)
+    with dashboard(rt, Sent(), token=TOKEN) as base:
+        web, csrf = browser(base, TOKEN)
+        form = form_of("feed", name="shared", url="http://127.0.0.1:9/s.rss", interval="1h")
+        web.post(base + "/add-source", data={**form, "csrf": csrf, "do": "save"})
+        # Given two tabs showing the edit form of the same version
+        pages = [web.get(base + "/sources/shared/edit", timeout=10).text for _ in range(2)]
+        forms = []
+        for page in pages:
+            fields = dict(re.findall(r'name="(f\.[a-z_]+)" id="[^"]+" value="([^"]*)"', page))
+            version = re.search(r'name="version" value="([0-9a-f]{40})"', page)
+            assert version is not None
+            forms.append({**fields, "version": version.group(1), "csrf": csrf, "do": "save"})
+        # When the first saves an interval of 2h and the second one of 3h
+        first = web.post(
+            base + "/sources/shared/edit",
+            data={**forms[0], "f.interval": "2h"},
+            allow_redirects=False,
+        )
+        assert first.status_code == 303
+        second = web.post(base + "/sources/shared/edit", data={**forms[1], "f.interval": "3h"})
+        # Then the second is refused with the reason, and the first's change stands
+        assert second.status_code == 412
+        assert "source &#39;shared&#39;: changed since you read it" in second.text
+        assert rt.sources.definition("shared").table["interval"] == "2h"
+
+
 def test_a_file_owned_source_is_changed_in_its_file(runtime):
     rt = runtime.use_config(FILE)
     with dashboard(rt, Sent()) as base:
@@ -385,11 +413,17 @@ def test_the_preview_is_bounded_by_the_fetch_caps(runtime, http_server):
 
 
 def test_a_preview_that_outlasts_a_polls_time_limit_answers_and_holds_its_slot(
-    runtime, http_server
+    runtime, http_server, monkeypatch
 ):
     from dataclasses import replace
 
     from workers.core.runtime import Runtime
+    from workers.core.settings import Settings
+
+    # A fetch's own deadline is capped below the poll's time limit; work that outlasts it
+    # anyway (a kind that does more than fetch, a parser that hangs) is what the preview's
+    # limit is for: lift the cap to make such a preview
+    monkeypatch.setattr(Settings, "fetch_deadline", property(lambda s: s.http_deadline))
 
     # Given a feed whose server trickles its headers a byte a second (its fetch ends at the
     # request deadline, 5 s), and a dashboard whose poll time limit is 2 s

@@ -87,6 +87,8 @@ class EmbeddedRedis:
     def _locked(self) -> Iterator[None]:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
+            # Its data files hold the source registry (URLs with their tokens): owner only.
+            os.chmod(self.dir, 0o700)
             fh = open(self.dir / "lock", "w")  # noqa: SIM115 (closed below)
         except OSError as exc:
             raise RedisUnavailable(

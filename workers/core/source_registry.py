@@ -64,6 +64,8 @@ class Definition:
     kind: str
     owner: str
     table: dict[str, Any]
+    raw: str = field(default="", compare=False, repr=False)
+    """The stored text it was read from ("" for one not read from the registry)."""
 
     def encode(self) -> str:
         """Canonical JSON (sorted keys): an unchanged definition is the same text."""
@@ -72,7 +74,15 @@ class Definition:
     @classmethod
     def decode(cls, name: str, raw: str) -> Definition:
         data = json.loads(raw)
-        return cls(name, str(data["kind"]), str(data["owner"]), dict(data["table"]))
+        return cls(name, str(data["kind"]), str(data["owner"]), dict(data["table"]), raw)
+
+    @property
+    def etag(self) -> str:
+        """The version of the stored text (SHA-1, as Redis's ``redis.sha1hex`` writes it): an
+        edit that read this version is refused once another one replaced it."""
+        return hashlib.sha1(
+            (self.raw or self.encode()).encode("utf-8", "surrogatepass")
+        ).hexdigest()
 
     @property
     def section(self) -> str:
@@ -92,6 +102,15 @@ class Definition:
         if problems or not built:
             raise ConfigError("", problems or [f"source '{self.name}': cannot be read"])
         return built[0]
+
+
+def _decoded(name: str, raw: Any) -> Definition | None:
+    """``raw`` decoded, or None with one warning line: not JSON, or not a definition."""
+    try:
+        return Definition.decode(name, str(raw))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        log.warning("[sources] %r: unreadable definition in the registry (skipped)", name)
+        return None
 
 
 def encode_json(value: Any) -> str:
@@ -163,16 +182,19 @@ class SourceRegistry:
         }
 
     def definition(self, name: str) -> Definition | None:
+        """The stored definition of ``name``; None when absent or unreadable (logged)."""
         raw = self.client.hget(self.key, name)
-        return Definition.decode(name, str(raw)) if raw is not None else None
+        return _decoded(name, raw) if raw is not None else None
 
     def definitions(self, names: Iterable[str]) -> dict[str, Definition | None]:
+        """Several stored definitions in one round trip; an unreadable one is None, as if
+        absent (logged), so one corrupt entry never stops a process that follows them all."""
         wanted = list(dict.fromkeys(names))
         if not wanted:
             return {}
         raws = self.client.hmget(self.key, wanted)
         return {
-            n: (Definition.decode(n, str(r)) if r is not None else None)
+            n: (_decoded(n, r) if r is not None else None)
             for n, r in zip(wanted, raws, strict=True)
         }
 
@@ -206,10 +228,9 @@ class SourceRegistry:
     def scan(self) -> Iterator[Definition]:
         """Every definition, ``SCAN`` definitions a round trip (never one long command)."""
         for name, raw in self.client.hscan_iter(self.key, count=SCAN):
-            try:
-                yield Definition.decode(str(name), str(raw))
-            except (ValueError, KeyError, TypeError):
-                log.warning("[sources] %r: unreadable definition in the registry", name)
+            found = _decoded(str(name), raw)
+            if found is not None:
+                yield found
 
     def changed_since(self, rev: int) -> list[tuple[str, int]]:
         """Names changed after revision ``rev`` with the revision of their last change."""
@@ -307,6 +328,8 @@ class SourceView:
                 self._sources[name] = definition.build()
             except ConfigError as exc:
                 self.invalid[name] = exc.problems
+            except (ValueError, KeyError, TypeError) as exc:  # a table no reader expects
+                self.invalid[name] = [f"source '{name}': cannot be read: {exc!r}"]
         return update
 
     @property

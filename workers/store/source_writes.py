@@ -84,13 +84,16 @@ def write(
     mode: str = "",
     file_record: str = "",
     read: bool = True,
+    expect: str = "",
 ) -> Written:
     """Write ``puts`` and remove ``removes``, all owned by ``owner``, in one atomic call.
 
     ``mode`` "new": every put must be a new name (``sources add``); "owned": every name must
     exist and belong to ``owner`` (edit, remove); "": create or update, absent removals skipped
-    (apply, import). ``read``: see ``validate``. Raises ``RegistryError`` (nothing written) on
-    any problem."""
+    (apply, import). ``expect`` (with "owned"): the ``Definition.etag`` each name must still
+    have — an edit of what was read, refused ("changed meanwhile") if another write came
+    between. ``read``: see ``validate``. Raises ``RegistryError`` (nothing written) on any
+    problem."""
     removes = list(dict.fromkeys(removes))
     counts = Counter(d.name for d in puts)
     duplicates = sorted({n for n, c in counts.items() if c > 1} | (set(counts) & set(removes)))
@@ -107,7 +110,7 @@ def write(
         settings.sources_changes,
         uuid.uuid4().hex,
         file_record,
-        mode,
+        f"{mode}@{expect}" if expect and mode == "owned" else mode,
         len(puts),
     ]
     for d in puts:
@@ -162,6 +165,11 @@ def refusal(status: str, detail: list[str], settings: Settings) -> str:
         return f"source '{name}': name: already in the registry (owner {other})"
     if status == "missing":
         return f"source '{detail[0]}': name: not in the registry"
+    if status == "stale":
+        return (
+            f"source '{detail[0]}': changed by another edit since it was read; "
+            "read it again and repeat the change"
+        )
     if status == "cap":
         now, after, cap = detail
         return (

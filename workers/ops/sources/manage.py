@@ -148,13 +148,34 @@ def checked(rt: Runtime, d: Definition) -> None:
 
 
 def _write(
-    rt: Runtime, owner: str, puts: list[Definition], removes: list[str], mode: str
+    rt: Runtime,
+    owner: str,
+    puts: list[Definition],
+    removes: list[str],
+    mode: str,
+    expect: str = "",
 ) -> Written:
     try:
-        return write(rt.redis, rt.settings, owner, puts, removes, mode=mode)
+        return write(rt.redis, rt.settings, owner, puts, removes, mode=mode, expect=expect)
     except RegistryError as exc:  # what the registry refused: a name taken, the cap, a race
         missing = all(p.endswith(": name: not in the registry") for p in exc.problems)
         raise refused(404 if missing else 409, exc) from None
+
+
+def expected(d: Definition, if_match: str | None) -> None:
+    """An ``If-Match`` (the ``ETag`` the client read, or a form's version) that is no longer
+    ``d``'s: 412, nothing written — the client edits what someone else already changed."""
+    if if_match is None or if_match.strip() == "*":
+        return
+    tags = {t.strip().removeprefix("W/").strip('"') for t in if_match.split(",")}
+    if d.etag not in tags:
+        raise Refused(
+            412,
+            [
+                f"source '{d.name}': changed since you read it (its version is now "
+                f"{d.etag[:12]}); read it again and repeat the change"
+            ],
+        )
 
 
 def create(
@@ -193,20 +214,33 @@ def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str
     return out
 
 
-def change(rt: Runtime, name: str, table: dict[str, Any]) -> tuple[Definition, Written | None]:
-    """Give source ``name`` this table (without ``name``); its owner and kind stay."""
-    old = definition_of(rt, name)
+def change(
+    rt: Runtime,
+    name: str,
+    table: dict[str, Any],
+    if_match: str | None = None,
+    read: Definition | None = None,
+) -> tuple[Definition, Written | None]:
+    """Give source ``name`` this table (without ``name``); its owner and kind stay. Written
+    only over the version read (``read``, else read here) — a concurrent edit is a 409, never
+    silently undone — and, with ``if_match``, only over that version (412)."""
+    old = read or definition_of(rt, name)
+    expected(old, if_match)
     editable(old, "edit")
     new = Definition(old.name, old.kind, old.owner, table)
     if new.encode() == old.encode():
         return old, None
     checked(rt, new)
-    return new, _write(rt, old.owner, [new], [], "owned")
+    return new, _write(rt, old.owner, [new], [], "owned", expect=old.etag)
 
 
-def patch(rt: Runtime, name: str, changes: Mapping[str, Any]) -> tuple[Definition, Written | None]:
-    """Apply a JSON merge patch to source ``name``'s table; ``name`` and ``kind`` stay."""
+def patch(
+    rt: Runtime, name: str, changes: Mapping[str, Any], if_match: str | None = None
+) -> tuple[Definition, Written | None]:
+    """Apply a JSON merge patch to source ``name``'s table; ``name`` and ``kind`` stay. The
+    patch applies to the version read here: another edit between read and write is a 409."""
     old = definition_of(rt, name)
+    expected(old, if_match)
     fixed = [
         f"source '{name}': {key}: cannot be changed (remove the source and add it again)"
         for key in ("name", "kind")
@@ -215,13 +249,14 @@ def patch(rt: Runtime, name: str, changes: Mapping[str, Any]) -> tuple[Definitio
     if fixed:
         raise Refused(400, fixed)
     rest = {k: v for k, v in changes.items() if k not in ("name", "kind")}
-    return change(rt, name, merge_patch(old.table, rest))
+    return change(rt, name, merge_patch(old.table, rest), read=old)
 
 
-def remove(rt: Runtime, name: str) -> Written:
+def remove(rt: Runtime, name: str, if_match: str | None = None) -> Written:
     d = definition_of(rt, name)
+    expected(d, if_match)
     editable(d, "remove")
-    return _write(rt, d.owner, [], [name], "owned")
+    return _write(rt, d.owner, [], [name], "owned", expect=d.etag if if_match else "")
 
 
 def source_of(rt: Runtime, name: str) -> Source:

@@ -79,6 +79,8 @@ class Editing:
             kinds=[k.name for k in KINDS],
             fields=form_fields(kind, table, form, editing=editing is not None),
             editing=editing,
+            # the version the form was first shown with: saved only over that version
+            version=(form or {}).get("version") or (editing.etag if editing else ""),
             problems=problems or [],
             preview=tested,
             keep=KEEP,
@@ -151,7 +153,9 @@ class Editing:
             if old is None:
                 manage.create(self.rt, kind, {"name": d.name, **d.table})
             else:
-                manage.change(self.rt, old.name, d.table)
+                manage.change(
+                    self.rt, old.name, d.table, if_match=form.get("version") or None, read=old
+                )
         except manage.Refused as exc:
             return again(exc.status, exc.problems)
         log.info("[web] %s: %s (%s)", d.name, "added" if old is None else "changed", kind)

@@ -18,17 +18,23 @@
 -- ARGV[4]  epoch to record when the registry is new
 -- ARGV[5]  file record to store for this owner ("" leaves it)
 -- ARGV[6]  "new": every name put must be new; "owned": every name put or removed must exist
---          (owned by this owner); "": puts create or update, absent removals are skipped
+--          (owned by this owner); "owned@<sha1>": so too, and each must still be the version
+--          whose redis.sha1hex is <sha1> (an edit of what was read: compare and set);
+--          "": puts create or update, absent removals are skipped
 -- ARGV[7]  n, the number of definitions put
 -- ARGV[8 .. 7+2n]  name, definition JSON pairs
 -- ARGV[8+2n ..]    names removed
 -- Returns  {"ok", revision, added, changed, removed} (the revision unchanged when nothing was),
 --          or a refusal with nothing written: {"owned", name, its owner}, {"exists", name,
---          its owner}, {"missing", name}, {"cap", size now, size after, cap}
+--          its owner}, {"missing", name}, {"cap", size now, size after, cap}, {"stale", name}
 
 local defs, log, meta, owners, owned, files = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local owner, cap, log_cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local mode, n = ARGV[6], tonumber(ARGV[7])
+local expect = string.match(mode, '^owned@(%x+)$')
+if expect then
+  mode = 'owned'
+end
 local first_removal = 8 + 2 * n
 
 local function owner_of(raw)
@@ -48,6 +54,9 @@ for i = 8, 7 + 2 * n, 2 do
     if mode == 'new' then
       return {'exists', name, owner_of(existing)}
     end
+    if expect and redis.sha1hex(existing) ~= expect then
+      return {'stale', name}
+    end
     if existing ~= definition then
       changes = changes + 1
     end
@@ -64,6 +73,9 @@ for i = first_removal, #ARGV do
   if existing then
     if redis.call('SISMEMBER', owned, name) == 0 then
       return {'owned', name, owner_of(existing)}
+    end
+    if expect and redis.sha1hex(existing) ~= expect then
+      return {'stale', name}
     end
     removals = removals + 1
   elseif mode == 'owned' then

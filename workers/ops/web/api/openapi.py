@@ -36,10 +36,21 @@ ERRORS = {
     "404": "No such source, stream, box or letter.",
     "408": "The body was not sent within WATCHKEEPER_WEB_BODY_TIMEOUT seconds.",
     "409": "A conflict with the registry: the source is owned by a sources file (change it "
-    "there), its name is taken, the registry is full; a letter that cannot be retried.",
+    "there), its name is taken, the registry is full, another edit of it came between this "
+    "one's read and write (read it again); a letter that cannot be retried.",
+    "412": "`If-Match` names a version the source no longer has: someone changed it since "
+    "you read it (GET it again for its new `ETag`).",
     "413": "The body is over WATCHKEEPER_WEB_MAX_BODY bytes (an OPML upload: "
     "WATCHKEEPER_WEB_MAX_UPLOAD).",
     "503": "Redis is unreachable; check now could not send the poll or the queue is full.",
+}
+IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": "The `ETag` a GET answered: change or remove the source only if it still "
+    "has that version (else 412), so two clients never overwrite each other's edits unseen.",
+    "schema": {"type": "string"},
 }
 ALWAYS = ("400", "401", "408", "413", "503")
 """Answers any request may get, from the checks before the endpoint."""
@@ -415,13 +426,15 @@ def sources_paths() -> dict[str, Any]:
                         "application/json": {"schema": ref("SourcePatch")},
                     },
                 },
-                "responses": responses({"200": source}, "403", "404", "409"),
+                "parameters": [IF_MATCH],
+                "responses": responses({"200": source}, "403", "404", "409", "412"),
             },
             "delete": {
                 "operationId": "deleteSource",
                 "summary": "Remove a source (not one a sources file owns)",
+                "parameters": [IF_MATCH],
                 "responses": responses(
-                    {"200": json_body(ref("Removed"), "Removed.")}, "403", "404", "409"
+                    {"200": json_body(ref("Removed"), "Removed.")}, "403", "404", "409", "412"
                 ),
             },
         },

@@ -46,6 +46,12 @@ def searchable(d: Definition) -> str:
     return " ".join(parts).casefold()
 
 
+def etag(d: Definition) -> dict[str, str]:
+    """The ``ETag`` of a source's stored version: sent back as ``If-Match`` by a client that
+    must not overwrite another's change (PATCH, DELETE: 412 when it is no longer current)."""
+    return {"ETag": f'"{d.etag}"'}
+
+
 class SourcesApi:
     def __init__(self, rt: Runtime, dispatch: Dispatch, queue: str) -> None:
         self.rt, self.dispatch, self.queue = rt, dispatch, queue
@@ -110,16 +116,19 @@ class SourcesApi:
         )
 
     async def get(self, request: Request) -> Response:
-        return JSONResponse(self.body(manage.definition_of(self.rt, self.name(request))))
+        d = manage.definition_of(self.rt, self.name(request))
+        return JSONResponse(self.body(d), headers=etag(d))
 
     async def patch(self, request: Request) -> Response:
         changes = await json_object(request)
-        d, _ = manage.patch(self.rt, self.name(request), changes)
-        return JSONResponse(self.body(d))
+        name, if_match = self.name(request), request.headers.get("if-match")
+        d, _ = manage.patch(self.rt, name, changes, if_match)
+        now = manage.definition_of(self.rt, name)
+        return JSONResponse(self.body(d), headers=etag(now))
 
     async def delete(self, request: Request) -> Response:
         name = self.name(request)
-        written = manage.remove(self.rt, name)
+        written = manage.remove(self.rt, name, request.headers.get("if-match"))
         return JSONResponse({"removed": name, "revision": written.rev})
 
     async def pause(self, request: Request) -> Response:
