@@ -25,7 +25,7 @@ evicted from a seen-set. Results: ``bench/results/capacity.json``.
 replicas, three Sentinels (``bench/sentinel_topology.py``) — with ``--replica-acks`` replicas
 confirming the writes the outside world is told about (``WATCHKEEPER_REPLICA_ACKS``; 0: no
 ``WAIT``) and the servers' ``min-replicas-to-write`` at ``--min-replicas``: the price of each
-guarantee, in items/s (README "Reliability"). Redis CPU is the primary's; the replicas' and
+guarantee, in items/s (docs/reliability.md). Redis CPU is the primary's; the replicas' and
 Sentinels' is reported apart.
 """
 

@@ -513,7 +513,7 @@ def unlocated(client: redis.Redis, settings: Settings) -> int:
 
 def start_sinks(settings: Settings, client: redis.Redis, config: Path) -> None:
     """Create the notification sink's consumer group before anything is written: a sink reads
-    from where its group starts (README "Streams"), so alerts written before the workers'
+    from where its group starts (docs/streams.md), so alerts written before the workers'
     first delivery run would never be notified, by design."""
     import workers.stages  # noqa: F401 (the source kinds and sections the file holds)
     from tasks.notify.config import notify_config

@@ -290,7 +290,7 @@ class FaultSources(SoakSources):
 class NotifyReceiver:
     """The run's notification destination: a JSON webhook (Apprise ``json://``) on the sources
     host that accepts every POST and records its idempotency key. The contract is
-    at-least-once with a key per message (README "Notifications"): a receiver acting once per
+    at-least-once with a key per message (docs/notifications.md): a receiver acting once per
     key acts exactly once per message, so the run counts keys, and reports redeliveries of a
     key apart."""
 

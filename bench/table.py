@@ -3,7 +3,7 @@
     python bench/table.py           # print the table from bench/results/*.json
     python bench/table.py --run     # run every benchmark first (about 10-15 minutes)
 
-Writes bench/results/table.json and prints a Markdown table (pasted into the README).
+Writes bench/results/table.json and prints a Markdown table (pasted into docs/performance.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The dashboard in a real browser (Debian's chromium driven by Playwright) against
 ``watchkeeper run --demo``: embedded Redis, a real prefork worker, beat, listener and the web
-child. Screenshots of each page go to bench/results/web-*.png (linked from the README).
+child. Screenshots of each page go to bench/results/web-*.png (linked from docs/dashboard.md).
 
 Needs /usr/bin/chromium and the playwright package: ``.ci/install-browser`` installs both (never
 a downloaded browser build).

@@ -1,6 +1,6 @@
 """Delivery never shares pool processes with polls (issue 19 #1): its tasks have their own
 queue, consumed by their own small worker that `watchkeeper run` starts — and not by a worker
-started as the README's multi-machine section says."""
+started as docs/running.md (several machines) says."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_a_worker_as_the_readme_starts_it_leaves_deliveries_to_the_delivery_work
     env = {"REDIS_URL": redis_url, "WATCHKEEPER_HOME": str(tmp_path / "home")}
     tag = uuid.uuid4().hex[:8]
     pool_node, notify_node = f"pool-{tag}@localhost", f"notify-{tag}@localhost"
-    # the README's commands, as a user types them on each machine
+    # the commands of docs/running.md, as a user types them on each machine
     started = [
         start_celery(
             ["worker", "--pool", "prefork", "--concurrency", "1", "-n", pool_node],

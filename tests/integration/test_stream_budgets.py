@@ -76,9 +76,10 @@ def assert_ledger_exact(client: redis.Redis, key: str = STREAM) -> list[dict[str
 
 
 class Reader:
-    """A downstream reader following the README's contract: read on from its last id, count
-    the lines it missed from the gaps in ``seq``. ``seqs`` read, ``gaps`` the seqs it counted
-    as missed; ``peak_bytes`` the most the stream's byte counter showed while it read."""
+    """A downstream reader following the stream contract (docs/streams.md): read on from its
+    last id, count the lines it missed from the gaps in ``seq``. ``seqs`` read, ``gaps`` the
+    seqs it counted as missed; ``peak_bytes`` the most the stream's byte counter showed while it
+    read."""
 
     def __init__(self, client: redis.Redis, key: str = STREAM) -> None:
         self.client, self.key = client, key

@@ -1,6 +1,7 @@
 """A whole new source kind in one module: JSON Feed (jsonfeed.org) into the ``alerts`` stream.
 
-The README's "Adding a source kind" shows this file; a test declares it and polls a real feed.
+"Adding a source kind" in docs/architecture.md shows this file; a test declares it and polls a
+real feed.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""The key registry: names built from it, and the README's key tables generated from it."""
+"""The key registry: names built from it, and the key tables of docs/ generated from it."""
 
 from __future__ import annotations
 
 import re
 
 from tests.support.helpers import ROOT
-from workers.core import keys
+from workers.core import doc_tables, keys
 from workers.core.settings import Settings
 
 
@@ -26,17 +26,26 @@ def test_a_key_name_matches_its_most_specific_declaration() -> None:
     assert keys.match("other:seen:x", settings) is None
 
 
-def test_every_declared_key_is_in_a_readme_table_exactly_as_generated() -> None:
+def test_every_declared_key_is_in_a_docs_table_exactly_as_generated() -> None:
+    """docs/keys.md lists every group; every copy of a table in docs/ (each stage's page shows
+    its own) is exactly what the declarations generate."""
+    tables = keys.doc_tables()
+    whole = found_in((ROOT / "docs" / "keys.md").read_text(encoding="utf-8"), tables)
+    assert whole == set(tables), f"docs/keys.md lacks the tables {set(tables) - whole}"
+    assert doc_tables.stale(doc_tables.pages(ROOT / "docs"), tables) == [], (
+        "a key table in docs/ is stale: run python3 -m workers.core.keys --docs docs"
+    )
+
+
+def test_the_readme_holds_no_generated_table() -> None:
+    """The tables moved to docs/; a copy left in the README would go stale unseen."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for group in keys.groups():
-        found = re.search(
-            rf"<!-- keys:{group}:start -->\n(.*?)\n<!-- keys:{group}:end -->", readme, re.S
-        )
-        assert found, f"README has no key table for {group!r}"
-        assert found.group(1) == keys.markdown_table(group), (
-            f"README key table {group!r} is stale: run python -m workers.core.keys --readme "
-            "README.md"
-        )
+    assert "<!-- keys:" not in readme
+    assert "<!-- settings:" not in readme
+
+
+def found_in(text: str, tables: dict[str, str]) -> set[str]:
+    return {name for name in tables if doc_tables.found(text, name)}
 
 
 def test_no_module_builds_a_key_name_by_hand() -> None:

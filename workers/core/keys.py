@@ -1,14 +1,14 @@
 """Every Redis key watchkeeper writes: its name pattern, type and bound, declared once.
 
-The declarations live in ``keys.toml`` beside this module (pattern, type, bound, README group);
-this module gives each a typed name. Code builds key names only through them
-(``SEEN.key(settings, name)``), so a key cannot exist without a documented bound; the README's
-key tables are generated from them (``python -m workers.core.keys --readme README.md``) and a
+The declarations live in ``keys.toml`` beside this module (pattern, type, bound, documentation
+group); this module gives each a typed name. Code builds key names only through them
+(``SEEN.key(settings, name)``), so a key cannot exist without a documented bound; the key
+tables of docs/ are generated from them (``python -m workers.core.keys --docs docs``) and a
 test checks both that they agree and
 that every key a real run leaves in Redis matches a declaration here.
 
 A pattern is the part after ``WATCHKEEPER_PREFIX`` (``wk:``); ``{field}`` parts are filled in
-order by ``key()``. ``group`` names the README table a key is listed in.
+order by ``key()``. ``group`` names the table (``keys:GROUP`` markers in docs/) a key is listed in.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import tomllib
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
-from pathlib import Path
 from typing import Protocol
 
 
@@ -162,7 +161,7 @@ def match(name: str, settings: HasPrefix) -> KeySpec | None:
     return max(found, key=lambda s: s.literal_length) if found else None
 
 
-# --- README tables ---------------------------------------------------------------------------
+# --- documentation tables (docs/) -----------------------------------------------------------------
 def markdown_table(group: str) -> str:
     lines = ["| Key | Type | Bound |", "|---|---|---|"]
     lines += [
@@ -177,22 +176,15 @@ def groups() -> list[str]:
     return list(dict.fromkeys(s.group for s in _DECLARED.values()))
 
 
-def update_readme(path: str) -> None:
-    """Rewrite every table between ``<!-- keys:GROUP:start -->`` and ``…:end -->`` markers."""
-    text = Path(path).read_text(encoding="utf-8")
-    for group in groups():
-        start, end = f"<!-- keys:{group}:start -->", f"<!-- keys:{group}:end -->"
-        if start not in text:
-            continue
-        head, _, rest = text.partition(start)
-        _, _, tail = rest.partition(end)
-        text = f"{head}{start}\n{markdown_table(group)}\n{end}{tail}"
-    Path(path).write_text(text, encoding="utf-8")
+def doc_tables() -> dict[str, str]:
+    """The generated blocks this module owns: ``keys:GROUP`` (docs/keys.md, each stage's page)."""
+    return {f"keys:{g}": markdown_table(g) for g in groups()}
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--readme"]:
-        update_readme(sys.argv[2])
-    else:
-        for g in groups():
-            print(f"## {g}\n{markdown_table(g)}\n")
+    if sys.argv[1:]:
+        from workers.core import doc_tables as _doc_tables
+
+        sys.exit(_doc_tables.main(sys.argv[1:], doc_tables, "workers.core.keys"))
+    for g in groups():
+        print(f"## {g}\n{markdown_table(g)}\n")

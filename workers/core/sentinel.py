@@ -1,6 +1,6 @@
 """Redis Sentinel: one parser for ``sentinel://`` URLs, and clients that follow a failover.
 
-Two URL forms are accepted (both documented in the README):
+Two URL forms are accepted (both documented in docs/running.md):
 
 * ``sentinel://[user:password@]h1:26379,h2:26379,h3:26379/mymaster/0`` — every Sentinel in one
   URL, then the master's name and the database;

@@ -2,8 +2,8 @@
 
 Every limit watchkeeper enforces is a field here; its environment variable, default, meaning
 and smallest allowed value are declared in ``settings.toml`` beside this module, from which the
-README's settings table is generated (a test checks they agree), so a setting cannot exist
-without being documented. Tasks never call ``os.getenv``: they get a ``Settings``.
+settings table of docs/settings.md is generated (a test checks they agree), so a setting cannot
+exist without being documented. Tasks never call ``os.getenv``: they get a ``Settings``.
 
 A bad value stops start-up with one line naming the variable and the value (``SettingsError``),
 never a traceback.
@@ -60,7 +60,7 @@ class SettingSpec:
 
 @cache
 def specs() -> tuple[SettingSpec, ...]:
-    """Every setting's declaration, in the file's (and the README's) order."""
+    """Every setting's declaration, in the file's (and docs/settings.md's) order."""
     text = resources.files("workers.core").joinpath("settings.toml").read_text(encoding="utf-8")
     return tuple(
         SettingSpec(name, row["env"], row["default"], row["meaning"], row.get("minimum"))
@@ -361,7 +361,7 @@ def _parse(env: str, raw: str, default: Any, minimum: float | None) -> Any:
 
 
 def settings_table() -> list[tuple[str, str, str]]:
-    """(variable, default, meaning) rows, as the README's settings table shows them."""
+    """(variable, default, meaning) rows, as the settings table (docs/settings.md) shows them."""
     rows = []
     for spec in specs():
         default = spec.default
@@ -391,7 +391,7 @@ def check_declarations() -> list[str]:
 
 
 def markdown_table() -> str:
-    """The README's settings table (``python -m workers.core.settings`` prints it)."""
+    """The settings table of docs/settings.md (``python -m workers.core.settings`` prints it)."""
     lines = ["| Variable | Default | Meaning |", "|---|---|---|"]
     lines += [
         f"| `{env}` | `{default}` | {meaning} |" for env, default, meaning in settings_table()
@@ -399,17 +399,14 @@ def markdown_table() -> str:
     return "\n".join(lines)
 
 
-def update_readme(path: str) -> None:
-    """Rewrite the table between the README's settings markers from this module."""
-    text = Path(path).read_text(encoding="utf-8")
-    start, end = "<!-- settings:start -->", "<!-- settings:end -->"
-    head, _, rest = text.partition(start)
-    _, _, tail = rest.partition(end)
-    Path(path).write_text(f"{head}{start}\n{markdown_table()}\n{end}{tail}", encoding="utf-8")
+def doc_tables() -> dict[str, str]:
+    """The generated blocks this module owns: ``settings`` (docs/settings.md)."""
+    return {"settings": markdown_table()}
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--readme"]:
-        update_readme(sys.argv[2])
-    else:
-        print(markdown_table())
+    if sys.argv[1:]:
+        from workers.core import doc_tables as _doc_tables
+
+        sys.exit(_doc_tables.main(sys.argv[1:], doc_tables, "workers.core.settings"))
+    print(markdown_table())

@@ -3,7 +3,7 @@
 Read from the primary's ``INFO replication`` (each replica's state, offset and the seconds
 since it last acknowledged) and, with a Sentinel URL, from every Sentinel (``PING`` and
 ``SENTINEL MASTER``: which primary it names, how many replicas and other Sentinels it knows).
-Warnings say what weakens the guarantee of README "Reliability": a replica missing or lagging
+Warnings say what weakens the guarantee of docs/reliability.md: a replica missing or lagging
 (acknowledged writes then wait, or a failover loses more), fewer replicas online than
 ``WATCHKEEPER_REPLICA_ACKS`` (writes the outside world is told about stall), Sentinels that do
 not answer or disagree (no majority: no failover).

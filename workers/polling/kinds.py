@@ -3,7 +3,7 @@
 A stage declares a ``SourceKind`` and calls ``declare_kind``; from that one declaration the
 sources file learns its ``[[section]]`` and schema, beat schedules its task per source,
 ``watchkeeper poll`` and ``status`` handle its sources, and the one poll loop
-(``workers.polling.poll``) runs it. See the README's "Adding a source kind".
+(``workers.polling.poll``) runs it. See "Adding a source kind" in docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ its proxy and TLS settings, but no credential (what ``requests`` does when it fo
 redirect itself). Non-secret headers and the user agent go with every request of the source,
 robots.txt included. The host's politeness slot is the target's, whatever the proxy.
 
-``auth = "env:NAME"`` holds one of (the value format, also in the README):
+``auth = "env:NAME"`` holds one of (the value format, also in docs/configuration.md):
 
 * ``Bearer TOKEN`` → ``Authorization: Bearer TOKEN``;
 * ``Basic USER:PASSWORD`` or plain ``USER:PASSWORD`` → HTTP basic (encoded here);

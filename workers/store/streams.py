@@ -28,7 +28,7 @@ JSON_FIELDS = frozenset({"tags", "coordinates", "location", "fields", "extra", "
 BULK_BATCH = 1000
 """Entries per script call when many are written at once."""
 SCHEMA = "1"
-"""The version of the stream contract (README "Streams") every entry carries in ``schema``."""
+"""The version of the stream contract (docs/streams.md) every entry carries in ``schema``."""
 
 _ADD = Script("workers.store", "stream_add", include=("stream_budget",))
 

@@ -2,7 +2,7 @@
 
 Under backlog the listener packs up to ``WATCHKEEPER_TCP_PACK_LINES`` lines of one read into
 one entry (``lines`` newline-joined, ``count``, and ``seq`` of its first line) because Redis
-writes one packed entry ~20x faster than that many entries (README "TCP log ingestion"). A
+writes one packed entry ~20x faster than that many entries (docs/tcp.md). A
 reader that wants one record per line passes every entry through ``lines_of``: a packed entry
 becomes ``count`` records shaped exactly like unpacked ones (``line``, and ``seq`` numbered on),
 any other entry passes through unchanged. ``missed`` counts what a reader lost to the cap.

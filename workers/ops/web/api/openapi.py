@@ -267,7 +267,7 @@ def other_schemas() -> dict[str, Any]:
                 "link": {"type": "string", "description": "An http(s) link, or empty."},
                 "fields": {
                     "type": "object",
-                    "description": "The entry's fields (see Streams in the README).",
+                    "description": "The entry's fields (see docs/streams.md).",
                 },
             },
             "additionalProperties": False,
