@@ -118,8 +118,10 @@ def assert_within_budget_and_exact(client: redis.Redis, reader: Reader, total: i
     # the stream holds at most its budget, by its counter and by what XRANGE returns
     assert 0 < stored <= BUDGET
     assert reader.peak_bytes <= BUDGET
-    # and by Redis's own measure of the key (each 100 KB entry is a radix node of its own)
-    assert int(client.memory_usage(STREAM, samples=0) or 0) <= BUDGET * 1.05 + 65536
+    # and by Redis's own measure of the key, within the worst case docs/streams.md states
+    # (1.15 x budget: allocator rounding — a long-running server's malloc rounds these 100 KB
+    # entries up by ~9 %, a fresh one's by ~1 % — and a radix node per entry)
+    assert int(client.memory_usage(STREAM, samples=0) or 0) <= BUDGET * 1.15 + 65536
     # the newest lines are what is left, contiguous: the oldest were trimmed
     lines = [r for f in entries for r in lines_of(f)]
     assert [int(r["seq"]) for r in lines] == list(range(total - len(lines) + 1, total + 1))
