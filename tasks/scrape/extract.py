@@ -1,7 +1,9 @@
 """Listing extraction from one fetched page: pure, and leaves nothing of the page behind.
 
-A page is parsed with BeautifulSoup + lxml, the configured selectors copy plain ``str`` values out
-of it, and the tree is destroyed before returning, so nothing of a page outlives its parse.
+A page is parsed by lxml — its own tree and compiled selectors (``lxml_page``), or BeautifulSoup's
+tree over the same parser for what that path does not take — the configured selectors copy plain
+``str`` values out of it, and the tree is destroyed before returning, so nothing of a page
+outlives its parse.
 Note that ``BeautifulSoup.decompose()`` on the soup object alone
 does not walk the tree in bs4 4.13+ (the root has no ``next_element``), so ``release()``
 decomposes each top-level child first; the nodes then free by reference counting instead of
@@ -23,6 +25,7 @@ from urllib.parse import urldefrag, urljoin
 
 from bs4 import BeautifulSoup, Tag
 
+from tasks.scrape.lxml_page import LxmlPage, Unsupported, attribute, text_of
 from tasks.scrape.price import MAX_PRICE, read_price
 from workers.core.redact import without_credentials
 
@@ -97,24 +100,69 @@ def release(soup: BeautifulSoup) -> None:
     soup.decompose()
 
 
-def field_value(element: Tag, spec: str, page_url: str, max_chars: int) -> str:
+class SoupPage:
+    """BeautifulSoup's way through a page: the reference, and the net under ``LxmlPage``."""
+
+    def __init__(self, body: bytes, charset: str | None) -> None:
+        self.soup = BeautifulSoup(body, "lxml", from_encoding=charset)
+
+    def select(self, css: str) -> list[Any]:
+        return list(self.soup.select(css))
+
+    def first(self, css: str) -> Any | None:
+        return self.soup.select_one(css)
+
+    @staticmethod
+    def below(element: Tag, css: str) -> Any | None:
+        return element if css == ":scope" else element.select_one(css)
+
+    @staticmethod
+    def text(target: Tag) -> str:
+        return target.get_text(" ")
+
+    @staticmethod
+    def attribute(target: Tag, name: str) -> str | None:
+        raw = target.get(name)
+        if raw is None:
+            return None
+        return " ".join(raw) if isinstance(raw, list) else str(raw)
+
+    def release(self) -> None:
+        release(self.soup)
+
+
+class FastPage(LxmlPage):
+    """``LxmlPage`` with the text as ``SoupPage`` gives it."""
+
+    @staticmethod
+    def text(target: Any) -> str:
+        return " ".join(text_of(target))
+
+    @staticmethod
+    def attribute(target: Any, name: str) -> str | None:
+        return attribute(target, name)
+
+
+Page = SoupPage | FastPage
+
+
+def field_value(page: Page, element: Any, spec: str, page_url: str, max_chars: int) -> str:
     """One field of one listing; "" when its selector matches nothing or the value is empty."""
     css, attr = split_spec(spec)
-    target = element if css == ":scope" else element.select_one(css)
+    target = page.below(element, css)
     if target is None:
         return ""
     if attr is None:
-        value = WS_RE.sub(" ", target.get_text(" ")).strip()
+        value = WS_RE.sub(" ", page.text(target)).strip()
     else:
-        raw = target.get(attr)
-        value = " ".join(raw) if isinstance(raw, list) else (raw or "").strip()
+        value = (page.attribute(target, attr) or "").strip()
         if value and attr.lower() in URL_ATTRS:
             value = urljoin(page_url, value)
     return value[:max_chars]
 
 
 def extract_listings(
-    soup: BeautifulSoup,
+    page: Page,
     page_url: str,
     item: str,
     fields: dict[str, str],
@@ -123,7 +171,7 @@ def extract_listings(
     max_chars: int,
     max_price: float = MAX_PRICE,
 ) -> PageResult:
-    """Apply the site's selectors to a parsed page (the caller releases the soup).
+    """Apply the site's selectors to a parsed page (the caller releases it).
 
     A price that is shown but unusable (``read_price``'s problems) leaves its listing without a
     price and is counted in ``bad_prices``, with one warning per page naming the first.
@@ -131,10 +179,11 @@ def extract_listings(
     result = PageResult(url=page_url)
     seen_ids: set[str] = set()
     first_bad = ""
-    for element in soup.select(item):
+    for element in page.select(item):
         result.matched += 1
         values = {
-            name: field_value(element, spec, page_url, max_chars) for name, spec in fields.items()
+            name: field_value(page, element, spec, page_url, max_chars)
+            for name, spec in fields.items()
         }
         listing_id = values.get(id_field, "")
         if not listing_id:
@@ -171,13 +220,13 @@ def extract_listings(
     return result
 
 
-def next_page_url(soup: BeautifulSoup, page_url: str, spec: str | None) -> str | None:
+def next_page_url(page: Page, page_url: str, spec: str | None) -> str | None:
     """The absolute URL of the next page, without fragment, or None."""
     if not spec:
         return None
     css, attr = split_spec(spec, "href")
-    link = soup.select_one(css)
-    raw = link.get(attr or "href") if link is not None else None
+    link = page.first(css)
+    raw = page.attribute(link, attr or "href") if link is not None else None
     if not isinstance(raw, str) or not raw.strip():
         return None
     url = urldefrag(urljoin(page_url, raw.strip())).url
@@ -196,21 +245,53 @@ def extract_page(
     price_field: str | None = None,
     max_chars: int = 2000,
     max_price: float = MAX_PRICE,
+    engine: str = "lxml",
 ) -> PageResult:
     """Parse ``body`` (checked to be HTML), extract listings and the next link, free the tree.
 
+    ``engine`` "lxml": lxml's tree and compiled selectors (``tasks/scrape/lxml_page.py``),
+    BeautifulSoup's path for a page or selector it does not take; "bs4": BeautifulSoup's only.
     Raises ``NotHTML``. Broken markup is not an error: lxml recovers what it can, and a page
     with no recognisable listings yields the ``0 items`` warning.
     """
     check_html(content_type, body)
-    soup = BeautifulSoup(body, "lxml", from_encoding=charset_of(content_type))
+    charset = charset_of(content_type)
+    if engine == "lxml":
+        try:
+            fast = FastPage(body, charset)
+        except Unsupported:
+            pass
+        else:
+            try:
+                return _extract(fast, page_url, item, fields, id_field, next_page, price_field,
+                                max_chars, max_price)  # fmt: skip
+            except Exception:
+                pass  # BeautifulSoup's path, below, gives the answer (or the error) as before
+            finally:
+                fast.release()
+    soup = SoupPage(body, charset)
     try:
-        # Links in listings are data: resolved against the page URL without its credentials.
-        public = without_credentials(page_url)
-        result = extract_listings(
-            soup, public, item, fields, id_field, price_field, max_chars, max_price
-        )
-        result.next_url = next_page_url(soup, page_url, next_page)
-        return result
+        return _extract(soup, page_url, item, fields, id_field, next_page, price_field,
+                        max_chars, max_price)  # fmt: skip
     finally:
-        release(soup)
+        soup.release()
+
+
+def _extract(
+    page: Page,
+    page_url: str,
+    item: str,
+    fields: dict[str, str],
+    id_field: str,
+    next_page: str | None,
+    price_field: str | None,
+    max_chars: int,
+    max_price: float,
+) -> PageResult:
+    # Links in listings are data: resolved against the page URL without its credentials.
+    public = without_credentials(page_url)
+    result = extract_listings(
+        page, public, item, fields, id_field, price_field, max_chars, max_price
+    )
+    result.next_url = next_page_url(page, page_url, next_page)
+    return result
