@@ -58,6 +58,10 @@ no pass reads them all; the passes otherwise read only the entries the due set s
 and the sources that changed. A whole full pass at once (the due set rebuilt) follows a reload
 of the whole registry, the taking of the dispatch lock and a due set Redis lost."""
 
+SWEEP_RATE = 5000
+"""Entries a sweep reads per second at most: over 300,000 sources a sweep takes longer than
+``FULL_PASS_EVERY`` (a million: 200 s) rather than holding Redis longer each pass."""
+
 MIN_SLEEP = 0.05
 """Seconds beat sleeps at least between passes: it wakes when the next entry falls due (the
 due set's earliest time ahead) or after ``WATCHKEEPER_DISPATCH_INTERVAL``, whichever is first,
@@ -174,6 +178,7 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
         self._invalid: dict[str, str] = {}  # source name → its problem (logged once)
         self._full_due = 0.0
         self._sweep: list[str] = []  # entry names the sweep under way has still to read
+        self._swept_at = 0.0
         self._wait: float | None = None  # seconds until the next entry falls due
         kwargs["max_interval"] = self.settings.dispatch_interval
         super().__init__(app, *args, **kwargs)
@@ -299,13 +304,17 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
     def _sweep_slice(self) -> None:
         """This pass's slice of the sweep: every entry read once per ``FULL_PASS_EVERY``."""
         now = time.monotonic()
+        if now - self._swept_at < self.settings.dispatch_interval:
+            return  # passes come as often as entries fall due: the sweep goes by the clock
         if not self._sweep and self._full_due <= now:
             self._sweep = list(self._by_name)
             self._full_due = now + FULL_PASS_EVERY
         if not self._sweep:
             return
-        passes = max(1.0, FULL_PASS_EVERY / self.settings.dispatch_interval)
-        size = max(1, math.ceil(len(self._by_name) / passes))
+        per_second = min(len(self._by_name) / FULL_PASS_EVERY, SWEEP_RATE)
+        elapsed = min(now - self._swept_at, 2 * self.settings.dispatch_interval)
+        self._swept_at = now
+        size = max(1, math.ceil(per_second * elapsed))
         names, self._sweep = self._sweep[-size:], self._sweep[:-size]
         entries = [self._by_name[n] for n in names if n in self._by_name]
         self._dispatch(entries, full=False, sweep=True)
