@@ -103,6 +103,7 @@ class Settings:
     visibility_timeout: int
     dispatch_interval: float
     dispatch_chunk: int
+    status_sources: int
     beat_lock_ttl: int
     queued_max_age: int
     max_queue_length: int
