@@ -78,13 +78,23 @@ def clear_queued(client: Any, key: str, task_id: str) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyStarts:
+    """The literal starts of an entry's key names (``wk:src:``), shared by every entry: an
+    entry keeps only its name, and a million entries do not hold three million key strings."""
+
+    state: str
+    marker: str
+    busy: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One thing beat dispatches: a source's poll, or a periodic task (cleanup, flushes).
 
     ``state_key`` holds its due time (``next_check``); ``marker`` its "queued" marker;
     ``busy_key``, when set, is a lock that means "running now"; ``advance`` (periodic entries)
     moves ``next_check`` on at dispatch — a source's poll sets its own (interval, or backoff
-    after errors). Key names are built once, when the schedule is (re)built, not every pass."""
+    after errors)."""
 
     name: str
     task: str
@@ -93,11 +103,26 @@ class Entry:
     args: tuple[Any, ...]
     every: float
     fingerprint: str
-    state_key: str
-    marker: str
-    busy_key: str | None
+    starts: KeyStarts
     advance: float | None
     ttl: int
+
+    @property
+    def _own(self) -> str:
+        """What its state and lock keys are named after: its source, or the entry itself."""
+        return str(self.args[0]) if self.kind else self.name
+
+    @property
+    def state_key(self) -> str:
+        return self.starts.state + self._own
+
+    @property
+    def marker(self) -> str:
+        return self.starts.marker + self.name
+
+    @property
+    def busy_key(self) -> str | None:
+        return None if self.starts.busy is None else self.starts.busy + self._own
 
     def wait(self, settings: Settings) -> int:
         """Seconds its message may wait in the queue: two periods (at least ``MIN_WAIT``, at
@@ -163,6 +188,23 @@ def definition(source: Source) -> dict[str, Any]:
     return fields
 
 
+_STARTS: dict[tuple[str, bool], KeyStarts] = {}
+
+
+def key_starts(settings: Settings, source: bool) -> KeyStarts:
+    """The key starts of a source's entry or a periodic one, made once per prefix."""
+    starts = _STARTS.get((settings.prefix, source))
+    if starts is None:
+        marker = keys.QUEUED.prefix_of(settings)
+        if source:
+            state = keys.SOURCE_STATE.prefix_of(settings)
+            starts = KeyStarts(state, marker, keys.SOURCE_LOCK.prefix_of(settings))
+        else:
+            starts = KeyStarts(keys.BEAT_ENTRY.prefix_of(settings), marker, None)
+        _STARTS[(settings.prefix, source)] = starts
+    return starts
+
+
 def source_entry(settings: Settings, source: Source, task: str) -> Entry:
     return Entry(
         name=entry_name(source.kind, source.name),
@@ -171,9 +213,7 @@ def source_entry(settings: Settings, source: Source, task: str) -> Entry:
         args=(source.name,),
         every=source.interval,
         fingerprint=fingerprint(source.kind, task, definition(source)),
-        state_key=keys.SOURCE_STATE.key(settings, source.name),
-        marker=queued_key(settings, source.kind, source.name),
-        busy_key=keys.SOURCE_LOCK.key(settings, source.name),
+        starts=key_starts(settings, True),
         advance=None,
         ttl=state_ttl(settings, source),
     )
@@ -187,9 +227,7 @@ def periodic_entry(settings: Settings, name: str, task: str, every: float) -> En
         args=(),
         every=float(every),
         fingerprint=fingerprint(task, float(every)),
-        state_key=keys.BEAT_ENTRY.key(settings, name),
-        marker=keys.QUEUED.key(settings, name),
-        busy_key=None,
+        starts=key_starts(settings, False),
         advance=float(every),
         ttl=int(max(settings.state_ttl, 2 * every)),
     )
