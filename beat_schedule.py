@@ -58,6 +58,9 @@ no pass reads them all; the passes otherwise read only the entries the due set s
 and the sources that changed. A whole full pass at once (the due set rebuilt) follows a reload
 of the whole registry, the taking of the dispatch lock and a due set Redis lost."""
 
+FULL_PASS_LOGGED = 10000
+"""A full pass over more entries than this is logged with its duration."""
+
 SWEEP_RATE = 5000
 """Entries a sweep reads per second at most: over 300,000 sources a sweep takes longer than
 ``FULL_PASS_EVERY`` (a million: 200 s) rather than holding Redis longer each pass."""
@@ -276,13 +279,13 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
             return
         self._wait = None
         if self._full_due == 0.0:  # start, reload, takeover: every entry now, the due set rebuilt
-            self._dispatch(self.entries, full=True)
+            self._full_pass()
             return
         started = time.monotonic()
         while True:  # what the due set says is due, and what changed: a pass costs only that
             due = read_due(self.client, self.settings)
             if due.names is None:  # Redis lost the due set: only a full pass knows
-                self._dispatch(self.entries, full=True)
+                self._full_pass()
                 return
             self._wait = due.wait()
             unknown = [n for n in due.names if n not in self._by_name]
@@ -300,6 +303,20 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
                     self._wait = 0.0
                 break
         self._sweep_slice()
+
+    def _keep(self) -> bool:
+        """Refresh the dispatch lock in the middle of a long pass: still this beat's?"""
+        return hold_lock(self.client, self.settings, self.holder)[0]
+
+    def _full_pass(self) -> None:
+        """Every entry now, the due set rebuilt (in chunks: many short script calls)."""
+        started, entries = time.monotonic(), self.entries
+        if self._dispatch(entries, full=True) is not None and len(entries) > FULL_PASS_LOGGED:
+            log.info(
+                "[beat] full pass: %d entries in %.1f s",
+                len(entries),
+                time.monotonic() - started,
+            )
 
     def _sweep_slice(self) -> None:
         """This pass's slice of the sweep: every entry read once per ``FULL_PASS_EVERY``."""
@@ -323,7 +340,15 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
         """One dispatch pass over these entries; None when it was fenced off."""
         queue = str(self.app.conf.task_default_queue)
         result = dispatch_pass(
-            self.client, self.settings, queue, entries, self._send, full, self.holder, sweep=sweep
+            self.client,
+            self.settings,
+            queue,
+            entries,
+            self._send,
+            full,
+            self.holder,
+            sweep=sweep,
+            keep=self._keep,
         )
         if result.fenced:  # the server we reached now has another holder (a failover)
             log.warning("[beat] %s no longer holds the dispatch lock; standing by", self.holder)

@@ -31,6 +31,8 @@ BENCHMARKS = [
     "bench_polls.py",
     "capacity.py",
     "soak.py --quick",
+    "scale.py --sources 10000 100000 --minutes 2",
+    "scale_peers.py --sources 10000 100000 --minutes 2",
 ]
 
 
@@ -195,6 +197,31 @@ def rows() -> list[Row]:
         None,
         None,
         ">= 4,000",
+    )
+    scale = load("scale")
+    big = max(_get(scale, "watchkeeper") or {"0": None}, key=int)
+    at = f"{int(big):,} sources" if int(big) else "N sources"
+    add(
+        f"scale, {at} (`bench/scale.py`): dispatch lateness p99 s, ours / django-celery-beat "
+        "at 100,000",
+        _get(scale, "watchkeeper", big, "lateness_p99_s"),
+        _get(scale, "peers", "django", "100000", "lateness_p99_s"),
+        None,
+        "<= 1",
+    )
+    add(
+        f"scale, {at}: slowest Redis command after start-up, ms",
+        _get(scale, "watchkeeper", big, "steady_slowest_ms"),
+        None,
+        None,
+        "<= 5",
+    )
+    add(
+        f"scale, {at}: Redis bytes per source (registry, state, due set)",
+        _get(scale, "watchkeeper", big, "redis_bytes_per_source"),
+        None,
+        None,
+        "<= 1,024",
     )
     return out
 

@@ -176,3 +176,30 @@ def test_past_the_status_limit_status_shows_the_sources_due_earliest(runtime: An
     status = collect_status(rt)
     assert list(status["sources"]) == ["d", "b"]
     assert status["beat"]["overdue_entries"] == 2
+
+
+def test_a_long_pass_refreshes_the_dispatch_lock_between_chunks_and_stops_without_it(
+    runtime: Any, monkeypatch: Any
+) -> None:
+    import workers.polling.dispatch as dispatch
+
+    monkeypatch.setattr(dispatch, "KEEP_EVERY", 0.0)  # refresh between every two chunks
+    names = [f"s{i}" for i in range(6)]
+    rt = runtime.use_config(sources(*names))
+    rt.settings = replace(rt.settings, dispatch_chunk=2)
+    every = schedule_entries(rt.settings, rt.sources.view().sources())
+    entries = [e for e in every if e.name.startswith("http")]
+    sent: list[str] = []
+    refreshed: list[bool] = []
+
+    def send(batch: Sequence[Entry], task_ids: Sequence[str]) -> None:
+        sent.extend(e.name for e in batch)
+
+    def keep() -> bool:  # the lock is lost at the second refresh
+        refreshed.append(True)
+        return len(refreshed) < 2
+
+    result = dispatch_pass(rt.redis, rt.settings, QUEUE, entries, send, True, keep=keep)
+    # Then the chunks decided before the lock was lost are sent, the rest wait for the next pass
+    assert result.fenced and len(refreshed) == 2
+    assert sorted(sent) == [f"http_log:s{i}" for i in range(4)]

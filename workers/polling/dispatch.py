@@ -35,6 +35,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -62,6 +63,9 @@ _DUE = Script("workers.polling", "due")
 
 MIN_WAIT = 5
 """Seconds a dispatched message may wait at least, whatever its entry's period."""
+
+KEEP_EVERY = 1.0
+"""Seconds between refreshes of the dispatch lock during one long pass."""
 
 PENDING_TTL = 30
 """Seconds a marker lives between the pass that set it and the confirmation that its message
@@ -319,6 +323,26 @@ def due_entries(client: redis.Redis, settings: Settings) -> list[str] | None:
     return read_due(client, settings, -1).names
 
 
+def _add(
+    settings: Settings,
+    names: list[str],
+    args: list[Any],
+    entries: Sequence[Entry],
+    tokens: Sequence[str],
+) -> None:
+    """The keys and arguments of these entries in one dispatch script call."""
+    for entry, token in zip(entries, tokens, strict=True):
+        names += [entry.state_key, entry.marker, entry.busy_key or entry.marker]
+        args += [
+            entry.fingerprint,
+            token,
+            "" if entry.advance is None else repr(entry.advance),
+            entry.ttl,
+            entry.name,
+            entry.wait(settings),
+        ]
+
+
 def dispatch_pass(
     client: redis.Redis,
     settings: Settings,
@@ -330,6 +354,7 @@ def dispatch_pass(
     *,
     check: bool = False,
     sweep: bool = False,
+    keep: Callable[[], bool] | None = None,
 ) -> PassResult:
     """Mark the due entries queued (one Lua call), send their tasks — several due sources in one
     message when they may share a task — then confirm the sent ones' markers and clear the
@@ -343,7 +368,9 @@ def dispatch_pass(
 
     The entries are decided ``WATCHKEEPER_DISPATCH_CHUNK`` at a time, one script call each (a
     full pass over a million sources is many short calls, never one that holds Redis for
-    seconds); each chunk sees the queue as the previous ones left it."""
+    seconds); each chunk sees the queue as the previous ones left it. ``keep``, called between
+    chunks at most once a second, refreshes the dispatch lock for a pass that outlasts it (a
+    million entries take longer than ``WATCHKEEPER_BEAT_LOCK_TTL``); False ends the pass."""
     base = ("check-" if check else "") + uuid.uuid4().hex[:24]
     tokens = [f"{base}{i:08x}" for i in range(len(entries))]  # task ids, unique per pass
     due_set = keys.BEAT_DUE.key(settings)
@@ -353,21 +380,18 @@ def dispatch_pass(
     shared: list[Any] = []
     result = PassResult([], [], 0)
     chunk = max(1, settings.dispatch_chunk)
+    kept = time.monotonic()
     for lo in range(0, max(1, len(entries)), chunk):
+        if keep is not None and lo and time.monotonic() - kept >= KEEP_EVERY:
+            kept = time.monotonic()
+            if not keep():
+                result.fenced = True
+                break
         mode = "check" if check else "sweep" if sweep or (full and lo) else "1" if full else "0"
         names = list(head)
         args: list[Any] = [settings.max_queue_length, PENDING_TTL, settings.state_ttl]
         args += [slow, mode, holder]
-        for entry, token in zip(entries[lo : lo + chunk], tokens[lo : lo + chunk], strict=True):
-            names += [entry.state_key, entry.marker, entry.busy_key or entry.marker]
-            args += [
-                entry.fingerprint,
-                token,
-                "" if entry.advance is None else repr(entry.advance),
-                entry.ttl,
-                entry.name,
-                entry.wait(settings),
-            ]
+        _add(settings, names, args, entries[lo : lo + chunk], tokens[lo : lo + chunk])
         chosen, length, _now, chunk_shared, skips, fenced = _DISPATCH(client, names, args)
         result.queue_length = int(length)
         if int(fenced):
