@@ -265,7 +265,12 @@ def stop(proc: subprocess.Popen[bytes] | None) -> None:
 
 
 def tree_cpu(proc: psutil.Process) -> float:
+    """CPU seconds of a process and its children, those that ended (pool children replaced
+    after WATCHKEEPER_MAX_TASKS_PER_CHILD) included."""
     total = 0.0
+    with contextlib.suppress(psutil.Error):
+        t = proc.cpu_times()
+        total += t.children_user + t.children_system
     for p in [proc, *proc.children(recursive=True)]:
         with contextlib.suppress(psutil.Error):
             t = p.cpu_times()
@@ -278,6 +283,17 @@ def tree_rss(proc: psutil.Process) -> int:
     for p in [proc, *proc.children(recursive=True)]:
         with contextlib.suppress(psutil.Error):
             total += p.memory_info().rss
+    return total
+
+
+def waited(pid: int) -> float:
+    """Seconds a process has spent runnable but waiting for a CPU (``/proc/PID/schedstat``):
+    what another process on the same cores costs it — a command Redis was running then took
+    that much longer, though Redis did no more work."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int((task / "schedstat").read_text().split()[1]) / 1e9
     return total
 
 
@@ -431,6 +447,7 @@ def run(n: int, minutes: float, workdir: Path, lead: float | None) -> dict[str, 
             "redis": tree_cpu(psutil.Process(rproc.pid)),
         }
         stats0 = client.hgetall(stats_key)
+        wait0 = {"redis": waited(rproc.pid), "beat": waited(beat.pid)}
         mem_points: list[tuple[float, float]] = []
         rss_points: list[tuple[float, float]] = []
         beat_rss: list[int] = []
@@ -457,6 +474,7 @@ def run(n: int, minutes: float, workdir: Path, lead: float | None) -> dict[str, 
             "redis": tree_cpu(psutil.Process(rproc.pid)),
         }
         stats1 = client.hgetall(stats_key)
+        wait1 = {"redis": waited(rproc.pid), "beat": waited(beat.pid)}
 
         # lateness: sampled sources due inside the run (after beat's first pass)
         window = [
@@ -564,6 +582,10 @@ def run(n: int, minutes: float, workdir: Path, lead: float | None) -> dict[str, 
             "commands_over_2ms": len(slow),
             "latency_latest": [[str(x) for x in row] for row in latency],
             "beat_cpu_pct": round(100 * cpu["beat"] / elapsed, 1),
+            "redis_waiting_for_cpu_pct": round(
+                100 * (wait1["redis"] - wait0["redis"]) / elapsed, 1
+            ),
+            "beat_waiting_for_cpu_pct": round(100 * (wait1["beat"] - wait0["beat"]) / elapsed, 1),
             "workers_cpu_pct": round(100 * cpu["workers"] / elapsed, 1),
             "redis_cpu_pct": round(100 * cpu["redis"] / elapsed, 1),
             "beat_rss_mb": round(max(beat_rss) / 2**20, 1) if beat_rss else None,
@@ -614,6 +636,12 @@ ROWS = [
     ),
     ("beat CPU % / RSS MB", lambda r: f"{r['beat_cpu_pct']} / {r['beat_rss_mb']}"),
     ("workers / Redis CPU %", lambda r: f"{r['workers_cpu_pct']} / {r['redis_cpu_pct']}"),
+    (
+        "Redis / beat runnable but waiting for a CPU (% of the run)",
+        lambda r: (
+            f"{r.get('redis_waiting_for_cpu_pct', '-')} / {r.get('beat_waiting_for_cpu_pct', '-')}"
+        ),
+    ),
     (
         "beat start → registry read → first pass starts (s)",
         lambda r: (
