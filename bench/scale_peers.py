@@ -5,9 +5,10 @@
 N entries with ``bench/scale.py``'s intervals (5 min to 24 h, the same mix), each dispatching
 a no-op task, "as if the system had run for a day": each entry's last run is one interval
 before its first due time, the first due times spread uniformly over each interval from the
-moment the run starts (``--lead`` seconds after seeding). Then a real ``celery beat``
-subprocess with the peer's scheduler, and a real worker (prefork, 2 children) consuming the
-no-ops, for ``--minutes``:
+moment the run starts (``--lead`` seconds after seeding begins; measured from the first due
+time or beat's first send, whichever is later: its start-up is reported apart, as ours is).
+Then a real ``celery beat`` subprocess with the peer's scheduler, and a real worker (prefork,
+2 children) consuming the no-ops, for ``--minutes``:
 
 * **celery-redbeat** 2.4.2 (``redbeat.RedBeatScheduler``): entries in Redis (a private
   ``redis-server``, which is also the broker), written as ``RedBeatSchedulerEntry.save``
@@ -230,11 +231,14 @@ def run(peer: str, n: int, minutes: float, workdir: Path, lead: float | None) ->
         )
         procs.append(beat)
         bproc = psutil.Process(beat.pid)
-        # measured from the first due time on (seeding and start-up are not the peers' lateness)
+        # measured from the first due time on, once beat sends (its start-up, like ours, apart)
         time.sleep(max(0.0, start - time.time()))
-        if beat.poll() is not None:
-            raise SystemExit(f"{peer} beat exited; see {workdir / 'beat.log'}")
-        t0, cpu0 = time.time(), tree_cpu(bproc)
+        while not sent_log.exists() and time.time() < began + 900:
+            if beat.poll() is not None:
+                raise SystemExit(f"{peer} beat exited; see {workdir / 'beat.log'}")
+            time.sleep(0.2)
+        ready = time.time()
+        t0, cpu0 = time.time() + 1.0, tree_cpu(bproc)
         wcpu0 = tree_cpu(psutil.Process(worker.pid))
         rss: list[int] = []
         while time.time() < t0 + minutes * 60:
@@ -279,6 +283,7 @@ def run(peer: str, n: int, minutes: float, workdir: Path, lead: float | None) ->
             "workers_cpu_pct": round(100 * wcpu / (end - t0), 1),
             "seed_s": round(seed_s, 1),
             "beat_start_to_first_due_s": round(start - began, 1),
+            "beat_start_to_first_send_s": round(ready - began, 1),
             "queue_left": queue,
             "held": bool(late) and pct(late, 0.99) <= 1.0 and missed == 0,
             "load_avg": os.getloadavg()[0],
