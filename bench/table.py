@@ -215,8 +215,7 @@ def rows() -> list[Row]:
         "<= 1",
     )
     add(
-        "scale, 1,000,000 sources: dispatch lateness p50 / p99 s (p99: the workers fell behind, "
-        "docs/scaling.md)",
+        "scale, 1,000,000 sources, 5 min: dispatch lateness p50 / p99 s (docs/scaling.md)",
         f"{_fmt(_get(scale, 'watchkeeper', '1000000', 'lateness_p50_s'), 3)} / "
         f"{_fmt(_get(scale, 'watchkeeper', '1000000', 'lateness_p99_s'))}",
         None,
