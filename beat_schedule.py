@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
@@ -26,6 +27,7 @@ from typing import Any
 import redis
 from celery.beat import Scheduler
 
+from workers.core import keys
 from workers.core.connection import get_client
 from workers.core.maintenance import PERIODIC
 from workers.core.runtime import Runtime
@@ -35,11 +37,12 @@ from workers.core.sources_file import ConfigError, Source
 from workers.ops.sources.apply import apply_file
 from workers.polling.dispatch import (
     Entry,
+    PassResult,
     dispatch_pass,
-    due_entries,
     hold_lock,
     message,
     periodic_entry,
+    read_due,
     release_lock,
     source_entry,
 )
@@ -49,9 +52,27 @@ log = logging.getLogger(__name__)
 
 
 FULL_PASS_EVERY = 60.0
-"""Seconds between full passes (every entry's state read, the due set rebuilt); the passes in
-between read only the entries the due set says are due, and the sources that changed. A full
-pass also follows a reload of the whole registry and the taking of the dispatch lock."""
+"""Seconds a sweep takes: every entry's state read again and its due time rewritten, a slice
+in each pass (``WATCHKEEPER_DISPATCH_CHUNK`` entries a script call), so over a million sources
+no pass reads them all; the passes otherwise read only the entries the due set says are due,
+and the sources that changed. A whole full pass at once (the due set rebuilt) follows a reload
+of the whole registry, the taking of the dispatch lock and a due set Redis lost."""
+
+FULL_PASS_LOGGED = 10000
+"""A full pass over more entries than this is logged with its duration."""
+
+SWEEP_RATE = 5000
+"""Entries a sweep reads per second at most: over 300,000 sources a sweep takes longer than
+``FULL_PASS_EVERY`` (a million: 200 s) rather than holding Redis longer each pass."""
+
+MIN_SLEEP = 0.05
+"""Seconds beat sleeps at least between passes: it wakes when the next entry falls due (the
+due set's earliest time ahead) or after ``WATCHKEEPER_DISPATCH_INTERVAL``, whichever is first,
+so a source is dispatched within about this of its due time, not within a whole interval."""
+
+DUE_SHARE = 0.5
+"""Share of the dispatch interval a pass may spend reading the due set chunk after chunk (a
+backlog after an outage); what is left is read by the next pass."""
 
 SHOWN = 10
 """Entry names a "sent" log line shows at most."""
@@ -159,6 +180,9 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
         self._changed: set[str] = set()  # entries changed since the last pass
         self._invalid: dict[str, str] = {}  # source name → its problem (logged once)
         self._full_due = 0.0
+        self._sweep: list[str] = []  # entry names the sweep under way has still to read
+        self._swept_at = 0.0
+        self._wait: float | None = None  # seconds until the next entry falls due
         kwargs["max_interval"] = self.settings.dispatch_interval
         super().__init__(app, *args, **kwargs)
 
@@ -195,7 +219,10 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
             if problem != self._problem:
                 log.error("%s", problem)
             self._problem = problem
-        return max(0.0, self.settings.dispatch_interval - (time.monotonic() - started))
+        left = self.settings.dispatch_interval - (time.monotonic() - started)
+        if self._wait is not None:
+            left = min(left, self._wait - (time.monotonic() - started))
+        return max(MIN_SLEEP, left)
 
     def _follow(self) -> None:
         """Apply the sources file if it changed, then take what changed in the registry: one
@@ -250,25 +277,90 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
         changed, self._changed = self._changed, set()
         if not held:
             return
-        queue = str(self.app.conf.task_default_queue)
-        due = (
-            None if self._full_due <= time.monotonic() else due_entries(self.client, self.settings)
-        )
-        full = due is None
-        if due is None:
-            entries = self.entries
-        else:  # what the due set says is due, and what changed: a pass costs only that
-            names = dict.fromkeys([*due, *sorted(changed)])
+        self._wait = None
+        if self._full_due == 0.0:  # start, reload, takeover: every entry now, the due set rebuilt
+            self._full_pass()
+            return
+        started = time.monotonic()
+        while True:  # what the due set says is due, and what changed: a pass costs only that
+            due = read_due(self.client, self.settings)
+            if due.names is None:  # Redis lost the due set: only a full pass knows
+                self._full_pass()
+                return
+            self._wait = due.wait()
+            unknown = [n for n in due.names if n not in self._by_name]
+            if unknown:  # removed (or not valid here): they leave the due set
+                self.client.zrem(keys.BEAT_DUE.key(self.settings), *unknown)
+            names = dict.fromkeys([*due.names, *sorted(changed)])
+            changed = set()
             entries = [self._by_name[n] for n in names if n in self._by_name]
+            result = self._dispatch(entries, full=False)
+            if result is None:
+                return
+            more = len(due.names) >= self.settings.dispatch_chunk and result.sent
+            if not more or time.monotonic() - started > DUE_SHARE * self.settings.dispatch_interval:
+                if more:
+                    self._wait = 0.0
+                break
+        self._sweep_slice()
+
+    def _keep(self) -> bool:
+        """Refresh the dispatch lock in the middle of a long pass: still this beat's?"""
+        return hold_lock(self.client, self.settings, self.holder)[0]
+
+    def _full_pass(self) -> None:
+        """Every entry now, the due set rebuilt (in chunks: many short script calls)."""
+        started, entries = time.monotonic(), self.entries
+        if self._dispatch(entries, full=True) is not None and len(entries) > FULL_PASS_LOGGED:
+            log.info(
+                "[beat] full pass: %d entries in %.1f s",
+                len(entries),
+                time.monotonic() - started,
+            )
+
+    def _sweep_slice(self) -> None:
+        """This pass's slice of the sweep: every entry read once per ``FULL_PASS_EVERY``."""
+        now = time.monotonic()
+        if now - self._swept_at < self.settings.dispatch_interval:
+            return  # passes come as often as entries fall due: the sweep goes by the clock
+        if not self._sweep and self._full_due <= now:
+            self._sweep = list(self._by_name)
+            self._full_due = now + FULL_PASS_EVERY
+        if not self._sweep:
+            return
+        per_second = min(len(self._by_name) / FULL_PASS_EVERY, SWEEP_RATE)
+        elapsed = min(now - self._swept_at, 2 * self.settings.dispatch_interval)
+        self._swept_at = now
+        size = max(1, math.ceil(per_second * elapsed))
+        names, self._sweep = self._sweep[-size:], self._sweep[:-size]
+        entries = [self._by_name[n] for n in names if n in self._by_name]
+        self._dispatch(entries, full=False, sweep=True)
+
+    def _dispatch(self, entries: list[Entry], full: bool, sweep: bool = False) -> PassResult | None:
+        """One dispatch pass over these entries; None when it was fenced off."""
+        queue = str(self.app.conf.task_default_queue)
         result = dispatch_pass(
-            self.client, self.settings, queue, entries, self._send, full, self.holder
+            self.client,
+            self.settings,
+            queue,
+            entries,
+            self._send,
+            full,
+            self.holder,
+            sweep=sweep,
+            keep=self._keep,
         )
         if result.fenced:  # the server we reached now has another holder (a failover)
             log.warning("[beat] %s no longer holds the dispatch lock; standing by", self.holder)
             self.held = False
-            return
+            return None
         if full:
             self._full_due = time.monotonic() + FULL_PASS_EVERY
+            self._sweep = []
+        self._log_sent(result)
+        return result
+
+    def _log_sent(self, result: PassResult) -> None:
         sent = [e for e in result.sent if e.name not in self._held_back]
         if sent:
             log.info(

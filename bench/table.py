@@ -31,6 +31,8 @@ BENCHMARKS = [
     "bench_polls.py",
     "capacity.py",
     "soak.py --quick",
+    "scale.py --sources 10000 100000 --minutes 2",
+    "scale_peers.py --sources 10000 100000 --minutes 2",
 ]
 
 
@@ -195,6 +197,45 @@ def rows() -> list[Row]:
         None,
         None,
         ">= 4,000",
+    )
+    scale = load("scale")
+    add(
+        "scale, 100,000 sources (`bench/scale.py`, `scale_peers.py`): dispatch lateness p99 s, "
+        "watchkeeper / django-celery-beat (PostgreSQL)",
+        _get(scale, "watchkeeper", "100000", "lateness_p99_s"),
+        _get(scale, "peers", "django", "100000", "lateness_p99_s"),
+        None,
+        "<= 1",
+    )
+    add(
+        "scale, 100,000 sources: dispatch lateness p99 s, watchkeeper / celery-redbeat",
+        _get(scale, "watchkeeper", "100000", "lateness_p99_s"),
+        _get(scale, "peers", "redbeat", "100000", "lateness_p99_s"),
+        None,
+        "<= 1",
+    )
+    add(
+        "scale, 1,000,000 sources, 5 min: dispatch lateness p50 / p99 s (docs/scaling.md)",
+        f"{_fmt(_get(scale, 'watchkeeper', '1000000', 'lateness_p50_s'), 3)} / "
+        f"{_fmt(_get(scale, 'watchkeeper', '1000000', 'lateness_p99_s'))}",
+        None,
+        None,
+        "p99 <= 1",
+    )
+    add(
+        "scale, 1,000,000 sources: slowest Redis command after start-up, ms (Redis waiting "
+        "for a CPU on the shared cores)",
+        _get(scale, "watchkeeper", "1000000", "steady_slowest_ms"),
+        None,
+        None,
+        "<= 5",
+    )
+    add(
+        "scale, 1,000,000 sources: Redis bytes per idle source (registry, state, due set)",
+        _get(scale, "watchkeeper", "1000000", "redis_bytes_per_source"),
+        None,
+        None,
+        "<= 1,024",
     )
     return out
 

@@ -143,3 +143,63 @@ def test_a_pass_is_fenced_by_the_dispatch_lock_on_the_server_it_runs_on(runtime:
     # The holder dispatches as before
     assert run_pass(rt, holder="b") == ["http_log:s"]
     release_lock(rt.redis, settings, "b")
+
+
+def test_a_pass_over_many_entries_is_many_short_calls_with_the_same_outcome(
+    runtime: Any,
+) -> None:
+    # Given seven new sources and chunks of two entries a script call
+    names = [f"s{i}" for i in range(7)]
+    rt = runtime.use_config(sources(*names))
+    rt.settings = replace(rt.settings, dispatch_chunk=2)
+    rt.redis.config_resetstat()
+    # When a full pass runs, Then every one is dispatched, in four calls, and the due set holds all
+    assert run_pass(rt) == [f"http_log:{n}" for n in names]
+    calls = rt.redis.info("commandstats")
+    assert sum(calls.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "eval")) >= 4
+    assert rt.redis.zcard("wk:beat:due") == 7
+    assert rt.redis.hget("wk:beat:stats", "dispatched") == "7"
+    # And a second full pass (markers still set) dispatches none of them again
+    assert run_pass(rt) == []
+    assert rt.redis.hget("wk:beat:stats", "skipped_queued") == "7"
+
+
+def test_past_the_status_limit_status_shows_the_sources_due_earliest(runtime: Any) -> None:
+    rt = runtime.use_config(sources("a", "b", "c", "d"))
+    assert len(collect_status(rt)["sources"]) == 4
+    run_pass(rt)
+    # Given b and d are overdue (d the most) and a status limit of two
+    for name, at in (("b", 100.0), ("d", 50.0)):
+        rt.redis.zadd("wk:beat:due", {f"http_log:{name}": at})
+    rt.settings = replace(rt.settings, status_sources=2)
+    # Then status shows those two, not every source, and beat's section counts them overdue
+    status = collect_status(rt)
+    assert list(status["sources"]) == ["d", "b"]
+    assert status["beat"]["overdue_entries"] == 2
+
+
+def test_a_long_pass_refreshes_the_dispatch_lock_between_chunks_and_stops_without_it(
+    runtime: Any, monkeypatch: Any
+) -> None:
+    import workers.polling.dispatch as dispatch
+
+    monkeypatch.setattr(dispatch, "KEEP_EVERY", 0.0)  # refresh between every two chunks
+    names = [f"s{i}" for i in range(6)]
+    rt = runtime.use_config(sources(*names))
+    rt.settings = replace(rt.settings, dispatch_chunk=2)
+    every = schedule_entries(rt.settings, rt.sources.view().sources())
+    entries = [e for e in every if e.name.startswith("http")]
+    sent: list[str] = []
+    refreshed: list[bool] = []
+
+    def send(batch: Sequence[Entry], task_ids: Sequence[str]) -> None:
+        sent.extend(e.name for e in batch)
+
+    def keep() -> bool:  # the lock is lost at the second refresh
+        refreshed.append(True)
+        return len(refreshed) < 2
+
+    result = dispatch_pass(rt.redis, rt.settings, QUEUE, entries, send, True, keep=keep)
+    # Then the chunks decided before the lock was lost are sent, the rest wait for the next pass
+    assert result.fenced and len(refreshed) == 2
+    assert sorted(sent) == [f"http_log:s{i}" for i in range(4)]

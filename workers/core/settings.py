@@ -102,6 +102,8 @@ class Settings:
     task_time_limit: int
     visibility_timeout: int
     dispatch_interval: float
+    dispatch_chunk: int
+    status_sources: int
     beat_lock_ttl: int
     queued_max_age: int
     max_queue_length: int

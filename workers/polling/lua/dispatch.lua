@@ -1,7 +1,8 @@
 -- dispatch: choose the schedule entries beat dispatches now and mark each queued, on Redis's clock.
 --
--- One call per dispatch pass, with the entries to decide: all of them in a full pass, else
--- those the due set (KEYS[3], due.lua) says are due. An entry is due when its state's
+-- One call per chunk of a dispatch pass (at most WATCHKEEPER_DISPATCH_CHUNK entries: never one
+-- long call), with the entries to decide: all of them in a full pass, else those the due set
+-- (KEYS[3], due.lua) says are due. An entry is due when its state's
 -- `next_check` has passed (written by each poll, state_save.lua, for sources; by this script
 -- for periodic entries) or when its definition changed since its last dispatch (`dispatch_fp`;
 -- a new source has none): then `next_check` is reset to now, so the worker agrees it is due.
@@ -38,8 +39,10 @@
 -- ARGV[2]  marker TTL (seconds) until the caller confirms the message was sent
 -- ARGV[3]  counters and due set TTL (seconds)
 -- ARGV[4]  seconds: a source whose last poll took longer may not share a task (batch)
--- ARGV[5]  "1": a full pass (the entries are all there are); "0": a pass over what is due;
---          "check": "check now" of the one entry given
+-- ARGV[5]  "1": a full pass (the entries are all there are, or the first chunk of them: the
+--          due set is emptied first); "sweep": a further chunk of a full pass, or a slice of
+--          the sweep beat spreads over its passes (every entry's due time written, nothing
+--          emptied); "0": a pass over what is due; "check": "check now" of the one entry given
 -- ARGV[6]  this beat's id: nothing is dispatched unless KEYS[4] holds it ("": no fence)
 -- ARGV[6k+1..6k+6]  entry k: its fingerprint, its task id, seconds to advance next_check by at
 --          dispatch ("" for sources: the poll sets it), its state's TTL (seconds), its name,
@@ -60,14 +63,14 @@ local stamp = string.format('%.6f', now)
 local length = redis.call('LLEN', KEYS[1])
 local budget = tonumber(ARGV[1]) - length
 local slow = tonumber(ARGV[4])
-local full = ARGV[5] == '1'
+local full = ARGV[5] == '1' or ARGV[5] == 'sweep'
 local check = ARGV[5] == 'check'
 local due_set = KEYS[3]
 if ARGV[6] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[6] then
   return {{}, length, stamp, {}, {}, 1}
 end
-if full then
-  redis.call('DEL', due_set)
+if ARGV[5] == '1' then
+  redis.call('UNLINK', due_set)  -- freed in the background: a million members take no pause
 end
 local counts = {dispatched = 0, skipped_queued = 0, skipped_queue_full = 0, skipped_polling = 0}
 local chosen, shared = {}, {}
