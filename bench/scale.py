@@ -69,6 +69,9 @@ from workers.store.source_writes import write
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERVALS = [(300, 5), (900, 10), (1800, 10), (3600, 35), (21600, 25), (86400, 15)]
+SHORT_INTERVALS = [(60, 50), (120, 30), (300, 20)]
+"""``--mix short``: every source polled again and again within minutes, to see memory settle
+once each has been polled (the soak's rule), which a day's mix would take days to show."""
 """(seconds, percent of sources)."""
 WRITE_CHUNK = 2000
 SEED_CHUNK = 5000
@@ -562,6 +565,13 @@ def run(n: int, minutes: float, workdir: Path, lead: float | None) -> dict[str, 
             "redis_bytes_per_source": round((seeded_memory - base_memory) / n),
             "redis_bytes_per_source_end": round((end_memory - base_memory) / n),
             "redis_slope_mb_per_min": round(slope(mem_points[len(mem_points) // 2 :]) * 60, 3),
+            # per 100k polls made (dispatched: a source polled again counts again)
+            "workers_rss_mb_per_100k_polls": (
+                round(slope(rss_points[len(rss_points) // 2 :]) / (dispatched / elapsed) * 1e5, 3)
+                if dispatched
+                else None
+            ),
+            "memory_samples": {"redis_mb": mem_points, "workers_rss_mb": rss_points},
             "workers_rss_slope_mb_per_min": round(
                 slope(rss_points[len(rss_points) // 2 :]) * 60, 3
             ),
@@ -675,7 +685,15 @@ def main() -> None:
         "--lead", type=float, default=None, help="seconds from seeding to the first due time"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument(
+        "--mix",
+        choices=("day", "short"),
+        default="day",
+        help="intervals: a real list's (5 min-24 h), or 1-5 min to see memory settle",
+    )
     args = parser.parse_args()
+    if args.mix == "short":
+        INTERVALS[:] = SHORT_INTERVALS
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop what it started
     path = RESULTS / "scale.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
@@ -685,12 +703,18 @@ def main() -> None:
         print(f"== {n} sources, {args.minutes:g} min (work dir {workdir})", flush=True)
         result = run(n, args.minutes, workdir, args.lead)
         result["machine"] = machine()
-        runs[str(n)] = result
+        result["mix"] = args.mix
+        runs[str(n) if args.mix == "day" else f"{n}-{args.mix}"] = result
         print(json.dumps(result, indent=1), flush=True)
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    shown = sorted(runs, key=int)
-    print("| measure | " + " | ".join(f"{int(n):,} sources" for n in shown) + " |")
+    shown = sorted(runs, key=lambda k: (int(k.split("-")[0]), k))
+
+    def head(k: str) -> str:
+        n, _, mix = k.partition("-")
+        return f"{int(n):,} sources" + (f" ({mix} intervals)" if mix else "")
+
+    print("| measure | " + " | ".join(head(n) for n in shown) + " |")
     print("|---|" + "---|" * len(shown))
     for label, cell in ROWS:
         cells = []
