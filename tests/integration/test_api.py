@@ -4,6 +4,7 @@ success and error — is validated against the API's own OpenAPI document
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -434,6 +435,9 @@ def test_edits_from_two_clients_never_overwrite_each_other_unseen(runtime):
         first = api.get("/sources/world")
         tag = first.headers["ETag"]
         assert tag.startswith('"') and len(tag) == 42
+        # (keyed: not a hash a reader could test guesses at the URL's secrets against)
+        raw = rt.redis.hget("wk:sources", "world")
+        assert tag.strip('"') != hashlib.sha1(raw.encode()).hexdigest()
         # When one changes it with that version
         changed = api.patch("/sources/world", {"interval": "2h"}, headers={"If-Match": tag})
         assert changed.status_code == 200 and changed.headers["ETag"] != tag
@@ -479,5 +483,12 @@ def test_an_edit_is_written_only_over_the_version_it_read(runtime):
     assert refused.value.status == 409
     assert "changed by another edit since it was read" in refused.value.problems[0]
     with pytest.raises(RegistryError):
-        write(rt.redis, rt.settings, "api", removes=["w"], mode="owned", expect=read.etag)
+        write(
+            rt.redis,
+            rt.settings,
+            "api",
+            removes=["w"],
+            mode="owned",
+            expect=rt.sources.version(read),
+        )
     assert rt.sources.definition("w").table == {"url": "http://a/", "tags": ["x"]}

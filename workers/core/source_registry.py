@@ -76,13 +76,14 @@ class Definition:
         data = json.loads(raw)
         return cls(name, str(data["kind"]), str(data["owner"]), dict(data["table"]), raw)
 
-    @property
-    def etag(self) -> str:
-        """The version of the stored text (SHA-1, as Redis's ``redis.sha1hex`` writes it): an
-        edit that read this version is refused once another one replaced it."""
-        return hashlib.sha1(
-            (self.raw or self.encode()).encode("utf-8", "surrogatepass")
-        ).hexdigest()
+    def version(self, salt: str) -> str:
+        """The version of the stored text, keyed by the registry's ``salt`` (its epoch, shown
+        nowhere): an edit that read this version is refused once another one replaced it. The
+        key keeps the tag from being a way to test guesses at a secret in the definition (the
+        URL's token, a literal header) against what a read-only API client sees. SHA-1 as
+        Redis's ``redis.sha1hex`` writes it, for ``sources_write.lua`` to compare."""
+        text = salt + (self.raw or self.encode())
+        return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
 
     @property
     def section(self) -> str:
@@ -185,6 +186,10 @@ class SourceRegistry:
         """The stored definition of ``name``; None when absent or unreadable (logged)."""
         raw = self.client.hget(self.key, name)
         return _decoded(name, raw) if raw is not None else None
+
+    def version(self, d: Definition) -> str:
+        """``d``'s version tag (``Definition.version``), keyed by this registry's epoch."""
+        return d.version(str(self.client.hget(keys.SOURCES_META.key(self.settings), "epoch") or ""))
 
     def definitions(self, names: Iterable[str]) -> dict[str, Definition | None]:
         """Several stored definitions in one round trip; an unreadable one is None, as if

@@ -90,7 +90,7 @@ def write(
 
     ``mode`` "new": every put must be a new name (``sources add``); "owned": every name must
     exist and belong to ``owner`` (edit, remove); "": create or update, absent removals skipped
-    (apply, import). ``expect`` (with "owned"): the ``Definition.etag`` each name must still
+    (apply, import). ``expect`` (with "owned"): the ``SourceRegistry.version`` each name must still
     have — an edit of what was read, refused ("changed meanwhile") if another write came
     between. ``read``: see ``validate``. Raises ``RegistryError`` (nothing written) on any
     problem."""

@@ -162,18 +162,19 @@ def _write(
         raise refused(404 if missing else 409, exc) from None
 
 
-def expected(d: Definition, if_match: str | None) -> None:
+def expected(d: Definition, tag: str, if_match: str | None) -> None:
     """An ``If-Match`` (the ``ETag`` the client read, or a form's version) that is no longer
-    ``d``'s: 412, nothing written — the client edits what someone else already changed."""
+    ``d``'s version ``tag``: 412, nothing written — the client edits what someone else already
+    changed."""
     if if_match is None or if_match.strip() == "*":
         return
     tags = {t.strip().removeprefix("W/").strip('"') for t in if_match.split(",")}
-    if d.etag not in tags:
+    if tag not in tags:
         raise Refused(
             412,
             [
                 f"source '{d.name}': changed since you read it (its version is now "
-                f"{d.etag[:12]}); read it again and repeat the change"
+                f"{tag[:12]}); read it again and repeat the change"
             ],
         )
 
@@ -225,13 +226,14 @@ def change(
     only over the version read (``read``, else read here) — a concurrent edit is a 409, never
     silently undone — and, with ``if_match``, only over that version (412)."""
     old = read or definition_of(rt, name)
-    expected(old, if_match)
+    tag = rt.sources.version(old)
+    expected(old, tag, if_match)
     editable(old, "edit")
     new = Definition(old.name, old.kind, old.owner, table)
     if new.encode() == old.encode():
         return old, None
     checked(rt, new)
-    return new, _write(rt, old.owner, [new], [], "owned", expect=old.etag)
+    return new, _write(rt, old.owner, [new], [], "owned", expect=tag)
 
 
 def patch(
@@ -240,7 +242,6 @@ def patch(
     """Apply a JSON merge patch to source ``name``'s table; ``name`` and ``kind`` stay. The
     patch applies to the version read here: another edit between read and write is a 409."""
     old = definition_of(rt, name)
-    expected(old, if_match)
     fixed = [
         f"source '{name}': {key}: cannot be changed (remove the source and add it again)"
         for key in ("name", "kind")
@@ -249,14 +250,15 @@ def patch(
     if fixed:
         raise Refused(400, fixed)
     rest = {k: v for k, v in changes.items() if k not in ("name", "kind")}
-    return change(rt, name, merge_patch(old.table, rest), read=old)
+    return change(rt, name, merge_patch(old.table, rest), if_match, read=old)
 
 
 def remove(rt: Runtime, name: str, if_match: str | None = None) -> Written:
     d = definition_of(rt, name)
-    expected(d, if_match)
+    tag = rt.sources.version(d) if if_match else ""
+    expected(d, tag, if_match)
     editable(d, "remove")
-    return _write(rt, d.owner, [], [name], "owned", expect=d.etag if if_match else "")
+    return _write(rt, d.owner, [], [name], "owned", expect=tag)
 
 
 def source_of(rt: Runtime, name: str) -> Source:

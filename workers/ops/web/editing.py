@@ -80,7 +80,8 @@ class Editing:
             fields=form_fields(kind, table, form, editing=editing is not None),
             editing=editing,
             # the version the form was first shown with: saved only over that version
-            version=(form or {}).get("version") or (editing.etag if editing else ""),
+            version=(form or {}).get("version")
+            or (self.rt.sources.version(editing) if editing else ""),
             problems=problems or [],
             preview=tested,
             keep=KEEP,

@@ -19,7 +19,8 @@
 -- ARGV[5]  file record to store for this owner ("" leaves it)
 -- ARGV[6]  "new": every name put must be new; "owned": every name put or removed must exist
 --          (owned by this owner); "owned@<sha1>": so too, and each must still be the version
---          whose redis.sha1hex is <sha1> (an edit of what was read: compare and set);
+--          whose redis.sha1hex(epoch .. definition) is <sha1> (an edit of what was read:
+--          compare and set; keyed by the epoch so the tag tests no guess at a secret);
 --          "": puts create or update, absent removals are skipped
 -- ARGV[7]  n, the number of definitions put
 -- ARGV[8 .. 7+2n]  name, definition JSON pairs
@@ -32,8 +33,10 @@ local defs, log, meta, owners, owned, files = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local owner, cap, log_cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local mode, n = ARGV[6], tonumber(ARGV[7])
 local expect = string.match(mode, '^owned@(%x+)$')
+local salt = ''
 if expect then
   mode = 'owned'
+  salt = redis.call('HGET', meta, 'epoch') or ''
 end
 local first_removal = 8 + 2 * n
 
@@ -54,7 +57,7 @@ for i = 8, 7 + 2 * n, 2 do
     if mode == 'new' then
       return {'exists', name, owner_of(existing)}
     end
-    if expect and redis.sha1hex(existing) ~= expect then
+    if expect and redis.sha1hex(salt .. existing) ~= expect then
       return {'stale', name}
     end
     if existing ~= definition then
@@ -74,7 +77,7 @@ for i = first_removal, #ARGV do
     if redis.call('SISMEMBER', owned, name) == 0 then
       return {'owned', name, owner_of(existing)}
     end
-    if expect and redis.sha1hex(existing) ~= expect then
+    if expect and redis.sha1hex(salt .. existing) ~= expect then
       return {'stale', name}
     end
     removals = removals + 1

@@ -46,12 +46,6 @@ def searchable(d: Definition) -> str:
     return " ".join(parts).casefold()
 
 
-def etag(d: Definition) -> dict[str, str]:
-    """The ``ETag`` of a source's stored version: sent back as ``If-Match`` by a client that
-    must not overwrite another's change (PATCH, DELETE: 412 when it is no longer current)."""
-    return {"ETag": f'"{d.etag}"'}
-
-
 class SourcesApi:
     def __init__(self, rt: Runtime, dispatch: Dispatch, queue: str) -> None:
         self.rt, self.dispatch, self.queue = rt, dispatch, queue
@@ -117,14 +111,14 @@ class SourcesApi:
 
     async def get(self, request: Request) -> Response:
         d = manage.definition_of(self.rt, self.name(request))
-        return JSONResponse(self.body(d), headers=etag(d))
+        return JSONResponse(self.body(d), headers=self.etag(d))
 
     async def patch(self, request: Request) -> Response:
         changes = await json_object(request)
         name, if_match = self.name(request), request.headers.get("if-match")
         d, _ = manage.patch(self.rt, name, changes, if_match)
         now = manage.definition_of(self.rt, name)
-        return JSONResponse(self.body(d), headers=etag(now))
+        return JSONResponse(self.body(d), headers=self.etag(now))
 
     async def delete(self, request: Request) -> Response:
         name = self.name(request)
@@ -150,6 +144,11 @@ class SourcesApi:
         return JSONResponse(
             {"name": source.name, "outcome": done.outcome, "message": done.line}, status_code=202
         )
+
+    def etag(self, d: Definition) -> dict[str, str]:
+        """The ``ETag`` of a source's stored version: sent back as ``If-Match`` by a client
+        that must not overwrite another's change (PATCH, DELETE: 412 when no longer current)."""
+        return {"ETag": f'"{self.rt.sources.version(d)}"'}
 
     @staticmethod
     def name(request: Request) -> str:
